@@ -1,1 +1,14 @@
-//! lgtm-operator: runs Grafana Mimir, Loki and Tempo as a coordinator and pools of workers.
+//! lgtm-operator runs Grafana Mimir, Loki and Tempo on Kubernetes as a coordinator
+//! (`GrafanaCluster`) and pools of workers (`WorkerPool`).
+//!
+//! - [`api`]: the custom resources;
+//! - [`product`]: the catalogue of roles, ports and routes, and the consistency rules;
+//! - [`render`]: pure builders of every object and file the operator writes;
+//! - [`controller`]: the reconcile loops that fetch, validate, build, apply and report.
+
+pub mod api;
+pub mod product;
+pub mod render;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,398 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::product::Product;
+
+/// The coordinator of one Grafana Mimir, Loki or Tempo cluster: its single entry point
+/// (an nginx gateway), its self-monitoring agent, the object storage every worker shares
+/// and the product configuration every worker runs with. Workers come from `WorkerPool`s
+/// that name this cluster in `spec.clusterRef`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lgtm.coordinated.dev",
+    version = "v1alpha1",
+    kind = "GrafanaCluster",
+    namespaced,
+    status = "GrafanaClusterStatus",
+    shortname = "gcl",
+    category = "lgtm",
+    derive = "PartialEq",
+    doc = "A Grafana Mimir, Loki or Tempo cluster: the coordinator of its WorkerPools.",
+    printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(
+        name = "Consistent",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Consistent\")].status"
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
+    printcolumn(
+        name = "Missing Roles",
+        type_ = "string",
+        json_path = ".status.missingRolesSummary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GrafanaClusterSpec {
+    /// The Grafana product this cluster runs: mimir (metrics), loki (logs) or tempo
+    /// (traces). Fixed at creation.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("product is immutable: create a new GrafanaCluster to run another product"))]
+    pub product: Product,
+
+    /// Product image tag. Defaults to the version this operator release is tested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// Product image repository, e.g. a mirror of grafana/mimir. Defaults to the
+    /// product's image on Docker Hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Object storage shared by every worker. Required even for a single monolithic
+    /// pool, so that scaling out later loses nothing.
+    pub storage: StorageSpec,
+
+    /// The nginx reverse proxy: the cluster's single entry point.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+
+    /// The agent sidecar in the gateway pods that ships the cluster's own metrics,
+    /// logs and traces.
+    #[serde(default)]
+    pub self_monitoring: SelfMonitoringSpec,
+
+    /// Serve the gateway over TLS with a certificate from a kubernetes.io/tls Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// How long the product keeps data (Mimir blocks, Loki logs, Tempo traces), as a
+    /// Prometheus-style duration such as `30d`, `2w` or `720h`. Unset keeps data forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+
+    /// Free-form product configuration merged last into the configuration the operator
+    /// renders, so any key set here wins (maps merge key by key; any other value,
+    /// lists included, replaces the rendered one). The escape hatch for settings the
+    /// operator does not model; never put credentials here: it lands in a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::free_form_object")]
+    pub config_overrides: Option<serde_json::Value>,
+
+    /// When true the operator keeps computing and reporting status but changes
+    /// nothing in the cluster's objects or its pools' objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// Where the workers keep their data.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
+    pub s3: S3Storage,
+}
+
+/// An S3-compatible bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Host and optional port of the S3 API, e.g. `minio.minio.svc:9000`. A scheme is
+    /// optional; `https://` means TLS.
+    #[x_kube(validation = Rule::new("self != ''").message("endpoint must not be empty"))]
+    pub endpoint: String,
+
+    /// Bucket name.
+    #[x_kube(validation = Rule::new("self != ''").message("bucket must not be empty"))]
+    pub bucket: String,
+
+    /// Bucket region, when the provider needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+
+    /// Talk plain HTTP to the endpoint. Defaults to true only when the endpoint is not
+    /// `https://` and no CA bundle is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+
+    /// The Secret holding the access key pair. Credentials are never written inline:
+    /// workers read them as environment variables from this Secret.
+    pub credentials_secret: CredentialsSecretRef,
+
+    /// A Secret key holding a PEM CA bundle for the endpoint's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+}
+
+/// A Secret in the cluster's namespace holding an S3 access key pair.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "access-key-id".into()
+}
+
+fn default_secret_access_key_key() -> String {
+    "secret-access-key".into()
+}
+
+/// One key of a Secret in the cluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in the Secret.
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// The nginx gateway Deployment and its Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Number of gateway pods. A PodDisruptionBudget keeps one up during voluntary
+    /// disruptions when there are two or more.
+    #[serde(default = "default_one")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must not be negative"))]
+    pub replicas: i32,
+
+    /// nginx image. Must run as non-root (the pod's root filesystem is read-only).
+    #[serde(default = "default_gateway_image")]
+    pub image: String,
+
+    /// nginx-prometheus-exporter image, run as a sidecar that reads nginx's status.
+    #[serde(default = "default_exporter_image")]
+    pub exporter_image: String,
+
+    /// The Service in front of the gateway pods.
+    #[serde(default)]
+    pub service: GatewayServiceSpec,
+
+    /// Compute resources of the nginx container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_one(),
+            image: default_gateway_image(),
+            exporter_image: default_exporter_image(),
+            service: GatewayServiceSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+fn default_gateway_image() -> String {
+    "nginxinc/nginx-unprivileged:1.27-alpine".into()
+}
+
+fn default_exporter_image() -> String {
+    "nginx/nginx-prometheus-exporter:1.4.2".into()
+}
+
+/// The gateway Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations for the Service, e.g. for a cloud load balancer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How the gateway Service is exposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Self-monitoring: an agent sidecar in each gateway pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfMonitoringSpec {
+    /// Run the agent. Defaults to true when any destination below is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Grafana Alloy image.
+    #[serde(default = "default_agent_image")]
+    pub image: String,
+
+    /// Where the agent remote-writes the workers' and the gateway's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsDestination>,
+
+    /// Where the agent pushes the workers' logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsDestination>,
+
+    /// Where the workers send their own traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TracesDestination>,
+}
+
+impl Default for SelfMonitoringSpec {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            image: default_agent_image(),
+            metrics: None,
+            logs: None,
+            traces: None,
+        }
+    }
+}
+
+impl SelfMonitoringSpec {
+    /// Whether the agent runs: as asked, else when any destination is set.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+            .unwrap_or(self.metrics.is_some() || self.logs.is_some() || self.traces.is_some())
+    }
+}
+
+fn default_agent_image() -> String {
+    "grafana/alloy:v1.5.0".into()
+}
+
+/// A Prometheus remote-write endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsDestination {
+    /// Remote-write URL, e.g. http://prometheus.monitoring:9090/api/v1/write.
+    pub remote_write_url: String,
+}
+
+/// A Loki push endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsDestination {
+    /// Loki push URL, e.g. http://logs-gateway.observability:3100/loki/api/v1/push.
+    pub loki_push_url: String,
+}
+
+/// An OTLP gRPC endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracesDestination {
+    /// host:port of an OTLP gRPC receiver, e.g. traces-gateway.observability:4317.
+    pub otlp_endpoint: String,
+}
+
+/// TLS for the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A kubernetes.io/tls Secret (keys tls.crt and tls.key) in the cluster's namespace.
+    pub secret_name: String,
+}
+
+/// What the operator observed and did, for people and for tools.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GrafanaClusterStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The product running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<Product>,
+    /// The product version running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// In-cluster URL of the gateway: the one address clients use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
+    /// Every role some pool provides, and every required role, with the pools that
+    /// provide it and their replica counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleStatus>,
+    /// Required roles that no valid pool with replicas provides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_roles: Vec<String>,
+    /// `missingRoles` as one comma-separated string; empty when none are missing.
+    #[serde(default)]
+    pub missing_roles_summary: String,
+    /// Advice for a sturdier deployment. Never a failing condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<String>,
+    /// The date (YYYY-MM-DD) Loki's schema starts from, chosen once when the cluster
+    /// first became consistent and kept for the cluster's life: recomputing it would
+    /// make existing data unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki_schema_from: Option<String>,
+    /// SHA-256 of the shared product configuration the workers run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Consistent, StorageReady, Available, Degraded, Progressing,
+    /// ReconciliationPaused and ConfigValid (TLSReady when TLS is asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One role of the product and who provides it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatus {
+    /// Role name, as the product's `-target` spells it.
+    pub name: String,
+    /// Whether a consistent cluster needs this role.
+    pub required: bool,
+    /// Pools providing this role.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Desired replicas carrying this role, summed over its pools.
+    pub replicas: i32,
+    /// Ready replicas carrying this role, summed over its pools.
+    pub ready_replicas: i32,
+}

@@ -1,0 +1,276 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::product::Product;
+
+/// A group of identical workers of one GrafanaCluster, run as one StatefulSet. Its roles
+/// are boolean toggles, so any role or combination the product allows scales on its own.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lgtm.coordinated.dev",
+    version = "v1alpha1",
+    kind = "WorkerPool",
+    namespaced,
+    status = "WorkerPoolStatus",
+    shortname = "wp",
+    category = "lgtm",
+    derive = "PartialEq",
+    doc = "A group of identical workers (one StatefulSet) of a GrafanaCluster.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
+    printcolumn(name = "Roles", type_ = "string", json_path = ".status.targetsSummary"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPoolSpec {
+    /// Name of the GrafanaCluster (same namespace) these workers belong to. Fixed at
+    /// creation.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable: create a new WorkerPool for another cluster"))]
+    #[x_kube(validation = Rule::new("self != ''").message("clusterRef must name a GrafanaCluster"))]
+    pub cluster_ref: String,
+
+    /// Number of workers.
+    #[serde(default = "default_one")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must not be negative"))]
+    pub replicas: i32,
+
+    /// The roles every worker of this pool runs, as toggles of exactly one product block.
+    pub roles: PoolRoles,
+
+    /// The data volume of each worker (WAL, caches, local blocks). Fixed at creation:
+    /// the volume claim template of a StatefulSet cannot change.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage is immutable: a StatefulSet's volume claim template cannot change; create a new pool and scale this one down"))]
+    pub storage: PoolStorage,
+
+    /// Compute resources of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the workers must run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Affinity of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// A patch of the pod template, applied last in strategic-merge fashion: maps merge,
+    /// `containers`, `initContainers`, `volumes`, `env`, `volumeMounts` and `ports`
+    /// merge by `name` (ports by `containerPort`), any other list replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::free_form_object")]
+    pub pod_overrides: Option<serde_json::Value>,
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+/// The role toggles of a pool: exactly one product block.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("[has(self.mimir), has(self.loki), has(self.tempo)].filter(p, p).size() == 1").message("set exactly one of roles.mimir, roles.loki, roles.tempo"))]
+pub struct PoolRoles {
+    /// Grafana Mimir roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimir: Option<MimirRoles>,
+    /// Grafana Loki roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<LokiRoles>,
+    /// Grafana Tempo roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tempo: Option<TempoRoles>,
+}
+
+impl PoolRoles {
+    /// The product of the block that is set, with the names of its toggles set to true
+    /// (as the product catalogue names roles and meta-roles). `None` when no block, or
+    /// more than one, is set; the CRD's CEL rule keeps that from reaching the API.
+    pub fn selected(&self) -> Option<(Product, Vec<&'static str>)> {
+        match (&self.mimir, &self.loki, &self.tempo) {
+            (Some(m), None, None) => Some((Product::Mimir, m.enabled())),
+            (None, Some(l), None) => Some((Product::Loki, l.enabled())),
+            (None, None, Some(t)) => Some((Product::Tempo, t.enabled())),
+            _ => None,
+        }
+    }
+}
+
+/// Defines a block of role toggles: the struct users write, and the mapping from each
+/// field to the role or meta-role name of the product catalogue.
+macro_rules! role_toggles {
+    (
+        $(#[$meta:meta])*
+        $name:ident {
+            $( $(#[$field_meta:meta])* $field:ident => $role:literal, )+
+        }
+    ) => {
+        #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+        #[serde(rename_all = "camelCase")]
+        $(#[$meta])*
+        pub struct $name {
+            $(
+                $(#[$field_meta])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<bool>,
+            )+
+        }
+
+        impl $name {
+            /// Role and meta-role names of every toggle, in declaration order.
+            pub const TOGGLES: &'static [&'static str] = &[$($role),+];
+
+            /// Role and meta-role names of the toggles set to true.
+            pub fn enabled(&self) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $( if self.$field == Some(true) { names.push($role); } )+
+                names
+            }
+        }
+    };
+}
+
+role_toggles! {
+    /// Mimir role toggles. Several may be true; meta-roles (read, write, backend, all)
+    /// stand for their groups of roles.
+    #[schemars(transform = crate::api::schema::at_least_one_toggle)]
+    MimirRoles {
+        /// Compacts blocks in object storage and applies retention.
+        compactor => "compactor",
+        /// Receives writes and spreads them over the ingesters.
+        distributor => "distributor",
+        /// Keeps recent samples in memory and writes blocks.
+        ingester => "ingester",
+        /// Evaluates PromQL queries.
+        querier => "querier",
+        /// Splits, caches and queues queries.
+        query_frontend => "query-frontend",
+        /// Serves blocks from object storage to queriers.
+        store_gateway => "store-gateway",
+        /// Evaluates recording and alerting rules.
+        ruler => "ruler",
+        /// Multi-tenant Alertmanager (optional).
+        alertmanager => "alertmanager",
+        /// Exports per-tenant limits as metrics (optional).
+        overrides_exporter => "overrides-exporter",
+        /// Queues queries between frontends and queriers (optional).
+        query_scheduler => "query-scheduler",
+        /// Flushes an ingester's data on shutdown (optional, special purpose).
+        flusher => "flusher",
+        /// Meta-role: querier and query-frontend.
+        read => "read",
+        /// Meta-role: distributor and ingester.
+        write => "write",
+        /// Meta-role: alertmanager, compactor, overrides-exporter, query-scheduler,
+        /// ruler and store-gateway.
+        backend => "backend",
+        /// Meta-role: every required role in one process (monolithic).
+        all => "all",
+    }
+}
+
+role_toggles! {
+    /// Loki role toggles (the simple scalable targets). Several may be true.
+    #[schemars(transform = crate::api::schema::at_least_one_toggle)]
+    LokiRoles {
+        /// The read path: queriers and query frontends.
+        read => "read",
+        /// The write path: distributors and ingesters.
+        write => "write",
+        /// Compactor, index gateway, query scheduler and ruler.
+        backend => "backend",
+        /// Meta-role: read, write and backend in one process (monolithic).
+        all => "all",
+    }
+}
+
+role_toggles! {
+    /// Tempo role toggles. Exactly one is true: a Tempo worker runs one target.
+    #[schemars(transform = crate::api::schema::exactly_one_toggle)]
+    TempoRoles {
+        /// Searches and fetches traces.
+        querier => "querier",
+        /// Splits queries and serves the query API.
+        query_frontend => "query-frontend",
+        /// Keeps recent traces and writes blocks.
+        ingester => "ingester",
+        /// Receives spans (OTLP, Zipkin, Jaeger) and spreads them over the ingesters.
+        distributor => "distributor",
+        /// Compacts blocks and applies retention.
+        compactor => "compactor",
+        /// Derives span metrics and service graphs (optional; needs a remote-write URL).
+        metrics_generator => "metrics-generator",
+        /// Meta-role: every role in one process (monolithic).
+        all => "all",
+    }
+}
+
+/// The volume claim template of a pool's workers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStorage {
+    /// Size of each worker's volume.
+    #[serde(default = "default_volume_size")]
+    pub size: Quantity,
+    /// StorageClass of the volumes; the cluster's default class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for PoolStorage {
+    fn default() -> Self {
+        Self {
+            size: default_volume_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_volume_size() -> Quantity {
+    Quantity("10Gi".into())
+}
+
+/// What the operator observed of a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPoolStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The product of the pool's role block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<Product>,
+    /// The concrete roles the workers run, after meta-role expansion, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// `targets` joined with commas, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub targets_summary: String,
+    /// Workers the StatefulSet runs.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Workers that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Workers running the latest pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// RolesValid and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,52 @@
+//! Grafana Loki in its simple scalable form: each worker runs read, write and/or backend,
+//! each itself a group of Loki components.
+
+use super::*;
+
+const THREE_FOR_HA: Recommendation = Recommendation {
+    replicas: 3,
+    reason: "3 keep the path available and replicated while one restarts",
+};
+
+#[rustfmt::skip]
+pub(super) static CATALOGUE: Catalogue = Catalogue {
+    product: Product::Loki,
+    image: "grafana/loki",
+    version: "3.5.0",
+    roles: &[
+        Role { name: "read", required: true, recommended: THREE_FOR_HA },
+        Role { name: "write", required: true, recommended: THREE_FOR_HA },
+        Role { name: "backend", required: true, recommended: THREE_FOR_HA },
+    ],
+    meta_roles: &[MetaRole { name: "all", roles: &["read", "write", "backend"], target: "all" }],
+    single_target: false,
+    ports: Ports { http: 3100, grpc: 9095, memberlist: 7946 },
+    listeners: &[Listener {
+        port: 3100,
+        name: "http",
+        protocol: Protocol::Http,
+        upstream_port: 3100,
+        routes: &[
+            Route { location: "= /loki/api/v1/push", to: RouteTo::Role("write"), handling: Handling::Proxy },
+            Route { location: "/otlp/v1/logs", to: RouteTo::Role("write"), handling: Handling::Proxy },
+            Route { location: "^~ /loki/api/v1/rules", to: RouteTo::Role("backend"), handling: Handling::Proxy },
+            Route { location: "~ /prometheus/.*", to: RouteTo::Role("backend"), handling: Handling::Proxy },
+            Route {
+                location: "= /api/v1/rules",
+                to: RouteTo::Role("backend"),
+                handling: Handling::RewriteTo("/loki/api/v1/rules"),
+            },
+            Route { location: "= /loki/api/v1/tail", to: RouteTo::Role("read"), handling: Handling::WebSocket },
+            Route { location: "~ /loki/api/.*", to: RouteTo::Role("read"), handling: Handling::WebSocket },
+            Route { location: "= /loki/api/v1/format_query", to: ANY_WORKER, handling: Handling::Proxy },
+            Route { location: "= /loki/api/v1/status/buildinfo", to: ANY_WORKER, handling: Handling::Proxy },
+            Route { location: "= /ring", to: ANY_WORKER, handling: Handling::Proxy },
+        ],
+    }],
+    config_dir: "/etc/loki",
+    discovered_before_ready: &[],
+    max_body_size: "64m",
+};
+
+/// Paths every Loki worker serves go to the first of these that exists.
+const ANY_WORKER: RouteTo = RouteTo::FirstPresent(&["read", "write", "backend"]);

@@ -1,0 +1,275 @@
+//! Product configuration per product, for monolithic, split and scaled layouts.
+
+use serde_json::Value;
+
+use super::*;
+use crate::fixtures;
+use crate::product::Topology;
+
+fn inputs<'a>(cluster: &'a crate::api::GrafanaCluster, topology: &'a Topology) -> ConfigInputs<'a> {
+    ConfigInputs {
+        cluster: "metrics",
+        namespace: "obs",
+        cluster_domain: "cluster.local",
+        topology,
+        s3: &cluster.spec.storage.s3,
+        retention: None,
+        loki_schema_from: Some("2026-11-18"),
+        remote_write_url: None,
+        overrides: None,
+    }
+}
+
+/// Renders and parses back, so tests assert on structure, not text.
+pub(crate) fn rendered(inputs: &ConfigInputs) -> Value {
+    let yaml = render(inputs).expect("renders");
+    serde_saphyr::from_str(&yaml).expect("rendered config is YAML")
+}
+
+fn at<'v>(value: &'v Value, path: &str) -> &'v Value {
+    path.split('.')
+        .fold(value, |v, key| match key.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[key],
+        })
+}
+
+#[test]
+fn every_product_joins_memberlist_through_the_gossip_service() {
+    for product in Product::ALL {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let config = rendered(&inputs(&cluster, &topology));
+        assert_eq!(
+            at(&config, "memberlist.join_members"),
+            &serde_json::json!(["dns+metrics-gossip.obs.svc.cluster.local:7946"]),
+            "{product}"
+        );
+    }
+}
+
+#[test]
+fn credentials_are_environment_references_never_values() {
+    for product in Product::ALL {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let yaml = render(&inputs(&cluster, &topology)).expect("renders");
+        assert!(yaml.contains("${LGTM_S3_ACCESS_KEY_ID}"), "{product}");
+        assert!(yaml.contains("${LGTM_S3_SECRET_ACCESS_KEY}"), "{product}");
+    }
+}
+
+#[test]
+fn mimir_monolithic_has_replication_factor_one_and_queriers_reach_frontends() {
+    let cluster = fixtures::minimal_cluster(Product::Mimir);
+    let topology = fixtures::topology(Product::Mimir, &[("all", &["all"], 1)]);
+    let config = rendered(&inputs(&cluster, &topology));
+    assert_eq!(at(&config, "ingester.ring.replication_factor"), 1);
+    assert_eq!(
+        at(&config, "store_gateway.sharding_ring.replication_factor"),
+        1
+    );
+    assert_eq!(
+        at(&config, "frontend_worker.frontend_address"),
+        "metrics-query-frontend.obs.svc.cluster.local:9095"
+    );
+    assert!(at(&config, "frontend").is_null());
+    assert_eq!(
+        at(&config, "common.storage.s3.endpoint"),
+        "minio.minio.svc:9000"
+    );
+    assert_eq!(at(&config, "common.storage.s3.insecure"), true);
+    assert_eq!(at(&config, "blocks_storage.storage_prefix"), "blocks");
+    assert_eq!(at(&config, "ruler_storage.storage_prefix"), "rules");
+    assert_eq!(at(&config, "alertmanager_storage.storage_prefix"), "alerts");
+    assert_eq!(at(&config, "no_auth_tenant"), "anonymous");
+}
+
+#[test]
+fn mimir_split_with_schedulers_routes_queries_through_them() {
+    let cluster = fixtures::minimal_cluster(Product::Mimir);
+    let topology = fixtures::topology(
+        Product::Mimir,
+        &[
+            ("read", &["read"], 2),
+            ("write", &["write"], 3),
+            ("backend", &["backend"], 3),
+        ],
+    );
+    let config = rendered(&inputs(&cluster, &topology));
+    let scheduler = "metrics-query-scheduler.obs.svc.cluster.local:9095";
+    assert_eq!(at(&config, "frontend_worker.scheduler_address"), scheduler);
+    assert_eq!(at(&config, "frontend.scheduler_address"), scheduler);
+    assert!(at(&config, "frontend_worker.frontend_address").is_null());
+    assert_eq!(at(&config, "ingester.ring.replication_factor"), 3);
+    assert_eq!(
+        at(&config, "store_gateway.sharding_ring.replication_factor"),
+        3
+    );
+    assert_eq!(
+        at(&config, "ruler.alertmanager_url"),
+        "http://metrics-alertmanager.obs.svc.cluster.local:8080/alertmanager"
+    );
+}
+
+#[test]
+fn scaling_within_a_replication_band_leaves_the_config_unchanged() {
+    for product in Product::ALL {
+        let cluster = fixtures::minimal_cluster(product);
+        let small = fixtures::topology(product, &[("all", &["all"], 3)]);
+        let big = fixtures::topology(product, &[("all", &["all"], 7)]);
+        assert_eq!(
+            render(&inputs(&cluster, &small)),
+            render(&inputs(&cluster, &big)),
+            "{product}"
+        );
+    }
+}
+
+#[test]
+fn loki_uses_the_fixed_schema_date_and_path_style_s3() {
+    let cluster = fixtures::minimal_cluster(Product::Loki);
+    let topology = fixtures::topology(
+        Product::Loki,
+        &[
+            ("read", &["read"], 3),
+            ("write", &["write"], 3),
+            ("backend", &["backend"], 1),
+        ],
+    );
+    let config = rendered(&inputs(&cluster, &topology));
+    assert_eq!(at(&config, "schema_config.configs.0.from"), "2026-11-18");
+    assert_eq!(at(&config, "schema_config.configs.0.schema"), "v13");
+    assert_eq!(at(&config, "schema_config.configs.0.store"), "tsdb");
+    assert_eq!(at(&config, "schema_config.configs.0.index.period"), "24h");
+    assert_eq!(at(&config, "common.storage.s3.s3forcepathstyle"), true);
+    assert_eq!(at(&config, "common.replication_factor"), 3);
+    assert_eq!(at(&config, "common.path_prefix"), "/data");
+    assert_eq!(at(&config, "ingester.wal.flush_on_shutdown"), true);
+    assert_eq!(
+        at(&config, "common.compactor_address"),
+        "http://metrics-backend.obs.svc.cluster.local:3100"
+    );
+}
+
+#[test]
+fn retention_reaches_each_product_in_its_own_key() {
+    for (product, key) in [
+        (Product::Mimir, "limits.compactor_blocks_retention_period"),
+        (Product::Loki, "limits_config.retention_period"),
+        (Product::Tempo, "compactor.compaction.block_retention"),
+    ] {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let mut inputs = inputs(&cluster, &topology);
+        inputs.retention = Some(Duration::parse("30d").expect("valid"));
+        assert_eq!(at(&rendered(&inputs), key), "720h", "{product}");
+    }
+}
+
+#[test]
+fn loki_retention_must_be_whole_days() {
+    let cluster = fixtures::minimal_cluster(Product::Loki);
+    let topology = fixtures::topology(Product::Loki, &[("all", &["all"], 1)]);
+    let mut inputs = inputs(&cluster, &topology);
+    inputs.retention = Some(Duration::parse("36h").expect("valid"));
+    let error = render(&inputs).expect_err("not whole days");
+    assert!(
+        error.to_string().contains("whole number of days"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tempo_queriers_reach_the_frontend_service_or_localhost_when_they_are_one() {
+    let cluster = fixtures::minimal_cluster(Product::Tempo);
+    let split = fixtures::topology(
+        Product::Tempo,
+        &[
+            ("q", &["querier"], 1),
+            ("qf", &["query-frontend"], 1),
+            ("i", &["ingester"], 3),
+            ("d", &["distributor"], 1),
+            ("c", &["compactor"], 1),
+        ],
+    );
+    let config = rendered(&inputs(&cluster, &split));
+    assert_eq!(
+        at(&config, "querier.frontend_worker.frontend_address"),
+        "metrics-query-frontend.obs.svc.cluster.local:9096"
+    );
+    assert_eq!(
+        at(&config, "ingester.lifecycler.ring.replication_factor"),
+        3
+    );
+    let mono = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
+    let config = rendered(&inputs(&cluster, &mono));
+    assert_eq!(
+        at(&config, "querier.frontend_worker.frontend_address"),
+        "127.0.0.1:9096"
+    );
+}
+
+#[test]
+fn tempo_has_five_receivers_and_strips_default_ports() {
+    let mut cluster = fixtures::minimal_cluster(Product::Tempo);
+    cluster.spec.storage.s3.endpoint = "https://s3.example.com:443".into();
+    let topology = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
+    let config = rendered(&inputs(&cluster, &topology));
+    let receivers = at(&config, "distributor.receivers");
+    assert_eq!(
+        at(receivers, "otlp.protocols.grpc.endpoint"),
+        "0.0.0.0:4317"
+    );
+    assert_eq!(
+        at(receivers, "otlp.protocols.http.endpoint"),
+        "0.0.0.0:4318"
+    );
+    assert_eq!(at(receivers, "zipkin.endpoint"), "0.0.0.0:9411");
+    assert_eq!(
+        at(receivers, "jaeger.protocols.thrift_http.endpoint"),
+        "0.0.0.0:14268"
+    );
+    assert_eq!(
+        at(receivers, "jaeger.protocols.grpc.endpoint"),
+        "0.0.0.0:14250"
+    );
+    assert_eq!(at(&config, "storage.trace.s3.endpoint"), "s3.example.com");
+    assert_eq!(at(&config, "storage.trace.s3.insecure"), false);
+}
+
+#[test]
+fn tempo_metrics_generator_only_writes_with_a_remote_write_url() {
+    let cluster = fixtures::minimal_cluster(Product::Tempo);
+    let topology = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
+    let without = rendered(&inputs(&cluster, &topology));
+    assert!(at(&without, "metrics_generator.storage.remote_write").is_null());
+    assert!(at(&without, "overrides").is_null());
+    let mut with = inputs(&cluster, &topology);
+    with.remote_write_url = Some("http://prom:9090/api/v1/write");
+    let with = rendered(&with);
+    assert_eq!(
+        at(&with, "metrics_generator.storage.remote_write.0.url"),
+        "http://prom:9090/api/v1/write"
+    );
+    assert_eq!(
+        at(&with, "overrides.defaults.metrics_generator.processors"),
+        &serde_json::json!(["service-graphs", "span-metrics"])
+    );
+}
+
+#[test]
+fn config_overrides_win_and_bad_ones_are_an_error() {
+    let cluster = fixtures::minimal_cluster(Product::Mimir);
+    let topology = fixtures::topology(Product::Mimir, &[("all", &["all"], 1)]);
+    let overrides = serde_json::json!({"server": {"log_level": "debug"}, "ingester": {"ring": {"replication_factor": 2}}});
+    let mut with = inputs(&cluster, &topology);
+    with.overrides = Some(&overrides);
+    let config = rendered(&with);
+    assert_eq!(at(&config, "server.log_level"), "debug");
+    assert_eq!(at(&config, "server.http_listen_port"), 8080);
+    assert_eq!(at(&config, "ingester.ring.replication_factor"), 2);
+    let bad = serde_json::json!("log_level: debug");
+    with.overrides = Some(&bad);
+    assert!(matches!(render(&with), Err(ConfigError::Overrides(_))));
+}

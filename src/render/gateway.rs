@@ -1,0 +1,341 @@
+//! The gateway: nginx (the cluster's single entry point), the nginx exporter and the
+//! self-monitoring agent, in one Deployment behind one Service.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::labels::{CLUSTER, COMPONENT, Component, child_meta, cluster_labels};
+use super::nginx::{self, NginxOptions, RUNTIME_DIR, STATUS_PORT, TlsFiles};
+use super::{CONFIG_CHECKSUM, ClusterView, Settings, agent, checksum};
+use crate::product::Protocol;
+
+/// Port of the nginx-prometheus-exporter sidecar.
+pub const EXPORTER_PORT: u16 = 9113;
+/// UID and GID of the nginx-unprivileged image's nginx user.
+const NGINX_USER: i64 = 101;
+
+const CONFIG_DIR: &str = "/etc/lgtm-gateway";
+const TLS_DIR: &str = "/etc/lgtm-gateway/tls";
+
+/// The gateway's objects.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub config: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+fn selector(cluster: &ClusterView) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER.to_string(), cluster.name.clone()),
+        (
+            COMPONENT.to_string(),
+            Component::Gateway.as_str().to_string(),
+        ),
+    ])
+}
+
+/// nginx.conf for the cluster's gateway pod.
+pub fn nginx_conf(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> String {
+    let tls = cluster.spec.tls.as_ref().map(|_| TlsFiles {
+        certificate: format!("{TLS_DIR}/tls.crt"),
+        key: format!("{TLS_DIR}/tls.key"),
+    });
+    let options = NginxOptions::in_cluster(
+        &cluster.name,
+        &cluster.namespace,
+        &settings.cluster_domain,
+        tls,
+    );
+    nginx::render(cluster.product(), present, &options)
+}
+
+/// Builds the gateway for the roles `present`.
+pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> Gateway {
+    let name = cluster.child_name("gateway");
+    let labels = cluster_labels(cluster.product(), &cluster.name, Component::Gateway);
+    let conf = nginx_conf(cluster, present, settings);
+    let agent_config = agent::enabled(cluster).then(|| agent::config(cluster));
+    let config_checksum = checksum(
+        [
+            Some(conf.as_bytes()),
+            agent_config.as_deref().map(str::as_bytes),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+
+    let config = ConfigMap {
+        metadata: child_meta(
+            &name,
+            &cluster.namespace,
+            labels.clone(),
+            cluster.owner.as_ref(),
+        ),
+        data: Some(BTreeMap::from([("nginx.conf".to_string(), conf)])),
+        ..ConfigMap::default()
+    };
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "runtime".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut nginx_mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("runtime", "/tmp", false),
+    ];
+    if let Some(tls) = &cluster.spec.tls {
+        // Not optional: without the Secret the pod does not start, so the gateway never
+        // serves plain HTTP where TLS was asked for.
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        nginx_mounts.push(mount("tls", TLS_DIR, true));
+    }
+
+    let mut ports: Vec<ContainerPort> = cluster
+        .catalogue()
+        .listeners
+        .iter()
+        .map(|l| container_port(l.name, l.port))
+        .collect();
+    ports.push(container_port("status", STATUS_PORT));
+
+    let mut containers = vec![
+        Container {
+            name: "nginx".into(),
+            image: Some(cluster.spec.gateway.image.clone()),
+            command: Some(vec!["/bin/sh".into(), "-ec".into(), nginx_start_script()]),
+            env: Some(vec![EnvVar {
+                name: "RUNTIME_DIR".into(),
+                value: Some(RUNTIME_DIR.into()),
+                ..EnvVar::default()
+            }]),
+            ports: Some(ports),
+            readiness_probe: Some(http_probe("/healthz", STATUS_PORT)),
+            resources: cluster.spec.gateway.resources.clone(),
+            security_context: Some(restricted_container()),
+            volume_mounts: Some(nginx_mounts),
+            ..Container::default()
+        },
+        Container {
+            name: "exporter".into(),
+            image: Some(cluster.spec.gateway.exporter_image.clone()),
+            args: Some(vec![
+                format!("--nginx.scrape-uri=http://127.0.0.1:{STATUS_PORT}/status"),
+                format!("--web.listen-address=:{EXPORTER_PORT}"),
+            ]),
+            ports: Some(vec![container_port("metrics", EXPORTER_PORT)]),
+            security_context: Some(restricted_container()),
+            ..Container::default()
+        },
+    ];
+    let mut service_account = None;
+    if agent_config.is_some() {
+        let (container, volume) = agent::container(cluster);
+        containers.push(container);
+        volumes.push(volume);
+        service_account = Some(agent::name(cluster));
+    }
+
+    let mut template_labels = labels.clone();
+    template_labels.extend(selector(cluster));
+    let deployment = Deployment {
+        metadata: child_meta(
+            &name,
+            &cluster.namespace,
+            labels.clone(),
+            cluster.owner.as_ref(),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(cluster.spec.gateway.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(cluster)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_CHECKSUM.to_string(),
+                        config_checksum,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(service_account.is_some()),
+                    service_account_name: service_account,
+                    containers,
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NGINX_USER),
+                        run_as_group: Some(NGINX_USER),
+                        fs_group: Some(NGINX_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    topology_spread_constraints: Some(vec![spread_over_zones(selector(cluster))]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    let service_spec = &cluster.spec.gateway.service;
+    let mut service_meta = child_meta(
+        &name,
+        &cluster.namespace,
+        labels.clone(),
+        cluster.owner.as_ref(),
+    );
+    if !service_spec.annotations.is_empty() {
+        service_meta.annotations = Some(service_spec.annotations.clone());
+    }
+    let service = Service {
+        metadata: service_meta,
+        spec: Some(ServiceSpec {
+            type_: Some(service_spec.type_.as_str().to_string()),
+            selector: Some(selector(cluster)),
+            ports: Some(
+                cluster
+                    .catalogue()
+                    .listeners
+                    .iter()
+                    .map(|l| ServicePort {
+                        name: Some(l.name.to_string()),
+                        port: l.port.into(),
+                        target_port: Some(IntOrString::Int(l.port.into())),
+                        protocol: Some("TCP".into()),
+                        app_protocol: (l.protocol == Protocol::Grpc)
+                            .then(|| "kubernetes.io/h2c".to_string()),
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let pdb = (cluster.spec.gateway.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: child_meta(&name, &cluster.namespace, labels, cluster.owner.as_ref()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(cluster)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    });
+
+    Gateway {
+        config,
+        deployment,
+        service,
+        pdb,
+    }
+}
+
+/// Writes the resolver file from the pod's resolv.conf, then runs nginx in the
+/// foreground with the mounted configuration.
+fn nginx_start_script() -> String {
+    format!(
+        "mkdir -p \"$RUNTIME_DIR\"\n{}\nexec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
+        nginx::RESOLVER_SCRIPT
+    )
+}
+
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+pub(super) fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port.into(),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+pub(super) fn http_probe(path: &str, port: u16) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// Non-root, no privilege escalation, no capabilities, read-only root filesystem.
+pub(super) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Prefer spreading replicas over zones; never block scheduling for it.
+pub(super) fn spread_over_zones(selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }
+}

@@ -1,0 +1,132 @@
+//! Pure builders of every object and file the operator writes. They take plain values
+//! and return `k8s-openapi` objects or strings: no client, no clock, no randomness.
+
+pub mod agent;
+pub mod config;
+pub mod gateway;
+pub mod labels;
+pub mod nginx;
+pub mod pod_overrides;
+pub mod services;
+pub mod storage;
+pub mod workers;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::api::{GrafanaCluster, GrafanaClusterSpec};
+use crate::product::{Catalogue, Product};
+
+/// Settings of the Kubernetes cluster the operator runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// DNS domain of Services (`cluster.local` on most clusters).
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// A GrafanaCluster as the builders see it.
+#[derive(Debug, Clone)]
+pub struct ClusterView<'a> {
+    pub name: String,
+    pub namespace: String,
+    pub spec: &'a GrafanaClusterSpec,
+    /// The controller reference its children carry; `None` for objects read from files
+    /// (no UID), whose children then carry none.
+    pub owner: Option<OwnerReference>,
+}
+
+impl<'a> ClusterView<'a> {
+    pub fn new(cluster: &'a GrafanaCluster) -> Self {
+        Self {
+            name: cluster.name_any(),
+            namespace: cluster.namespace().unwrap_or_else(|| "default".into()),
+            spec: &cluster.spec,
+            owner: cluster.controller_owner_ref(&()),
+        }
+    }
+
+    pub fn product(&self) -> Product {
+        self.spec.product
+    }
+
+    pub fn catalogue(&self) -> &'static Catalogue {
+        self.spec.product.catalogue()
+    }
+
+    /// Name of a cluster-level child: `<cluster>-<suffix>`.
+    pub fn child_name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.name)
+    }
+
+    pub fn version(&self) -> &str {
+        self.spec
+            .version
+            .as_deref()
+            .unwrap_or(self.catalogue().version)
+    }
+
+    /// The product image workers run.
+    pub fn image(&self) -> String {
+        let repository = self.spec.image.as_deref().unwrap_or(self.catalogue().image);
+        format!("{repository}:{}", self.version())
+    }
+
+    /// In-cluster URL of the gateway's first (API) port.
+    pub fn gateway_url(&self, settings: &Settings) -> String {
+        let scheme = if self.spec.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let port = self.catalogue().listeners[0].port;
+        format!(
+            "{scheme}://{}.{}.svc.{}:{port}",
+            self.child_name("gateway"),
+            self.namespace,
+            settings.cluster_domain
+        )
+    }
+}
+
+/// Hex SHA-256 of the given parts, each length-prefixed so that no two different
+/// sequences hash alike. Used for the checksum annotations that roll pods on change.
+pub fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Annotation on pod templates with the checksum of the configuration they run.
+pub const CONFIG_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/config";
+/// Annotation on worker pod templates with the checksum of the Secret data they use.
+pub const SECRETS_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/secrets";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_separates_parts() {
+        assert_ne!(
+            checksum([b"ab".as_slice(), b"c".as_slice()]),
+            checksum([b"a".as_slice(), b"bc".as_slice()])
+        );
+        assert_eq!(checksum([b"x".as_slice()]).len(), 64);
+    }
+}

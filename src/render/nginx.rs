@@ -1,0 +1,375 @@
+//! The gateway's nginx.conf, rendered from the catalogue's listeners and routes and the
+//! roles some pool provides. Valid for open-source nginx 1.22 and newer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::product::{Handling, Listener, Product, Protocol, Route, RouteTo};
+
+/// Port of the gateway's own server: `/status` (nginx stub_status, read by the exporter
+/// sidecar) and `/healthz`. Kept off the product ports so no product path is shadowed.
+pub const STATUS_PORT: u16 = 8081;
+
+/// The writable directory nginx keeps its pid, temp files and resolver file in (an
+/// emptyDir in the pod: the root filesystem is read-only).
+pub const RUNTIME_DIR: &str = "/tmp/nginx";
+
+/// Where a role's upstream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstreams {
+    /// The role's headless Service, by its fully qualified DNS name, resolved at request
+    /// time so that pods coming and going need no reload.
+    ClusterDns {
+        cluster: String,
+        namespace: String,
+        domain: String,
+    },
+    /// Fixed `host:port` per (role, worker port): for tests against stub servers.
+    Static(BTreeMap<(String, u16), String>),
+}
+
+impl Upstreams {
+    fn address(&self, role: &str, port: u16) -> Option<String> {
+        match self {
+            Upstreams::ClusterDns {
+                cluster,
+                namespace,
+                domain,
+            } => Some(format!("{cluster}-{role}.{namespace}.svc.{domain}:{port}")),
+            Upstreams::Static(addresses) => addresses.get(&(role.to_string(), port)).cloned(),
+        }
+    }
+}
+
+/// How the rendering is placed on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxOptions {
+    pub upstreams: Upstreams,
+    /// Include the resolver file the container writes from its resolv.conf at start.
+    /// Off only where every upstream is an IP address.
+    pub resolver_file: bool,
+    /// Certificate and key files when the gateway serves TLS.
+    pub tls: Option<TlsFiles>,
+    /// Address to listen on; all addresses when `None`.
+    pub listen_address: Option<String>,
+    /// Listening port per catalogue port, where they differ (tests).
+    pub port_map: BTreeMap<u16, u16>,
+    pub runtime_dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: String,
+    pub key: String,
+}
+
+impl NginxOptions {
+    /// Options for the gateway pod of a cluster.
+    pub fn in_cluster(cluster: &str, namespace: &str, domain: &str, tls: Option<TlsFiles>) -> Self {
+        Self {
+            upstreams: Upstreams::ClusterDns {
+                cluster: cluster.to_string(),
+                namespace: namespace.to_string(),
+                domain: domain.to_string(),
+            },
+            resolver_file: true,
+            tls,
+            listen_address: None,
+            port_map: BTreeMap::new(),
+            runtime_dir: RUNTIME_DIR.to_string(),
+        }
+    }
+
+    fn listen(&self, port: u16) -> String {
+        let port = self.port_map.get(&port).copied().unwrap_or(port);
+        match &self.listen_address {
+            Some(address) => format!("{address}:{port}"),
+            None => port.to_string(),
+        }
+    }
+}
+
+/// The shell snippet the nginx container runs before nginx: it turns the pod's
+/// resolv.conf nameservers into an nginx `resolver` line (IPv6 ones bracketed), so the
+/// gateway resolves Service names with whatever DNS the cluster has.
+pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' /etc/resolv.conf > "$RUNTIME_DIR/resolver.conf""#;
+
+/// Renders nginx.conf for `product` with upstreams for the `present` roles.
+pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions) -> String {
+    let catalogue = product.catalogue();
+    let run = &options.runtime_dir;
+    let mut out = String::new();
+    let w = &mut out;
+    line(
+        w,
+        0,
+        "# Rendered by lgtm-operator; changes are overwritten.",
+    );
+    line(w, 0, "worker_processes auto;");
+    line(w, 0, &format!("pid {run}/nginx.pid;"));
+    line(w, 0, "error_log /dev/stderr warn;");
+    line(w, 0, "events { worker_connections 4096; }");
+    line(w, 0, "http {");
+    for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        line(w, 1, &format!("{temp}_temp_path {run}/{temp};"));
+    }
+    line(w, 1, "server_tokens off;");
+    line(w, 1, "default_type text/plain;");
+    line(
+        w,
+        1,
+        r#"log_format lgtm '$remote_addr "$request" $status $body_bytes_sent $request_time upstream=$upstream_addr tenant=$lgtm_tenant';"#,
+    );
+    line(w, 1, "access_log /dev/stdout lgtm;");
+    if options.resolver_file {
+        line(w, 1, &format!("include {run}/resolver.conf;"));
+    }
+    line(
+        w,
+        1,
+        &format!("client_max_body_size {};", catalogue.max_body_size),
+    );
+    line(w, 1, "proxy_http_version 1.1;");
+    line(w, 1, "proxy_read_timeout 300;");
+    line(w, 1, "proxy_connect_timeout 5s;");
+    line(w, 1, "grpc_read_timeout 300;");
+    line(w, 1, "grpc_connect_timeout 5s;");
+    line(
+        w,
+        1,
+        "# Requests without a tenant are the single-tenant default.",
+    );
+    line(w, 1, "map $http_x_scope_orgid $lgtm_tenant {");
+    line(w, 2, "default $http_x_scope_orgid;");
+    line(w, 2, "\"\" anonymous;");
+    line(w, 1, "}");
+    line(
+        w,
+        1,
+        "# nginx 1.23+ joins repeated headers with \", \"; tenant IDs never hold a comma.",
+    );
+    line(w, 1, "map $http_x_scope_orgid $lgtm_tenant_repeated {");
+    line(w, 2, "default 0;");
+    line(w, 2, "\"~,\" 1;");
+    line(w, 1, "}");
+    line(w, 1, "map $http_upgrade $lgtm_connection_upgrade {");
+    line(w, 2, "default upgrade;");
+    line(w, 2, "\"\" close;");
+    line(w, 1, "}");
+
+    for listener in catalogue.listeners {
+        server(w, listener, present, options);
+    }
+
+    line(w, 1, "server {");
+    line(w, 2, &format!("listen {};", options.listen(STATUS_PORT)));
+    line(w, 2, "location = /status { stub_status; }");
+    line(w, 2, "location = /healthz { return 200 \"OK\\n\"; }");
+    line(w, 2, "location / { return 404; }");
+    line(w, 1, "}");
+    line(w, 0, "}");
+    out
+}
+
+fn server(w: &mut String, listener: &Listener, present: &BTreeSet<&str>, options: &NginxOptions) {
+    let grpc = listener.protocol == Protocol::Grpc;
+    let mut listen = options.listen(listener.port);
+    if options.tls.is_some() {
+        listen.push_str(" ssl");
+    }
+    if grpc {
+        listen.push_str(" http2");
+    }
+    line(w, 1, "server {");
+    line(w, 2, &format!("listen {listen};"));
+    if let Some(tls) = &options.tls {
+        line(w, 2, &format!("ssl_certificate {};", tls.certificate));
+        line(w, 2, &format!("ssl_certificate_key {};", tls.key));
+        line(w, 2, "ssl_protocols TLSv1.2 TLSv1.3;");
+    }
+    line(w, 2, "if ($lgtm_tenant_repeated) {");
+    line(
+        w,
+        3,
+        "return 400 \"send at most one X-Scope-OrgID header\\n\";",
+    );
+    line(w, 2, "}");
+    if !grpc {
+        line(w, 2, "location = / { return 200 \"OK\\n\"; }");
+    }
+    for route in listener.routes {
+        location(w, listener, route, present, options);
+    }
+    line(w, 1, "}");
+}
+
+fn location(
+    w: &mut String,
+    listener: &Listener,
+    route: &Route,
+    present: &BTreeSet<&str>,
+    options: &NginxOptions,
+) {
+    line(w, 2, &format!("location {} {{", route.location));
+    let role = match route.to {
+        RouteTo::Role(role) => present
+            .contains(role)
+            .then_some(role)
+            .ok_or(role.to_string()),
+        RouteTo::FirstPresent(roles) => roles
+            .iter()
+            .find(|r| present.contains(*r))
+            .copied()
+            .ok_or_else(|| roles.join(" or ")),
+    };
+    let upstream = role.and_then(|role| {
+        options
+            .upstreams
+            .address(role, listener.upstream_port)
+            .ok_or_else(|| role.to_string())
+    });
+    match upstream {
+        Err(missing) => {
+            // Answered here rather than left out, so the path cannot fall through to a
+            // broader location of another role.
+            line(
+                w,
+                3,
+                &format!(
+                    "return 503 \"no worker pool of this cluster provides the {missing} role\\n\";"
+                ),
+            );
+        }
+        Ok(address) => {
+            line(w, 3, &format!("set $lgtm_upstream \"{address}\";"));
+            if listener.protocol == Protocol::Grpc {
+                line(w, 3, "grpc_pass grpc://$lgtm_upstream;");
+                line(w, 3, "grpc_set_header X-Scope-OrgID $lgtm_tenant;");
+            } else {
+                if let Handling::RewriteTo(path) = route.handling {
+                    line(w, 3, &format!("rewrite ^ {path} break;"));
+                }
+                line(w, 3, "proxy_pass http://$lgtm_upstream;");
+                line(w, 3, "proxy_set_header X-Scope-OrgID $lgtm_tenant;");
+                line(
+                    w,
+                    3,
+                    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                );
+                if route.handling == Handling::WebSocket {
+                    line(w, 3, "proxy_set_header Upgrade $http_upgrade;");
+                    line(
+                        w,
+                        3,
+                        "proxy_set_header Connection $lgtm_connection_upgrade;",
+                    );
+                }
+            }
+        }
+    }
+    line(w, 2, "}");
+}
+
+fn line(w: &mut String, indent: usize, text: &str) {
+    let _ = writeln!(w, "{:width$}{text}", "", width = indent * 4);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::product::expand;
+
+    fn in_cluster() -> NginxOptions {
+        NginxOptions::in_cluster("metrics", "obs", "cluster.local", None)
+    }
+
+    fn present(product: Product, toggles: &[&str]) -> BTreeSet<&'static str> {
+        expand(product, toggles)
+    }
+
+    #[test]
+    fn upstreams_are_service_names_resolved_at_request_time() {
+        let conf = render(
+            Product::Mimir,
+            &present(Product::Mimir, &["all"]),
+            &in_cluster(),
+        );
+        assert!(conf.contains("include /tmp/nginx/resolver.conf;"));
+        assert!(
+            conf.contains("set $lgtm_upstream \"metrics-distributor.obs.svc.cluster.local:8080\";")
+        );
+        assert!(conf.contains("proxy_pass http://$lgtm_upstream;"));
+        assert!(
+            !conf
+                .lines()
+                .any(|l| l.trim_start().starts_with("upstream ")),
+            "no static upstream blocks"
+        );
+    }
+
+    #[test]
+    fn absent_roles_answer_503_naming_the_role() {
+        let conf = render(
+            Product::Mimir,
+            &present(Product::Mimir, &["read"]),
+            &in_cluster(),
+        );
+        assert!(conf.contains("no worker pool of this cluster provides the distributor role"));
+        assert!(!conf.contains("metrics-distributor."));
+        assert!(conf.contains("metrics-query-frontend.obs.svc.cluster.local:8080"));
+    }
+
+    #[test]
+    fn tempo_grpc_ports_use_http2_and_grpc_pass() {
+        let conf = render(
+            Product::Tempo,
+            &present(Product::Tempo, &["all"]),
+            &in_cluster(),
+        );
+        assert!(conf.contains("listen 4317 http2;"));
+        assert!(conf.contains("listen 9096 http2;"));
+        assert!(conf.contains("grpc_pass grpc://$lgtm_upstream;"));
+        assert!(conf.contains("metrics-distributor.obs.svc.cluster.local:14250"));
+        assert!(conf.contains("listen 4318;"));
+    }
+
+    #[test]
+    fn loki_tail_upgrades_to_websocket_and_rules_are_rewritten() {
+        let conf = render(
+            Product::Loki,
+            &present(Product::Loki, &["all"]),
+            &in_cluster(),
+        );
+        let tail = conf
+            .split("location = /loki/api/v1/tail {")
+            .nth(1)
+            .expect("tail location");
+        let tail = tail.split('}').next().expect("block");
+        assert!(tail.contains("proxy_set_header Upgrade $http_upgrade;"));
+        assert!(conf.contains("rewrite ^ /loki/api/v1/rules break;"));
+    }
+
+    #[test]
+    fn tls_listens_with_ssl_on_every_product_port() {
+        let tls = TlsFiles {
+            certificate: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+        };
+        let options = NginxOptions::in_cluster("t", "ns", "cluster.local", Some(tls));
+        let conf = render(Product::Tempo, &present(Product::Tempo, &["all"]), &options);
+        assert!(conf.contains("listen 3200 ssl;"));
+        assert!(conf.contains("listen 4317 ssl http2;"));
+        assert!(conf.contains("ssl_certificate /tls/tls.crt;"));
+        assert!(!conf.contains("listen 3200;"), "no plain HTTP next to TLS");
+    }
+
+    #[test]
+    fn mimir_allows_large_block_uploads() {
+        let conf = render(
+            Product::Mimir,
+            &present(Product::Mimir, &["all"]),
+            &in_cluster(),
+        );
+        assert!(conf.contains("client_max_body_size 10g;"));
+    }
+}
