@@ -7,8 +7,11 @@
 //! - [`controller`]: the reconcile loops that fetch, validate, build, apply and report.
 
 pub mod api;
+pub mod controller;
+pub mod offline;
 pub mod product;
 pub mod render;
+pub mod telemetry;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

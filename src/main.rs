@@ -1,1 +1,147 @@
-fn main() {}
+//! The lgtm-operator binary: parses flags and starts things; the work is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lgtm_operator::controller::{self, Options};
+use lgtm_operator::offline;
+use lgtm_operator::render::Settings;
+use lgtm_operator::telemetry::{self, Health, LogFormat, Metrics};
+
+/// Runs Grafana Mimir, Loki and Tempo on Kubernetes as a coordinator and pools of workers.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// DNS domain of the Kubernetes cluster's Services.
+    #[arg(
+        long,
+        env = "CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        global = true
+    )]
+    cluster_domain: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (the default).
+    Run {
+        /// Watch only this namespace (every namespace when unset).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Address of the /metrics, /healthz and /readyz server.
+        #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Log format.
+        #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Print every object the operator would create for the given manifests
+    /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
+    /// `kubectl apply` accepts. Secret values are never printed.
+    Render {
+        /// Manifest files; `-` reads standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the CustomResourceDefinitions.
+    Crds,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings {
+        cluster_domain: cli.cluster_domain,
+    };
+    match cli.command.unwrap_or(Command::Run {
+        namespace: None,
+        listen: "0.0.0.0:8080".parse()?,
+        log_format: LogFormat::Text,
+    }) {
+        Command::Run {
+            namespace,
+            listen,
+            log_format,
+        } => run(namespace, listen, log_format, settings).await,
+        Command::Render { files } => render(&files, &settings),
+        Command::Crds => {
+            for (_, yaml) in lgtm_operator::api::crd_manifests() {
+                print!("---\n{yaml}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(
+    namespace: Option<String>,
+    listen: SocketAddr,
+    log_format: LogFormat,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    telemetry::init_logging(log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let health = Health {
+        metrics: Arc::new(Metrics::default()),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "starting lgtm-operator"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(telemetry::serve(listen, health.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    controller::run(
+        client,
+        Options {
+            namespace,
+            settings,
+        },
+        health,
+    )
+    .await;
+    let _ = stop_tx.send(());
+    server
+        .await
+        .context("HTTP server task")?
+        .context("HTTP server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn render(files: &[PathBuf], settings: &Settings) -> anyhow::Result<()> {
+    let mut inputs = offline::Inputs::default();
+    for file in files {
+        let (name, text) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading standard input")?;
+            ("<stdin>".to_string(), text)
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            (file.display().to_string(), text)
+        };
+        for note in inputs.add(&name, &text)? {
+            eprintln!("note: {note}");
+        }
+    }
+    let rendered = offline::render(&inputs, settings)?;
+    for note in &rendered.notes {
+        eprintln!("note: {note}");
+    }
+    print!("{}", rendered.manifests);
+    Ok(())
+}

@@ -70,9 +70,9 @@ pub struct WorkerPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
-    /// A patch of the pod template, applied last in strategic-merge fashion: maps merge,
-    /// `containers`, `initContainers`, `volumes`, `env`, `volumeMounts` and `ports`
-    /// merge by `name` (ports by `containerPort`), any other list replaces.
+    /// A pod template merged last onto the one the operator builds, with Kubernetes'
+    /// strategic-merge rules: maps merge; containers, volumes, env, ports and the like
+    /// merge by their key (name, mountPath, containerPort); other lists replace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::schema::free_form_object")]
     pub pod_overrides: Option<serde_json::Value>,

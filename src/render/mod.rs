@@ -130,3 +130,74 @@ mod tests {
         assert_eq!(checksum([b"x".as_slice()]).len(), 64);
     }
 }
+
+/// Annotation on the shared config ConfigMap recording Loki's schema date, so the date
+/// survives even if the status that also records it is lost.
+pub const LOKI_SCHEMA_FROM: &str = "lgtm.coordinated.dev/loki-schema-from";
+
+/// The shared product configuration ConfigMap, `<c>-config`.
+pub fn shared_config(
+    cluster: &ClusterView,
+    inputs: &config::ConfigInputs,
+) -> Result<k8s_openapi::api::core::v1::ConfigMap, config::ConfigError> {
+    let text = config::render(inputs)?;
+    let mut metadata = labels::child_meta(
+        cluster.child_name("config"),
+        &cluster.namespace,
+        labels::cluster_labels(cluster.product(), &cluster.name, labels::Component::Config),
+        cluster.owner.as_ref(),
+    );
+    if let Some(from) = inputs.loki_schema_from {
+        metadata.annotations = Some(std::collections::BTreeMap::from([(
+            LOKI_SCHEMA_FROM.to_string(),
+            from.to_string(),
+        )]));
+    }
+    Ok(k8s_openapi::api::core::v1::ConfigMap {
+        metadata,
+        data: Some(std::collections::BTreeMap::from([(
+            config::CONFIG_FILE.to_string(),
+            text,
+        )])),
+        ..Default::default()
+    })
+}
+
+/// Checksum of a shared config ConfigMap's content: what worker pod templates carry.
+pub fn config_checksum(config: &k8s_openapi::api::core::v1::ConfigMap) -> String {
+    let text = config
+        .data
+        .as_ref()
+        .and_then(|d| d.get(config::CONFIG_FILE))
+        .map(String::as_str)
+        .unwrap_or_default();
+    checksum([text.as_bytes()])
+}
+
+/// Every cluster-level child the operator keeps.
+#[derive(Debug, Clone)]
+pub struct ClusterChildren {
+    pub gateway: gateway::Gateway,
+    pub agent: Option<agent::Agent>,
+    pub gossip: k8s_openapi::api::core::v1::Service,
+    pub role_services: Vec<k8s_openapi::api::core::v1::Service>,
+    /// `None` when the configuration must stay as it is (the cluster is not consistent,
+    /// or the spec does not give a valid configuration).
+    pub shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
+}
+
+/// Builds the cluster-level children for a topology.
+pub fn cluster_children(
+    cluster: &ClusterView,
+    topology: &crate::product::Topology,
+    shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
+    settings: &Settings,
+) -> ClusterChildren {
+    ClusterChildren {
+        gateway: gateway::build(cluster, &topology.present_roles(), settings),
+        agent: agent::enabled(cluster).then(|| agent::build(cluster)),
+        gossip: services::gossip(cluster),
+        role_services: services::roles(cluster, topology),
+        shared_config,
+    }
+}

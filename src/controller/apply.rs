@@ -1,0 +1,105 @@
+//! Writes: server-side apply with one field manager, and pruning of children that are
+//! no longer wanted.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, Result};
+use crate::api::FIELD_MANAGER;
+
+/// Kinds the operator applies and prunes.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Applies `object` (server-side, forced: the operator owns every field it sets, and a
+/// manual edit of one is reverted). An unchanged object is not written by the API server.
+pub async fn apply<K: Child>(client: &Client, object: &K) -> Result<K> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: K::kind(&()).to_string(),
+        name,
+        source,
+    })
+}
+
+/// Deletes the objects of kind `K` that carry `selector`, are controlled by the object
+/// with `owner_uid`, and are not named in `keep`. Returns the names deleted.
+pub async fn prune<K: Child>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let existing = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(Error::read(format!("{} in {namespace}", K::kind(&()))))?;
+    let mut deleted = Vec::new();
+    for object in existing {
+        let name = object.name_any();
+        let controlled = object
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+        if !controlled || keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    kind: K::kind(&()).to_string(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Reads an object, `None` when it does not exist.
+pub async fn get_opt<K: Child>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>> {
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::read(format!("{} {namespace}/{name}", K::kind(&()))))
+}

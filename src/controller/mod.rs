@@ -1,0 +1,282 @@
+//! The reconcile loops. Each runs the same pipeline: fetch what the object references,
+//! validate it (pure), build the desired children (pure, in `render`), apply them, and
+//! report status computed from what was observed.
+//!
+//! - [`cluster`]: a GrafanaCluster's gateway, agent, Services and shared configuration;
+//! - [`pool`]: a WorkerPool's StatefulSet, Service and PodDisruptionBudget.
+
+mod apply;
+pub(crate) mod cluster;
+mod conditions;
+mod error;
+mod pool;
+pub(crate) mod secrets;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::Mutex;
+
+pub use error::Error;
+
+use crate::api::{GrafanaCluster, WorkerPool};
+use crate::render::Settings;
+use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
+use crate::telemetry::{Health, Metrics, backoff};
+
+/// How the operator runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Watch only this namespace; every namespace when `None`.
+    pub namespace: Option<String>,
+    pub settings: Settings,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failures per object, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Publishes an Event about `object`; a failure to do so is only logged.
+    async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(key);
+    }
+
+    fn retry_after_failure(&self, key: String) -> Action {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(key).or_default();
+        let delay = backoff(*count);
+        *count = count.saturating_add(1);
+        Action::requeue(delay)
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Children are found by the managed-by label, so the watches see only ours.
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"))
+}
+
+/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` ready once every
+/// watch cache has synced.
+pub async fn run(client: Client, options: Options, health: Health) {
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: options.settings.clone(),
+        metrics: health.metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        failures: Mutex::default(),
+    });
+    let ns = &options.namespace;
+
+    let clusters = Controller::new(
+        scoped::<DeserializeGuard<GrafanaCluster>>(&client, ns),
+        watcher::Config::default(),
+    );
+    let pools = Controller::new(
+        scoped::<DeserializeGuard<WorkerPool>>(&client, ns),
+        watcher::Config::default(),
+    );
+    let cluster_store = clusters.store();
+    let pool_store = pools.store();
+    // Secrets are watched by metadata only: their data is read when a reconcile needs it.
+    let secrets = || scoped::<PartialObjectMeta<Secret>>(&client, ns);
+
+    // A cluster reacts to its children, its pools (roles and routes follow them) and
+    // the Secrets it names.
+    let clusters_by_secret = cluster_store.clone();
+    let clusters = clusters
+        .owns(scoped::<Deployment>(&client, ns), managed())
+        .owns(scoped::<ConfigMap>(&client, ns), managed())
+        .owns(scoped::<Service>(&client, ns), managed())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), managed())
+        .owns(scoped::<ServiceAccount>(&client, ns), managed())
+        .owns(scoped::<Role>(&client, ns), managed())
+        .owns(scoped::<RoleBinding>(&client, ns), managed())
+        .watches(
+            scoped::<DeserializeGuard<WorkerPool>>(&client, ns),
+            watcher::Config::default(),
+            |pool| {
+                let pool = pool.0.ok()?;
+                let ns = pool.namespace()?;
+                Some(ObjectRef::new(&pool.spec.cluster_ref).within(&ns))
+            },
+        )
+        .watches(secrets(), watcher::Config::default(), move |secret| {
+            clusters_using_secret(&clusters_by_secret, &secret.metadata)
+        })
+        .shutdown_on_signal();
+
+    // A pool reacts to its own children, its cluster, the cluster's shared config and
+    // the Secrets its workers read.
+    let (pools_by_cluster, pools_by_config, pools_by_secret) =
+        (pool_store.clone(), pool_store.clone(), pool_store.clone());
+    let clusters_for_pools = cluster_store.clone();
+    let pools = pools
+        .owns(scoped::<StatefulSet>(&client, ns), managed())
+        .owns(scoped::<Service>(&client, ns), managed())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), managed())
+        .watches(
+            scoped::<DeserializeGuard<GrafanaCluster>>(&client, ns),
+            watcher::Config::default(),
+            move |cluster| {
+                let ns = cluster.namespace().unwrap_or_default();
+                pools_of(&pools_by_cluster, &ns, &cluster.name_any())
+            },
+        )
+        .watches(
+            scoped::<ConfigMap>(&client, ns),
+            watcher::Config::default().labels(&format!(
+                "{MANAGED_BY}={MANAGER},{COMPONENT}={}",
+                Component::Config.as_str()
+            )),
+            move |config| {
+                let ns = config.namespace().unwrap_or_default();
+                let cluster = config.labels().get(CLUSTER).cloned().unwrap_or_default();
+                pools_of(&pools_by_config, &ns, &cluster)
+            },
+        )
+        .watches(secrets(), watcher::Config::default(), move |secret| {
+            clusters_using_secret(&clusters_for_pools, &secret.metadata)
+                .flat_map(|cluster| {
+                    pools_of(
+                        &pools_by_secret,
+                        cluster.namespace.as_deref().unwrap_or_default(),
+                        &cluster.name,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal();
+
+    let ready = health.ready.clone();
+    let (cluster_cache, pool_cache) = (cluster_store.clone(), pool_store.clone());
+    tokio::spawn(async move {
+        if cluster_cache.wait_until_ready().await.is_ok()
+            && pool_cache.wait_until_ready().await.is_ok()
+        {
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("watch caches synced; ready");
+        }
+    });
+
+    futures::join!(
+        clusters
+            .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::warn!(controller = "grafanacluster", %error, "reconcile failed");
+                }
+            }),
+        pools
+            .run(pool::reconcile, pool::error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::warn!(controller = "workerpool", %error, "reconcile failed");
+                }
+            }),
+    );
+}
+
+/// Clusters (from the cache) that name the Secret.
+fn clusters_using_secret(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> std::vec::IntoIter<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    let name = secret.name.clone().unwrap_or_default();
+    let ns = secret.namespace.clone().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|cluster| {
+            cluster.namespace().as_deref() == Some(ns.as_str())
+                && secrets::referenced(&cluster.spec).contains(&name.as_str())
+        })
+        .map(|cluster| ObjectRef::new(&cluster.name_any()).within(&ns))
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Pools (from the cache) that belong to cluster `ns/name`.
+fn pools_of(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<WorkerPool>>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<DeserializeGuard<WorkerPool>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|pool| pool.namespace().as_deref() == Some(ns) && pool.spec.cluster_ref == name)
+        .map(|pool| ObjectRef::new(&pool.name_any()).within(ns))
+        .collect()
+}
+
+/// The key the retry backoff is counted under.
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}

@@ -1,0 +1,221 @@
+//! The Secrets a cluster references: whether they are usable, and a checksum of the
+//! data the workers read, so a change rolls them. Secret values never leave here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+
+use super::apply::get_opt;
+use super::error::Result;
+use crate::api::S3Storage;
+use crate::render::checksum;
+
+/// Why a referenced Secret cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProblem {
+    /// `SecretNotFound` or `SecretKeyMissing`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The state of the Secrets a cluster's workers read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSecrets {
+    pub problem: Option<SecretProblem>,
+    /// Checksum of the keys the workers read (empty input when a problem exists).
+    pub checksum: String,
+}
+
+/// A secret name and the keys of it that are used.
+pub(crate) struct Needed<'a> {
+    what: &'a str,
+    name: &'a str,
+    keys: Vec<&'a str>,
+}
+
+/// Checks that each Secret exists and holds its keys; hashes the used values in order.
+pub(crate) fn check(
+    needed: &[Needed],
+    secrets: &BTreeMap<String, Option<Secret>>,
+) -> StorageSecrets {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for need in needed {
+        let Some(Some(secret)) = secrets.get(need.name) else {
+            return StorageSecrets {
+                problem: Some(SecretProblem {
+                    reason: "SecretNotFound",
+                    message: format!(
+                        "{} Secret {:?} does not exist: create it in this namespace",
+                        need.what, need.name
+                    ),
+                }),
+                checksum: String::new(),
+            };
+        };
+        let data: BTreeMap<String, ByteString> = secret.data.clone().unwrap_or_default();
+        let string_data = secret.string_data.clone().unwrap_or_default();
+        for key in &need.keys {
+            let value = data
+                .get(*key)
+                .map(|v| v.0.clone())
+                .or_else(|| string_data.get(*key).map(|s| s.clone().into_bytes()));
+            match value {
+                Some(value) => {
+                    parts.push(format!("{}/{key}", need.name).into_bytes());
+                    parts.push(value);
+                }
+                None => {
+                    return StorageSecrets {
+                        problem: Some(SecretProblem {
+                            reason: "SecretKeyMissing",
+                            message: format!(
+                                "{} Secret {:?} has no key {key:?}: add it, or name the right key in the GrafanaCluster",
+                                need.what, need.name
+                            ),
+                        }),
+                        checksum: String::new(),
+                    };
+                }
+            }
+        }
+    }
+    StorageSecrets {
+        problem: None,
+        checksum: checksum(parts.iter().map(Vec::as_slice)),
+    }
+}
+
+pub(crate) fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
+    let mut needed = vec![Needed {
+        what: "S3 credentials",
+        name: &s3.credentials_secret.name,
+        keys: vec![
+            &s3.credentials_secret.access_key_id_key,
+            &s3.credentials_secret.secret_access_key_key,
+        ],
+    }];
+    if let Some(ca) = &s3.ca_secret {
+        needed.push(Needed {
+            what: "S3 CA bundle",
+            name: &ca.name,
+            keys: vec![&ca.key],
+        });
+    }
+    needed
+}
+
+async fn fetch(
+    client: &Client,
+    namespace: &str,
+    names: &[&str],
+) -> Result<BTreeMap<String, Option<Secret>>> {
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        if !secrets.contains_key(*name) {
+            secrets.insert(
+                name.to_string(),
+                get_opt::<Secret>(client, namespace, name).await?,
+            );
+        }
+    }
+    Ok(secrets)
+}
+
+/// Reads and checks the storage Secrets of a cluster.
+pub async fn storage(client: &Client, namespace: &str, s3: &S3Storage) -> Result<StorageSecrets> {
+    let needed = storage_needs(s3);
+    let names: Vec<&str> = needed.iter().map(|n| n.name).collect();
+    let secrets = fetch(client, namespace, &names).await?;
+    Ok(check(&needed, &secrets))
+}
+
+/// Reads and checks the gateway's TLS Secret.
+pub async fn tls(client: &Client, namespace: &str, name: &str) -> Result<Option<SecretProblem>> {
+    let needed = [Needed {
+        what: "TLS",
+        name,
+        keys: vec!["tls.crt", "tls.key"],
+    }];
+    let secrets = fetch(client, namespace, &[name]).await?;
+    Ok(check(&needed, &secrets).problem)
+}
+
+/// Names of the Secrets a cluster references (for the watches that map a Secret change
+/// to the clusters and pools using it).
+pub fn referenced(spec: &crate::api::GrafanaClusterSpec) -> Vec<&str> {
+    let s3 = &spec.storage.s3;
+    let mut names = vec![s3.credentials_secret.name.as_str()];
+    names.extend(s3.ca_secret.as_ref().map(|c| c.name.as_str()));
+    names.extend(spec.tls.as_ref().map(|t| t.secret_name.as_str()));
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::product::Product;
+
+    fn secret(pairs: &[(&str, &str)]) -> Option<Secret> {
+        Some(Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        })
+    }
+
+    #[test]
+    fn missing_secret_and_missing_key_are_named() {
+        let cluster = fixtures::minimal_cluster(Product::Mimir);
+        let needed = storage_needs(&cluster.spec.storage.s3);
+        let none = BTreeMap::from([("s3-credentials".to_string(), None)]);
+        let problem = check(&needed, &none).problem.expect("problem");
+        assert_eq!(problem.reason, "SecretNotFound");
+        assert!(problem.message.contains("\"s3-credentials\""));
+        let partial = BTreeMap::from([(
+            "s3-credentials".to_string(),
+            secret(&[("access-key-id", "a")]),
+        )]);
+        let problem = check(&needed, &partial).problem.expect("problem");
+        assert_eq!(problem.reason, "SecretKeyMissing");
+        assert!(
+            problem.message.contains("\"secret-access-key\""),
+            "{}",
+            problem.message
+        );
+        assert!(
+            !problem.message.contains("\"a\""),
+            "no secret value in messages"
+        );
+    }
+
+    #[test]
+    fn checksum_changes_with_the_values_used() {
+        let cluster = fixtures::minimal_cluster(Product::Mimir);
+        let needed = storage_needs(&cluster.spec.storage.s3);
+        let with = |secret_key: &str, extra: &str| {
+            let secrets = BTreeMap::from([(
+                "s3-credentials".to_string(),
+                secret(&[
+                    ("access-key-id", "a"),
+                    ("secret-access-key", secret_key),
+                    ("unused", extra),
+                ]),
+            )]);
+            check(&needed, &secrets)
+        };
+        assert!(with("s", "x").problem.is_none());
+        assert_ne!(with("s", "x").checksum, with("t", "x").checksum);
+        assert_eq!(
+            with("s", "x").checksum,
+            with("s", "y").checksum,
+            "unused keys do not roll pods"
+        );
+    }
+}

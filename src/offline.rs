@@ -1,0 +1,266 @@
+//! `lgtm-operator render`: what the operator would create for some manifests, without a
+//! cluster, as YAML that `kubectl apply` accepts. For review, GitOps and debugging.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::{GrafanaCluster, WorkerPool};
+use crate::controller::cluster::{new_loki_schema_date, pool_view};
+use crate::controller::secrets;
+use crate::product::{Product, Topology, validate_pool};
+use crate::render::config::{ConfigInputs, Duration};
+use crate::render::workers::{self, Checksums, PoolView};
+use crate::render::{self, ClusterView, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{source_name}: document {index}: {message}")]
+    Parse {
+        source_name: String,
+        index: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The manifests read: clusters, pools and Secrets (other kinds are skipped).
+#[derive(Default)]
+pub struct Inputs {
+    pub clusters: Vec<GrafanaCluster>,
+    pub pools: Vec<WorkerPool>,
+    pub secrets: Vec<Secret>,
+}
+
+impl Inputs {
+    /// Adds the documents of one YAML stream; `source_name` names it in errors.
+    pub fn add(&mut self, source_name: &str, yaml: &str) -> Result<Vec<String>, OfflineError> {
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(yaml).map_err(|e| OfflineError::Parse {
+                source_name: source_name.to_string(),
+                index: 0,
+                message: e.to_string(),
+            })?;
+        let mut notes = Vec::new();
+        for (index, document) in documents.into_iter().enumerate() {
+            if document.is_null() {
+                continue;
+            }
+            let error = |e: serde_json::Error| OfflineError::Parse {
+                source_name: source_name.to_string(),
+                index: index + 1,
+                message: e.to_string(),
+            };
+            match document.get("kind").and_then(Value::as_str) {
+                Some("GrafanaCluster") => self
+                    .clusters
+                    .push(serde_json::from_value(document).map_err(error)?),
+                Some("WorkerPool") => self
+                    .pools
+                    .push(serde_json::from_value(document).map_err(error)?),
+                Some("Secret") => self
+                    .secrets
+                    .push(serde_json::from_value(document).map_err(error)?),
+                Some(other) => notes.push(format!("{source_name}: skipped a {other}")),
+                None => notes.push(format!(
+                    "{source_name}: skipped document {} without a kind",
+                    index + 1
+                )),
+            }
+        }
+        Ok(notes)
+    }
+}
+
+/// The rendering: YAML documents on `manifests`, and notes for a human on `notes`.
+pub struct Rendered {
+    pub manifests: String,
+    pub notes: Vec<String>,
+}
+
+fn namespace_of(meta_ns: Option<String>) -> String {
+    meta_ns.unwrap_or_else(|| "default".into())
+}
+
+/// Renders every child the operator would create for `inputs`.
+pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, OfflineError> {
+    let mut documents: Vec<Value> = Vec::new();
+    let mut notes = Vec::new();
+    let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
+
+    for pool in &inputs.pools {
+        let ns = namespace_of(pool.namespace());
+        if !inputs
+            .clusters
+            .iter()
+            .any(|c| c.name_any() == pool.spec.cluster_ref && namespace_of(c.namespace()) == ns)
+        {
+            notes.push(format!(
+                "WorkerPool {ns}/{}: GrafanaCluster {:?} is not among the inputs; nothing rendered for it",
+                pool.name_any(),
+                pool.spec.cluster_ref
+            ));
+        }
+    }
+
+    for cluster in &inputs.clusters {
+        let view = ClusterView::new(cluster);
+        let (ns, name) = (view.namespace.clone(), view.name.clone());
+        let product = view.product();
+        let pools: Vec<&WorkerPool> = inputs
+            .pools
+            .iter()
+            .filter(|p| p.spec.cluster_ref == name && namespace_of(p.namespace()) == ns)
+            .collect();
+        // Offline, every pool is taken to be fully ready.
+        let views: Vec<_> = pools
+            .iter()
+            .map(|p| {
+                let mut v = pool_view(p);
+                v.ready_replicas = v.replicas;
+                v
+            })
+            .collect();
+        let topology = Topology::new(product, &views);
+        for (pool, problem) in &topology.invalid_pools {
+            notes.push(format!("WorkerPool {ns}/{pool}: not deployed: {problem}"));
+        }
+
+        let retention = cluster
+            .spec
+            .retention
+            .as_deref()
+            .map(Duration::parse)
+            .transpose()
+            .map_err(|e| {
+                OfflineError::Invalid(format!("GrafanaCluster {ns}/{name}: spec.retention: {e}"))
+            })?;
+        let loki_schema_from = (product == Product::Loki).then(|| {
+            cluster
+                .status
+                .as_ref()
+                .and_then(|s| s.loki_schema_from.clone())
+                .unwrap_or_else(|| {
+                    let date = new_loki_schema_date();
+                    notes.push(format!(
+                        "GrafanaCluster {ns}/{name}: Loki schema starts {date} (the operator fixes it once, at the first consistent reconcile)"
+                    ));
+                    date
+                })
+        });
+        let shared_config = if topology.is_consistent() {
+            let inputs = ConfigInputs {
+                cluster: &name,
+                namespace: &ns,
+                cluster_domain: &settings.cluster_domain,
+                topology: &topology,
+                s3: &cluster.spec.storage.s3,
+                retention,
+                loki_schema_from: loki_schema_from.as_deref(),
+                remote_write_url: cluster
+                    .spec
+                    .self_monitoring
+                    .metrics
+                    .as_ref()
+                    .map(|m| m.remote_write_url.as_str()),
+                overrides: cluster.spec.config_overrides.as_ref(),
+            };
+            Some(
+                render::shared_config(&view, &inputs).map_err(|e| {
+                    OfflineError::Invalid(format!("GrafanaCluster {ns}/{name}: {e}"))
+                })?,
+            )
+        } else {
+            notes.push(format!(
+                "GrafanaCluster {ns}/{name}: not consistent (missing {}): no product configuration, and its pools wait for one",
+                topology.missing_roles().join(", ")
+            ));
+            None
+        };
+
+        let children = render::cluster_children(&view, &topology, shared_config, settings);
+        if let Some(config) = &children.shared_config {
+            push(config);
+        }
+        push(&children.gateway.config);
+        push(&children.gateway.deployment);
+        push(&children.gateway.service);
+        if let Some(pdb) = &children.gateway.pdb {
+            push(pdb);
+        }
+        push(&children.gossip);
+        for service in &children.role_services {
+            push(service);
+        }
+        if let Some(agent) = &children.agent {
+            push(&agent.config);
+            push(&agent.service_account);
+            push(&agent.role);
+            push(&agent.role_binding);
+            push(&agent.peers);
+        }
+
+        let Some(config) = &children.shared_config else {
+            continue;
+        };
+        let secrets_by_name: BTreeMap<String, Option<Secret>> = inputs
+            .secrets
+            .iter()
+            .filter(|s| namespace_of(s.namespace()) == ns)
+            .map(|s| (s.name_any(), Some(s.clone())))
+            .collect();
+        let needed = secrets::storage_needs(&cluster.spec.storage.s3);
+        let storage = secrets::check(&needed, &secrets_by_name);
+        if let Some(problem) = &storage.problem {
+            notes.push(format!(
+                "GrafanaCluster {ns}/{name}: {} (the checksum annotation on worker pods will differ from the operator's)",
+                problem.message
+            ));
+        }
+        let checksums = Checksums {
+            config: render::config_checksum(config),
+            secrets: storage.checksum,
+        };
+        for pool in pools {
+            let view_of_pool = pool_view(pool);
+            if validate_pool(product, &view_of_pool).is_err() {
+                continue;
+            }
+            let pool_view = PoolView {
+                name: pool.name_any(),
+                spec: &pool.spec,
+                owner: None,
+                toggles: view_of_pool.toggles,
+            };
+            let built = workers::build(&view, &pool_view, &checksums).map_err(|e| {
+                OfflineError::Invalid(format!("WorkerPool {ns}/{}: {e}", pool.name_any()))
+            })?;
+            push(&built.statefulset);
+            push(&built.service);
+            if let Some(pdb) = &built.pdb {
+                push(pdb);
+            }
+        }
+    }
+
+    let manifests = serde_saphyr::to_string_multiple(&documents)
+        .map_err(|e| OfflineError::Invalid(format!("cannot write YAML: {e}")))?;
+    Ok(Rendered { manifests, notes })
+}
+
+/// Lets objects of different kinds go into one list.
+mod erased {
+    pub trait Serializable {
+        fn to_value(&self) -> serde_json::Value;
+    }
+
+    impl<T: super::Serialize> Serializable for T {
+        fn to_value(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("Kubernetes objects always serialize")
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Logs, metrics and the small HTTP server for `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Starts logging to stderr; `RUST_LOG` filters (default: info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub controller: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub condition: String,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    pub duration: Family<ControllerLabels, Histogram>,
+    /// 1 when a custom resource's condition is True, else 0.
+    pub conditions: Family<ConditionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lgtm_operator");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            duration.clone(),
+        );
+        registry.register(
+            "condition",
+            "Conditions of the custom resources: 1 when True",
+            conditions.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            conditions,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile and returns a guard that records its duration when dropped.
+    pub fn reconcile_started(&self, controller: &'static str) -> DurationGuard<'_> {
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        DurationGuard {
+            histogram: self
+                .duration
+                .get_or_create(&ControllerLabels { controller })
+                .clone(),
+            start: std::time::Instant::now(),
+            _metrics: std::marker::PhantomData,
+        }
+    }
+
+    pub fn failed(&self, controller: &'static str, reason: &'static str) {
+        self.failures
+            .get_or_create(&FailureLabels { controller, reason })
+            .inc();
+    }
+
+    /// Sets the gauges of an object's conditions.
+    pub fn set_conditions(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ) {
+        for condition in conditions {
+            let labels = ConditionLabels {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                condition: condition.type_.clone(),
+            };
+            self.conditions
+                .get_or_create(&labels)
+                .set(i64::from(condition.status == "True"));
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct DurationGuard<'a> {
+    histogram: Histogram,
+    start: std::time::Instant,
+    _metrics: std::marker::PhantomData<&'a Metrics>,
+}
+
+impl Drop for DurationGuard<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    /// Set once every watch cache has synced.
+    pub ready: Arc<AtomicBool>,
+}
+
+async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        health.metrics.encode(),
+    )
+}
+
+async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The backoff before retrying a reconcile that failed `failures` times in a row.
+pub fn backoff(failures: u32) -> Duration {
+    let seconds = 5u64.saturating_mul(1u64 << failures.min(6));
+    Duration::from_secs(seconds.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(5));
+        assert_eq!(backoff(1), Duration::from_secs(10));
+        assert_eq!(backoff(5), Duration::from_secs(160));
+        assert_eq!(backoff(6), Duration::from_secs(300));
+        assert_eq!(backoff(60), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn metrics_are_exposed_with_their_labels() {
+        let metrics = Metrics::default();
+        drop(metrics.reconcile_started("cluster"));
+        metrics.failed("cluster", "apply");
+        let text = metrics.encode();
+        assert!(
+            text.contains("lgtm_operator_reconciles_total{controller=\"cluster\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "lgtm_operator_reconcile_failures_total{controller=\"cluster\",reason=\"apply\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "lgtm_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 1"
+            )
+        );
+    }
+}
