@@ -75,7 +75,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let conditions = Family::<ConditionLabels, Gauge>::default();
-        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register("reconciles", "Reconciles finished", reconciles.clone());
         registry.register(
             "reconcile_failures",
             "Reconciles that failed, by reason",
@@ -102,19 +102,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records one reconcile and returns a guard that records its duration when dropped.
-    pub fn reconcile_started(&self, controller: &'static str) -> DurationGuard<'_> {
+    /// Starts timing a reconcile; the returned guard counts it and records its duration
+    /// when dropped, i.e. when the reconcile is over.
+    pub fn reconcile_started(&self, controller: &'static str) -> ReconcileGuard {
+        let labels = ControllerLabels { controller };
+        ReconcileGuard {
+            histogram: self.duration.get_or_create(&labels).clone(),
+            counter: self.reconciles.get_or_create(&labels).clone(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Reconciles of `controller` finished so far.
+    pub fn reconciles_finished(&self, controller: &'static str) -> u64 {
         self.reconciles
             .get_or_create(&ControllerLabels { controller })
-            .inc();
-        DurationGuard {
-            histogram: self
-                .duration
-                .get_or_create(&ControllerLabels { controller })
-                .clone(),
-            start: std::time::Instant::now(),
-            _metrics: std::marker::PhantomData,
-        }
+            .get()
     }
 
     pub fn failed(&self, controller: &'static str, reason: &'static str) {
@@ -152,16 +155,17 @@ impl Metrics {
     }
 }
 
-/// Observes a reconcile's duration when dropped.
-pub struct DurationGuard<'a> {
+/// Counts a reconcile and observes its duration when dropped.
+pub struct ReconcileGuard {
     histogram: Histogram,
+    counter: Counter,
     start: std::time::Instant,
-    _metrics: std::marker::PhantomData<&'a Metrics>,
 }
 
-impl Drop for DurationGuard<'_> {
+impl Drop for ReconcileGuard {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+        self.counter.inc();
     }
 }
 

@@ -33,3 +33,64 @@ pub fn crd_manifests() -> Vec<(&'static str, String)> {
         ("workerpools.yaml", render(WorkerPool::crd())),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_crds_match_the_rust_types() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["crds", "charts/lgtm-operator/crds"] {
+            for (file, yaml) in crd_manifests() {
+                let path = root.join(dir).join(file);
+                let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    checked_in == yaml,
+                    "{} is out of date: run `make crds`",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn crds_carry_the_documented_names_and_columns() {
+        use kube::CustomResourceExt;
+        let cluster = GrafanaCluster::crd();
+        assert_eq!(
+            cluster.spec.names.short_names,
+            Some(vec!["gcl".to_string()])
+        );
+        assert_eq!(
+            cluster.spec.names.categories,
+            Some(vec!["lgtm".to_string()])
+        );
+        let columns: Vec<String> = cluster.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.to_uppercase())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "PRODUCT",
+                "VERSION",
+                "CONSISTENT",
+                "AVAILABLE",
+                "MISSING ROLES",
+                "AGE"
+            ]
+        );
+        let pool = WorkerPool::crd();
+        assert_eq!(pool.spec.names.short_names, Some(vec!["wp".to_string()]));
+        let columns: Vec<String> = pool.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.to_uppercase())
+            .collect();
+        assert_eq!(columns, ["CLUSTER", "ROLES", "REPLICAS", "READY", "AGE"]);
+    }
+}

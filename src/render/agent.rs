@@ -269,3 +269,65 @@ pub fn build(cluster: &ClusterView) -> Agent {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn cluster(monitoring: &str) -> crate::api::GrafanaCluster {
+        fixtures::cluster(&format!(
+            "product: loki\nstorage: {{s3: {{endpoint: minio:9000, bucket: b, credentialsSecret: {{name: s}}}}}}\nselfMonitoring: {monitoring}"
+        ))
+    }
+
+    #[test]
+    fn metrics_and_logs_go_where_asked_with_cluster_and_pool_labels_but_no_role() {
+        let cluster = cluster(
+            "{metrics: {remoteWriteUrl: 'http://prom:9090/api/v1/write'}, logs: {lokiPushUrl: 'http://loki:3100/loki/api/v1/push'}}",
+        );
+        let config = config(&ClusterView::new(&cluster));
+        assert!(config.contains("url = \"http://prom:9090/api/v1/write\""));
+        assert!(config.contains("url = \"http://loki:3100/loki/api/v1/push\""));
+        assert!(config.contains(
+            "label = \"lgtm.coordinated.dev/cluster=metrics,app.kubernetes.io/component=worker\""
+        ));
+        for label in ["\"cluster\"", "\"namespace\"", "\"pool\"", "\"pod\""] {
+            assert!(
+                config.contains(&format!("target_label  = {label}"))
+                    || config.contains(&format!("target_label = {label}")),
+                "{label}"
+            );
+        }
+        assert!(config.contains("__meta_kubernetes_pod_label_lgtm_coordinated_dev_pool"));
+        // No role label: a pod may run several roles.
+        assert!(!config.contains("\"role\""));
+        assert!(!config.contains("role_lgtm"));
+        assert!(
+            config.contains("127.0.0.1:9113"),
+            "the nginx exporter is scraped"
+        );
+    }
+
+    #[test]
+    fn only_configured_destinations_are_rendered() {
+        let cluster = cluster("{logs: {lokiPushUrl: 'http://loki:3100/loki/api/v1/push'}}");
+        let config = config(&ClusterView::new(&cluster));
+        assert!(config.contains("loki.write"));
+        assert!(!config.contains("prometheus.remote_write"));
+    }
+
+    #[test]
+    fn the_agent_may_only_read_pods_and_their_logs() {
+        let agent = build(&ClusterView::new(&cluster("{enabled: true}")));
+        let rules = agent.role.rules.expect("rules");
+        for rule in &rules {
+            assert_eq!(rule.verbs, ["get", "list", "watch"]);
+        }
+        let resources: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r.resources.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(resources, ["pods", "pods/log"]);
+    }
+}

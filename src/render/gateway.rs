@@ -339,3 +339,118 @@ pub(super) fn spread_over_zones(selector: BTreeMap<String, String>) -> TopologyS
         ..TopologySpreadConstraint::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::product::{Product, expand};
+
+    fn gateway(cluster: &crate::api::GrafanaCluster, toggles: &[&str]) -> Gateway {
+        let view = ClusterView::new(cluster);
+        build(
+            &view,
+            &expand(view.product(), toggles),
+            &Settings::default(),
+        )
+    }
+
+    fn pod(gateway: &Gateway) -> PodSpec {
+        gateway
+            .deployment
+            .spec
+            .clone()
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod")
+    }
+
+    #[test]
+    fn nginx_and_the_exporter_run_non_root_on_a_read_only_root() {
+        let gw = gateway(&fixtures::minimal_cluster(Product::Mimir), &["all"]);
+        let pod = pod(&gw);
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["nginx", "exporter"],
+            "no agent without a destination"
+        );
+        for container in &pod.containers {
+            let security = container.security_context.clone().expect("security");
+            assert_eq!(
+                security.read_only_root_filesystem,
+                Some(true),
+                "{}",
+                container.name
+            );
+            assert_eq!(security.run_as_non_root, Some(true), "{}", container.name);
+        }
+        let exporter = &pod.containers[1];
+        assert!(exporter.args.clone().expect("args").contains(&format!(
+            "--nginx.scrape-uri=http://127.0.0.1:{STATUS_PORT}/status"
+        )));
+        assert_eq!(
+            exporter.ports.clone().expect("ports")[0].container_port,
+            9113
+        );
+        let runtime = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "runtime")
+            .expect("runtime");
+        assert!(
+            runtime.empty_dir.is_some(),
+            "nginx writes only to an emptyDir"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn a_config_change_changes_the_checksum_annotation() {
+        let cluster = fixtures::minimal_cluster(Product::Loki);
+        let checksum = |toggles: &[&str]| {
+            gateway(&cluster, toggles)
+                .deployment
+                .spec
+                .expect("spec")
+                .template
+                .metadata
+                .expect("meta")
+                .annotations
+                .expect("annotations")[CONFIG_CHECKSUM]
+                .clone()
+        };
+        assert_eq!(checksum(&["read"]), checksum(&["read"]));
+        assert_ne!(checksum(&["read"]), checksum(&["all"]));
+    }
+
+    #[test]
+    fn the_service_exposes_every_listener_and_grpc_as_h2c() {
+        let gw = gateway(&fixtures::minimal_cluster(Product::Tempo), &["all"]);
+        let ports = gw.service.spec.expect("spec").ports.expect("ports");
+        let otlp = ports.iter().find(|p| p.port == 4317).expect("4317");
+        assert_eq!(otlp.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
+        assert_eq!(ports.len(), 7);
+    }
+
+    #[test]
+    fn two_replicas_get_a_disruption_budget() {
+        let mut cluster = fixtures::minimal_cluster(Product::Mimir);
+        assert!(gateway(&cluster, &["all"]).pdb.is_none());
+        cluster.spec.gateway.replicas = 2;
+        assert!(gateway(&cluster, &["all"]).pdb.is_some());
+    }
+
+    #[test]
+    fn self_monitoring_adds_the_agent_with_its_account() {
+        let cluster = fixtures::cluster(
+            "product: mimir\nstorage: {s3: {endpoint: minio:9000, bucket: b, credentialsSecret: {name: s}}}\nselfMonitoring: {metrics: {remoteWriteUrl: 'http://prom/api/v1/write'}}",
+        );
+        let pod = pod(&gateway(&cluster, &["all"]));
+        assert!(pod.containers.iter().any(|c| c.name == "agent"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("metrics-agent"));
+        assert_eq!(pod.automount_service_account_token, Some(true));
+    }
+}

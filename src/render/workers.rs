@@ -304,3 +304,275 @@ fn tracing_env(cluster: &ClusterView, pool: &str) -> Vec<EnvVar> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::product::Product;
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn build_pool(cluster: &crate::api::GrafanaCluster, pool_yaml: &str) -> Workers {
+        let pool = fixtures::pool("p", pool_yaml);
+        let view = ClusterView::new(cluster);
+        let (_, toggles) = pool.spec.roles.selected().expect("one block");
+        let pool_view = PoolView {
+            name: "p".into(),
+            spec: &pool.spec,
+            owner: None,
+            toggles,
+        };
+        let checksums = Checksums {
+            config: "c0nf".into(),
+            secrets: "s3cr".into(),
+        };
+        build(&view, &pool_view, &checksums).expect("builds")
+    }
+
+    fn mimir(pool_yaml: &str) -> Workers {
+        build_pool(&fixtures::minimal_cluster(Product::Mimir), pool_yaml)
+    }
+
+    fn pod(workers: &Workers) -> PodSpec {
+        workers
+            .statefulset
+            .spec
+            .clone()
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec")
+    }
+
+    #[test]
+    fn target_labels_and_checksums_follow_the_toggles() {
+        let workers = mimir("replicas: 2\nroles: {mimir: {read: true, compactor: true}}");
+        let spec = workers.statefulset.spec.clone().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let meta = spec.template.metadata.clone().expect("meta");
+        let labels = meta.labels.expect("labels");
+        for role in ["querier", "query-frontend", "compactor"] {
+            assert_eq!(
+                labels.get(&role_label(role)).map(String::as_str),
+                Some("true")
+            );
+        }
+        assert!(!labels.contains_key(&role_label("ingester")));
+        let annotations = meta.annotations.expect("annotations");
+        assert_eq!(annotations[CONFIG_CHECKSUM], "c0nf");
+        assert_eq!(annotations[SECRETS_CHECKSUM], "s3cr");
+        let args = pod(&workers).containers[0].args.clone().expect("args");
+        assert_eq!(
+            args,
+            [
+                "-config.file=/etc/mimir/config.yaml",
+                "-config.expand-env=true",
+                "-target=compactor,read"
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_are_propagated() {
+        let workers =
+            mimir("roles: {mimir: {all: true}}\nresources: {requests: {cpu: 500m, memory: 1Gi}}");
+        let resources = pod(&workers).containers[0]
+            .resources
+            .clone()
+            .expect("resources");
+        let requests = resources.requests.expect("requests");
+        assert_eq!(requests["cpu"].0, "500m");
+        assert_eq!(requests["memory"].0, "1Gi");
+    }
+
+    #[test]
+    fn node_selector_is_propagated() {
+        let workers = mimir("roles: {mimir: {all: true}}\nnodeSelector: {disk: ssd}");
+        assert_eq!(
+            pod(&workers).node_selector.expect("selector")["disk"],
+            "ssd"
+        );
+    }
+
+    #[test]
+    fn tolerations_are_propagated() {
+        let workers = mimir(
+            "roles: {mimir: {all: true}}\ntolerations: [{key: dedicated, operator: Equal, value: lgtm, effect: NoSchedule}]",
+        );
+        let tolerations = pod(&workers).tolerations.expect("tolerations");
+        assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(tolerations[0].effect.as_deref(), Some("NoSchedule"));
+    }
+
+    #[test]
+    fn affinity_is_propagated() {
+        let workers = mimir(
+            "roles: {mimir: {all: true}}\naffinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}",
+        );
+        let affinity = pod(&workers).affinity.expect("affinity");
+        let terms = affinity
+            .node_affinity
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .expect("required")
+            .node_selector_terms;
+        assert_eq!(
+            terms[0].match_expressions.as_ref().expect("exprs")[0].key,
+            "zone"
+        );
+    }
+
+    #[test]
+    fn pod_overrides_are_merged_last() {
+        let workers = mimir(
+            "roles: {mimir: {all: true}}\npodOverrides: {metadata: {labels: {team: obs}}, spec: {priorityClassName: high, containers: [{name: mimir, env: [{name: GOMAXPROCS, value: '2'}]}, {name: sidecar, image: busybox}]}}",
+        );
+        let template = workers.statefulset.spec.clone().expect("spec").template;
+        let labels = template
+            .metadata
+            .clone()
+            .expect("meta")
+            .labels
+            .expect("labels");
+        assert_eq!(labels["team"], "obs");
+        assert!(
+            labels.contains_key(&role_label("ingester")),
+            "the operator's labels stay"
+        );
+        let pod = template.spec.expect("pod");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.containers.len(), 2);
+        let env = pod.containers[0].env.clone().expect("env");
+        assert!(env.iter().any(|e| e.name == "GOMAXPROCS"));
+        assert!(
+            env.iter().any(|e| e.name == storage::ACCESS_KEY_ID_ENV),
+            "the operator's env stays"
+        );
+    }
+
+    #[test]
+    fn invalid_pod_overrides_are_an_error() {
+        let cluster = fixtures::minimal_cluster(Product::Mimir);
+        let pool = fixtures::pool(
+            "p",
+            "roles: {mimir: {all: true}}\npodOverrides: {spec: {containers: oops}}",
+        );
+        let view = ClusterView::new(&cluster);
+        let pool_view = PoolView {
+            name: "p".into(),
+            spec: &pool.spec,
+            owner: None,
+            toggles: vec!["all"],
+        };
+        let checksums = Checksums {
+            config: String::new(),
+            secrets: String::new(),
+        };
+        let error = build(&view, &pool_view, &checksums).expect_err("invalid");
+        assert!(error.contains("podOverrides"), "{error}");
+    }
+
+    #[test]
+    fn volume_claim_template_has_the_requested_size_and_class_and_is_retained() {
+        let workers =
+            mimir("roles: {mimir: {all: true}}\nstorage: {size: 50Gi, storageClassName: fast}");
+        let spec = workers.statefulset.spec.clone().expect("spec");
+        let claim = &spec.volume_claim_templates.expect("claims")[0];
+        let claim_spec = claim.spec.clone().expect("spec");
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec
+                .resources
+                .expect("resources")
+                .requests
+                .expect("requests")["storage"]
+                .0,
+            "50Gi"
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .expect("policy");
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn a_pdb_exists_only_with_two_or_more_workers() {
+        assert!(
+            mimir("replicas: 1\nroles: {mimir: {all: true}}")
+                .pdb
+                .is_none()
+        );
+        let pdb = mimir("replicas: 2\nroles: {mimir: {all: true}}")
+            .pdb
+            .expect("pdb");
+        assert_eq!(
+            pdb.spec.expect("spec").max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+    }
+
+    #[test]
+    fn workers_run_locked_down() {
+        let pod = pod(&mimir("roles: {mimir: {all: true}}"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.containers[0]
+            .security_context
+            .clone()
+            .expect("security");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.security_context.expect("pod security").run_as_non_root,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn a_ca_bundle_is_mounted_and_trusted() {
+        let mut cluster = fixtures::minimal_cluster(Product::Loki);
+        cluster.spec.storage.s3.ca_secret = Some(crate::api::SecretKeyRef {
+            name: "s3-ca".into(),
+            key: "ca.pem".into(),
+        });
+        let workers = build_pool(&cluster, "roles: {loki: {all: true}}");
+        let pod = pod(&workers);
+        let volume = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "s3-ca")
+            .expect("CA volume");
+        assert_eq!(
+            volume.secret.expect("secret").secret_name.as_deref(),
+            Some("s3-ca")
+        );
+        let env = pod.containers[0].env.clone().expect("env");
+        let cert_dir = env
+            .iter()
+            .find(|e| e.name == "SSL_CERT_DIR")
+            .expect("SSL_CERT_DIR");
+        assert_eq!(
+            cert_dir.value.as_deref(),
+            Some("/etc/ssl/certs:/etc/lgtm/s3-ca")
+        );
+    }
+
+    #[test]
+    fn tempo_distributors_expose_the_receiver_ports() {
+        let cluster = fixtures::minimal_cluster(Product::Tempo);
+        let distributor = build_pool(&cluster, "roles: {tempo: {distributor: true}}");
+        let ports: Vec<i32> = pod(&distributor).containers[0]
+            .ports
+            .clone()
+            .expect("ports")
+            .iter()
+            .map(|p| p.container_port)
+            .collect();
+        for port in [3200, 9096, 7946, 4317, 4318, 9411, 14268, 14250] {
+            assert!(ports.contains(&port), "{port} in {ports:?}");
+        }
+        let querier = build_pool(&cluster, "roles: {tempo: {querier: true}}");
+        let ports = pod(&querier).containers[0].ports.clone().expect("ports");
+        assert!(!ports.iter().any(|p| p.container_port == 4317));
+    }
+}
