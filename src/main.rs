@@ -50,6 +50,9 @@ enum Command {
         /// Manifest files; `-` reads standard input.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        /// Namespace of the manifests that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
     /// Print the CustomResourceDefinitions.
     Crds,
@@ -71,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             log_format,
         } => run(namespace, listen, log_format, settings).await,
-        Command::Render { files } => render(&files, &settings),
+        Command::Render { files, namespace } => render(&files, &namespace, &settings),
         Command::Crds => {
             for (_, yaml) in lgtm_operator::api::crd_manifests() {
                 print!("---\n{yaml}");
@@ -121,8 +124,8 @@ async fn run(
     Ok(())
 }
 
-fn render(files: &[PathBuf], settings: &Settings) -> anyhow::Result<()> {
-    let mut inputs = offline::Inputs::default();
+fn render(files: &[PathBuf], namespace: &str, settings: &Settings) -> anyhow::Result<()> {
+    let mut inputs = offline::Inputs::new(namespace);
     for file in files {
         let (name, text) = if file.as_os_str() == "-" {
             let mut text = String::new();

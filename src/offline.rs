@@ -29,14 +29,24 @@ pub enum OfflineError {
 }
 
 /// The manifests read: clusters, pools and Secrets (other kinds are skipped).
-#[derive(Default)]
 pub struct Inputs {
+    /// Namespace given to manifests that name none.
+    namespace: String,
     pub clusters: Vec<GrafanaCluster>,
     pub pools: Vec<WorkerPool>,
     pub secrets: Vec<Secret>,
 }
 
 impl Inputs {
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            clusters: Vec::new(),
+            pools: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
     /// Adds the documents of one YAML stream; `source_name` names it in errors.
     pub fn add(&mut self, source_name: &str, yaml: &str) -> Result<Vec<String>, OfflineError> {
         let documents: Vec<Value> =
@@ -46,9 +56,14 @@ impl Inputs {
                 message: e.to_string(),
             })?;
         let mut notes = Vec::new();
-        for (index, document) in documents.into_iter().enumerate() {
+        for (index, mut document) in documents.into_iter().enumerate() {
             if document.is_null() {
                 continue;
+            }
+            if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata
+                    .entry("namespace")
+                    .or_insert_with(|| Value::String(self.namespace.clone()));
             }
             let error = |e: serde_json::Error| OfflineError::Parse {
                 source_name: source_name.to_string(),
@@ -82,8 +97,8 @@ pub struct Rendered {
     pub notes: Vec<String>,
 }
 
-fn namespace_of(meta_ns: Option<String>) -> String {
-    meta_ns.unwrap_or_else(|| "default".into())
+fn namespace_of(namespace: Option<String>) -> String {
+    namespace.unwrap_or_default()
 }
 
 /// Renders every child the operator would create for `inputs`.
@@ -262,5 +277,106 @@ mod erased {
         fn to_value(&self) -> serde_json::Value {
             serde_json::to_value(self).expect("Kubernetes objects always serialize")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = include_str!("../deploy/samples/s3-credentials.yaml");
+    const MIMIR: &str = include_str!("../deploy/samples/mimir-read-write-backend.yaml");
+    const LOKI: &str = include_str!("../deploy/samples/loki-monolithic.yaml");
+    const TEMPO: &str = include_str!("../deploy/samples/tempo-microservices.yaml");
+
+    fn rendered(sources: &[&str]) -> (Vec<Value>, Vec<String>) {
+        let mut inputs = Inputs::new("obs");
+        for (i, source) in sources.iter().enumerate() {
+            inputs.add(&format!("input{i}"), source).expect("parses");
+        }
+        let out = render(&inputs, &Settings::default()).expect("renders");
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&out.manifests).expect("YAML");
+        (documents, out.notes)
+    }
+
+    fn names_of(documents: &[Value], kind: &str) -> Vec<String> {
+        documents
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .map(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sample_renders_its_workers_and_gateway() {
+        let (documents, notes) = rendered(&[SECRET, MIMIR, LOKI, TEMPO]);
+        let statefulsets = names_of(&documents, "StatefulSet");
+        for pool in [
+            "metrics-read",
+            "metrics-write",
+            "metrics-backend",
+            "logs-all",
+            "traces-ingester",
+            "traces-metrics-generator",
+        ] {
+            assert!(
+                statefulsets.contains(&pool.to_string()),
+                "{pool} in {statefulsets:?}"
+            );
+        }
+        let deployments = names_of(&documents, "Deployment");
+        assert_eq!(
+            deployments,
+            ["metrics-gateway", "logs-gateway", "traces-gateway"]
+        );
+        assert!(
+            documents
+                .iter()
+                .all(|d| d["metadata"]["namespace"] == "obs")
+        );
+        assert!(
+            notes.iter().all(|n| !n.contains("not consistent")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn secret_values_are_never_printed() {
+        let mut inputs = Inputs::new("obs");
+        inputs.add("secret", SECRET).expect("parses");
+        inputs.add("loki", LOKI).expect("parses");
+        let out = render(&inputs, &Settings::default()).expect("renders");
+        assert!(!out.manifests.contains("lgtm-sample-secret"));
+        assert!(!out.manifests.contains("kind: Secret"));
+    }
+
+    #[test]
+    fn an_inconsistent_cluster_renders_no_config_and_says_why() {
+        let read_only = "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {name: m}\nspec: {product: mimir, storage: {s3: {endpoint: e, bucket: b, credentialsSecret: {name: s}}}}\n---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {name: r}\nspec: {clusterRef: m, roles: {mimir: {read: true}}}\n";
+        let (documents, notes) = rendered(&[read_only]);
+        assert!(names_of(&documents, "StatefulSet").is_empty());
+        assert!(!names_of(&documents, "ConfigMap").contains(&"m-config".to_string()));
+        assert!(
+            notes.iter().any(|n| n.contains("missing compactor")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn unparseable_input_names_its_source() {
+        let mut inputs = Inputs::new("obs");
+        let error = inputs
+            .add(
+                "broken.yaml",
+                "kind: WorkerPool\nmetadata: {name: x}\nspec: {replicas: many}\n",
+            )
+            .err()
+            .expect("an error");
+        assert!(error.to_string().contains("broken.yaml"), "{error}");
     }
 }
