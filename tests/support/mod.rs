@@ -39,15 +39,17 @@ pub fn ensure_control_plane() -> &'static Path {
     static KUBECONFIG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = KUBECONFIG.get_or_init(|| {
         let script = repo_root().join("e2e/cluster.sh");
+        // stderr is inherited: a first run builds for minutes and reports each step there,
+        // and on failure it names the log to read and shows its last lines.
         let out = Command::new(&script)
             .arg("up")
+            .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             return Err(format!(
-                "`{} up` failed ({}):\n{stderr}{stdout}",
+                "`{} up` failed ({}); its messages above say why and name the log to read",
                 script.display(),
                 out.status
             ));
@@ -58,7 +60,7 @@ pub fn ensure_control_plane() -> &'static Path {
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .map(|p| PathBuf::from(p.trim()))
             .ok_or_else(|| {
-                format!("`cluster.sh up` printed no `export KUBECONFIG=` line:\n{stderr}{stdout}")
+                format!("`cluster.sh up` printed no `export KUBECONFIG=` line:\n{stdout}")
             })
     });
     match result {
