@@ -12,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
@@ -63,7 +64,6 @@ async fn install_crds(client: &Client) {
 
 /// A namespace with its own operator running in this process.
 struct Env {
-    client: Client,
     ns: TestNamespace,
     metrics: Arc<Metrics>,
     operator: tokio::task::JoinHandle<()>,
@@ -85,7 +85,6 @@ impl Env {
         };
         let operator = tokio::spawn(controller::run(client.clone(), options, health));
         Self {
-            client,
             ns,
             metrics,
             operator,
@@ -140,6 +139,40 @@ impl Env {
                 let found = conditions.iter().find(|c| c.type_ == type_);
                 Ok(match found {
                     Some(c) if c.status == status => Check::Done(cluster),
+                    other => Check::Pending(format!("{other:?}")),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
+    async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
+        let api: Api<GrafanaCluster> = self.api();
+        wait_for(&format!("GrafanaCluster {name} {type_} for reason {reason}"), TIMEOUT, || {
+            let api = api.clone();
+            async move {
+                let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
+                let found = conditions.into_iter().find(|c| c.type_ == type_);
+                Ok(match found {
+                    Some(c) if c.reason == reason => Check::Done(c),
+                    other => Check::Pending(format!("{other:?}")),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
+    async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
+        let api: Api<WorkerPool> = self.api();
+        wait_for(&format!("WorkerPool {name} {type_} for reason {reason}"), TIMEOUT, || {
+            let api = api.clone();
+            async move {
+                let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
+                let found = conditions.into_iter().find(|c| c.type_ == type_);
+                Ok(match found {
+                    Some(c) if c.reason == reason => Check::Done(c),
                     other => Check::Pending(format!("{other:?}")),
                 })
             }
@@ -271,6 +304,9 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
     for (pool, roles) in pools {
         let sts = env.api::<StatefulSet>().get(pool).await.expect("StatefulSet");
         assert!(controlled_by(&sts.metadata, "WorkerPool", pool), "{pool} owner");
+        let headless = env.api::<Service>().get(&format!("{pool}-headless")).await.expect("pool Service");
+        assert!(controlled_by(&headless.metadata, "WorkerPool", pool), "{pool}-headless owner");
+        assert_eq!(sts.spec.as_ref().and_then(|s| s.service_name.clone()), Some(format!("{pool}-headless")));
         let template = sts.spec.clone().expect("spec").template;
         let labels = template.metadata.clone().expect("meta").labels.expect("labels");
         for role in *roles {
@@ -355,18 +391,16 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}")).await;
     env.apply(&pool_yaml("write", "m", 1, "{mimir: {write: true}}")).await;
 
-    let cluster = env.cluster_condition("m", "Consistent", "False").await;
-    let status = cluster.status.expect("status");
-    let consistent = status.conditions.iter().find(|c| c.type_ == "Consistent").expect("condition");
-    assert_eq!(consistent.reason, "MissingRoles");
+    let consistent = env.cluster_reason("m", "Consistent", "MissingRoles").await;
+    assert_eq!(consistent.status, "False");
     for role in ["compactor", "ruler", "store-gateway"] {
         assert!(consistent.message.contains(role), "{}", consistent.message);
     }
+    let status = env.api::<GrafanaCluster>().get("m").await.expect("cluster").status.expect("status");
     assert_eq!(status.missing_roles, ["compactor", "ruler", "store-gateway"]);
     assert_eq!(status.missing_roles_summary, "compactor,ruler,store-gateway");
-    let waiting = env.pool_condition("read", "Ready", "False").await;
-    let reason = waiting.status.expect("status").conditions.iter().find(|c| c.type_ == "Ready").expect("Ready").reason.clone();
-    assert_eq!(reason, "WaitingForClusterConfig");
+    let waiting = env.pool_reason("read", "Ready", "WaitingForClusterConfig").await;
+    assert!(waiting.message.contains("Consistent"), "{}", waiting.message);
     assert!(!env.exists::<StatefulSet>("read").await, "no workers before the cluster is consistent");
 
     env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}")).await;
@@ -577,14 +611,13 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
     let storage = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "StorageReady").expect("condition");
     assert_eq!(storage.reason, "SecretNotFound");
     assert!(storage.message.contains("s3-credentials"), "{}", storage.message);
-    let pool = env.pool_condition("all", "Ready", "False").await;
-    assert!(pool.status.expect("status").conditions.iter().any(|c| c.reason == "StorageNotReady"));
+    let ready = env.pool_reason("all", "Ready", "StorageNotReady").await;
+    assert!(ready.message.contains("s3-credentials"), "{}", ready.message);
     assert!(!env.exists::<StatefulSet>("all").await, "workers started without credentials");
 
     env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id}\n").await;
-    let cluster = env.cluster_condition("logs", "StorageReady", "False").await;
-    let storage = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "StorageReady").expect("condition");
-    assert_eq!(storage.reason, "SecretKeyMissing");
+    let storage = env.cluster_reason("logs", "StorageReady", "SecretKeyMissing").await;
+    assert!(storage.message.contains("secret-access-key"), "{}", storage.message);
 
     env.apply(CREDENTIALS).await;
     env.cluster_condition("logs", "StorageReady", "True").await;

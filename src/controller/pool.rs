@@ -147,7 +147,7 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
                         Ok(built) => {
                             statefulset = Some(apply(client, &built.statefulset).await?);
                             let mut keep = BTreeSet::from([name.clone()]);
-                            apply(client, &built.service).await?;
+                            keep.insert(apply(client, &built.service).await?.name_any());
                             if let Some(pdb) = &built.pdb {
                                 keep.insert(apply(client, pdb).await?.name_any());
                             }

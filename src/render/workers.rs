@@ -47,6 +47,13 @@ pub struct Checksums {
     pub secrets: String,
 }
 
+/// Name of a pool's headless Service, which gives its pods stable DNS names. Not the
+/// pool's own name: that is often `<cluster>-<role>` (`logs-read`), the name of the role
+/// Service the cluster keeps.
+pub fn headless_service_name(pool: &str) -> String {
+    format!("{pool}-headless")
+}
+
 /// A pool's objects.
 #[derive(Debug, Clone)]
 pub struct Workers {
@@ -202,7 +209,7 @@ pub fn build(
         metadata: meta(),
         spec: Some(StatefulSetSpec {
             replicas: Some(pool.spec.replicas),
-            service_name: Some(pool.name.clone()),
+            service_name: Some(headless_service_name(&pool.name)),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
@@ -227,7 +234,12 @@ pub fn build(
     };
 
     let service = Service {
-        metadata: meta(),
+        metadata: child_meta(
+            headless_service_name(&pool.name),
+            &cluster.namespace,
+            labels.clone(),
+            pool.owner.as_ref(),
+        ),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(selector.clone()),
