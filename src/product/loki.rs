@@ -8,6 +8,11 @@ const THREE_FOR_HA: Recommendation = Recommendation {
     reason: "3 keep the path available and replicated while one restarts",
 };
 
+// Replication factor: products.md counts Loki's `common.replication_factor` from replicas
+// carrying backend/all. The reference wins: the common block feeds the ingester ring's
+// replication factor (how many ingesters each stream is written to and read from), and the
+// ingesters run in the write target, so the renderer counts `write` replicas (`all` includes
+// write). See docs/config-keys.md.
 #[rustfmt::skip]
 pub(super) static CATALOGUE: Catalogue = Catalogue {
     product: Product::Loki,

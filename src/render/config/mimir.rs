@@ -121,6 +121,8 @@ struct Frontend {
     scheduler_address: String,
 }
 
+/// `frontend_address` exists in the pinned 2.17; Mimir 3.0 removes it and requires the
+/// query-scheduler (CHANGELOG 3.0.0, #12200), so a version bump must drop that branch.
 #[derive(Serialize)]
 struct FrontendWorker {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,7 @@
 //! Product configuration per product, for monolithic, split and scaled layouts.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::Value;
 
 use super::*;
@@ -272,4 +274,175 @@ fn config_overrides_win_and_bad_ones_are_an_error() {
     let bad = serde_json::json!("log_level: debug");
     with.overrides = Some(&bad);
     assert!(matches!(render(&with), Err(ConfigError::Overrides(_))));
+}
+
+/// The checked-in table of every key the renderers write, with its reference.
+const CONFIG_KEYS: &str = include_str!("../../../docs/config-keys.md");
+
+/// Key paths per product, from the tables under the `## <Product> <version>` headings.
+fn reference_table() -> BTreeMap<Product, BTreeSet<String>> {
+    let mut tables: BTreeMap<Product, BTreeSet<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in CONFIG_KEYS.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            let heading = heading.to_lowercase();
+            current = Product::ALL
+                .into_iter()
+                .find(|p| heading.split_whitespace().next() == Some(p.as_str()));
+        } else if let (Some(product), Some(row)) = (current, line.strip_prefix("| `")) {
+            let key = row.split('`').next().expect("split yields a first part");
+            tables.entry(product).or_default().insert(key.to_string());
+        }
+    }
+    tables
+}
+
+/// Every key path of a rendered config: maps joined with '.', elements of a list of maps
+/// as `[]`; a scalar, a list of scalars or an empty map is one setting at its own path.
+fn key_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                key_paths(child, &child_path, out);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for item in items {
+                key_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(path.to_string());
+        }
+    }
+}
+
+/// Layouts that exercise every branch of a product's renderer.
+fn layouts(product: Product) -> Vec<Topology> {
+    let pools: &[&[(&str, &[&'static str], i32)]] = match product {
+        Product::Mimir => &[
+            &[("all", &["all"], 1)],
+            &[("all", &["all", "alertmanager"], 3)],
+            // With query-schedulers (backend carries them) and alertmanagers.
+            &[
+                ("read", &["read"], 2),
+                ("write", &["write"], 3),
+                ("backend", &["backend"], 3),
+            ],
+            // Without query-schedulers: queriers reach the query-frontends.
+            &[
+                ("read", &["read"], 2),
+                ("write", &["write"], 3),
+                ("storage", &["compactor", "store-gateway", "ruler"], 1),
+            ],
+        ],
+        Product::Loki => &[
+            &[("all", &["all"], 1)],
+            &[("all", &["all"], 3)],
+            &[
+                ("read", &["read"], 3),
+                ("write", &["write"], 3),
+                ("backend", &["backend"], 1),
+            ],
+            // No backend pool: no compactor address.
+            &[("read", &["read"], 1), ("write", &["write"], 1)],
+        ],
+        Product::Tempo => &[
+            &[("all", &["all"], 1)],
+            &[
+                ("q", &["querier"], 1),
+                ("qf", &["query-frontend"], 1),
+                ("i", &["ingester"], 3),
+                ("d", &["distributor"], 1),
+                ("c", &["compactor"], 1),
+                ("g", &["metrics-generator"], 1),
+            ],
+        ],
+    };
+    pools
+        .iter()
+        .map(|pools| fixtures::topology(product, pools))
+        .collect()
+}
+
+/// Object storage as users give it: plain HTTP, https with a region, a CA bundle.
+fn storages(product: Product) -> Vec<crate::api::GrafanaCluster> {
+    let plain = fixtures::minimal_cluster(product);
+    let mut https = plain.clone();
+    https.spec.storage.s3.endpoint = "https://s3.example.com:443".into();
+    https.spec.storage.s3.region = Some("eu-west-1".into());
+    let mut with_ca = plain.clone();
+    with_ca.spec.storage.s3.endpoint = "s3.internal:9000".into();
+    with_ca.spec.storage.s3.region = Some("eu-west-1".into());
+    with_ca.spec.storage.s3.ca_secret = Some(crate::api::SecretKeyRef {
+        name: "s3-ca".into(),
+        key: "ca.crt".into(),
+    });
+    vec![plain, https, with_ca]
+}
+
+/// Every key the renderer writes for a product across the matrix, without overrides.
+fn written_keys(product: Product) -> BTreeSet<String> {
+    let retention = Duration::parse("30d").expect("valid");
+    let mut keys = BTreeSet::new();
+    for topology in layouts(product) {
+        for cluster in storages(product) {
+            for retention in [None, Some(retention)] {
+                for remote_write_url in [None, Some("http://prom:9090/api/v1/write")] {
+                    let mut inputs = inputs(&cluster, &topology);
+                    inputs.retention = retention;
+                    inputs.remote_write_url = remote_write_url;
+                    key_paths(&rendered(&inputs), "", &mut keys);
+                }
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_written_key_is_in_the_reference_table() {
+    let tables = reference_table();
+    let mut problems = Vec::new();
+    for product in Product::ALL {
+        let listed = tables.get(&product).cloned().unwrap_or_default();
+        let written = written_keys(product);
+        for key in written.difference(&listed) {
+            problems.push(format!(
+                "{product}: `{key}` is written but missing from docs/config-keys.md"
+            ));
+        }
+        for key in listed.difference(&written) {
+            problems.push(format!(
+                "{product}: `{key}` is listed in docs/config-keys.md but never written (stale row)"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn key_paths_join_maps_and_mark_lists_of_maps() {
+    let value = serde_json::json!({
+        "a": {"b": 1, "list": ["x", "y"], "empty": {}},
+        "configs": [{"from": "d", "index": {"period": "24h"}}],
+    });
+    let mut keys = BTreeSet::new();
+    key_paths(&value, "", &mut keys);
+    let expected: BTreeSet<String> = [
+        "a.b",
+        "a.list",
+        "a.empty",
+        "configs[].from",
+        "configs[].index.period",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys, expected);
 }
