@@ -106,7 +106,11 @@ impl Env {
     /// `kubectl apply` of a manifest, as a user would.
     async fn apply(&self, yaml: &str) {
         let out = self.try_apply(yaml).await;
-        assert!(out.success, "kubectl apply failed:\n{}{}", out.stderr, out.stdout);
+        assert!(
+            out.success,
+            "kubectl apply failed:\n{}{}",
+            out.stderr, out.stdout
+        );
     }
 
     async fn try_apply(&self, yaml: &str) -> support::KubectlOutput {
@@ -114,9 +118,15 @@ impl Env {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("manifest.yaml");
         std::fs::write(&file, yaml).expect("write manifest");
-        let out = kubectl(["apply", "-n", self.name(), "-f", file.to_str().expect("utf-8 path")])
-            .await
-            .expect("kubectl runs");
+        let out = kubectl([
+            "apply",
+            "-n",
+            self.name(),
+            "-f",
+            file.to_str().expect("utf-8 path"),
+        ])
+        .await
+        .expect("kubectl runs");
         let _ = std::fs::remove_dir_all(&dir);
         out
     }
@@ -124,77 +134,100 @@ impl Env {
     async fn apply_sample(&self, file: &str) {
         let root = support::repo_root().join("deploy/samples");
         for f in ["s3-credentials.yaml", file] {
-            kubectl_ok(["apply", "-n", self.name(), "-f", root.join(f).to_str().expect("utf-8")]).await;
+            kubectl_ok([
+                "apply",
+                "-n",
+                self.name(),
+                "-f",
+                root.join(f).to_str().expect("utf-8"),
+            ])
+            .await;
         }
     }
 
     /// Waits until a condition of a GrafanaCluster has `status`; returns the cluster.
     async fn cluster_condition(&self, name: &str, type_: &str, status: &str) -> GrafanaCluster {
         let api: Api<GrafanaCluster> = self.api();
-        wait_for(&format!("GrafanaCluster {name} {type_}={status}"), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let cluster = api.get(name).await?;
-                let conditions = cluster.status.clone().unwrap_or_default().conditions;
-                let found = conditions.iter().find(|c| c.type_ == type_);
-                Ok(match found {
-                    Some(c) if c.status == status => Check::Done(cluster),
-                    other => Check::Pending(format!("{other:?}")),
-                })
-            }
-        })
+        wait_for(
+            &format!("GrafanaCluster {name} {type_}={status}"),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let cluster = api.get(name).await?;
+                    let conditions = cluster.status.clone().unwrap_or_default().conditions;
+                    let found = conditions.iter().find(|c| c.type_ == type_);
+                    Ok(match found {
+                        Some(c) if c.status == status => Check::Done(cluster),
+                        other => Check::Pending(format!("{other:?}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
     /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
     async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
         let api: Api<GrafanaCluster> = self.api();
-        wait_for(&format!("GrafanaCluster {name} {type_} for reason {reason}"), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
-                let found = conditions.into_iter().find(|c| c.type_ == type_);
-                Ok(match found {
-                    Some(c) if c.reason == reason => Check::Done(c),
-                    other => Check::Pending(format!("{other:?}")),
-                })
-            }
-        })
+        wait_for(
+            &format!("GrafanaCluster {name} {type_} for reason {reason}"),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
+                    let found = conditions.into_iter().find(|c| c.type_ == type_);
+                    Ok(match found {
+                        Some(c) if c.reason == reason => Check::Done(c),
+                        other => Check::Pending(format!("{other:?}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
     /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
     async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
         let api: Api<WorkerPool> = self.api();
-        wait_for(&format!("WorkerPool {name} {type_} for reason {reason}"), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
-                let found = conditions.into_iter().find(|c| c.type_ == type_);
-                Ok(match found {
-                    Some(c) if c.reason == reason => Check::Done(c),
-                    other => Check::Pending(format!("{other:?}")),
-                })
-            }
-        })
+        wait_for(
+            &format!("WorkerPool {name} {type_} for reason {reason}"),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
+                    let found = conditions.into_iter().find(|c| c.type_ == type_);
+                    Ok(match found {
+                        Some(c) if c.reason == reason => Check::Done(c),
+                        other => Check::Pending(format!("{other:?}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
     /// Waits until a condition of a WorkerPool has `status`; returns the pool.
     async fn pool_condition(&self, name: &str, type_: &str, status: &str) -> WorkerPool {
         let api: Api<WorkerPool> = self.api();
-        wait_for(&format!("WorkerPool {name} {type_}={status}"), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let pool = api.get(name).await?;
-                let conditions = pool.status.clone().unwrap_or_default().conditions;
-                let found = conditions.iter().find(|c| c.type_ == type_);
-                Ok(match found {
-                    Some(c) if c.status == status => Check::Done(pool),
-                    other => Check::Pending(format!("{other:?}")),
-                })
-            }
-        })
+        wait_for(
+            &format!("WorkerPool {name} {type_}={status}"),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let pool = api.get(name).await?;
+                    let conditions = pool.status.clone().unwrap_or_default().conditions;
+                    let found = conditions.iter().find(|c| c.type_ == type_);
+                    Ok(match found {
+                        Some(c) if c.status == status => Check::Done(pool),
+                        other => Check::Pending(format!("{other:?}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -219,15 +252,22 @@ impl Env {
         <K as kube::Resource>::DynamicType: Default,
     {
         let api = self.api::<K>();
-        wait_for(&format!("{} {name} deleted", K::kind(&Default::default())), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                Ok(match api.get_opt(name).await? {
-                    None => Check::Done(()),
-                    Some(o) => Check::Pending(format!("still there (deleting: {})", o.meta().deletion_timestamp.is_some())),
-                })
-            }
-        })
+        wait_for(
+            &format!("{} {name} deleted", K::kind(&Default::default())),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    Ok(match api.get_opt(name).await? {
+                        None => Check::Done(()),
+                        Some(o) => Check::Pending(format!(
+                            "still there (deleting: {})",
+                            o.meta().deletion_timestamp.is_some()
+                        )),
+                    })
+                }
+            },
+        )
         .await;
     }
 
@@ -279,45 +319,130 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
     let ready = env.cluster_condition(cluster, "Available", "True").await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.missing_roles_summary, "");
-    assert!(status.gateway_url.as_deref().is_some_and(|u| u.contains(&format!("{cluster}-gateway.{}.svc", env.name()))));
+    assert!(
+        status
+            .gateway_url
+            .as_deref()
+            .is_some_and(|u| u.contains(&format!("{cluster}-gateway.{}.svc", env.name())))
+    );
 
     for name in [format!("{cluster}-gateway"), format!("{cluster}-config")] {
         let cm = env.api::<ConfigMap>().get(&name).await.expect("ConfigMap");
-        assert!(controlled_by(&cm.metadata, "GrafanaCluster", cluster), "{name} owner");
+        assert!(
+            controlled_by(&cm.metadata, "GrafanaCluster", cluster),
+            "{name} owner"
+        );
         let labels = cm.labels();
-        for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"] {
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/part-of",
+            "app.kubernetes.io/managed-by",
+        ] {
             assert!(labels.contains_key(key), "{name} lacks label {key}");
         }
-        assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some(product));
+        assert_eq!(
+            labels.get("app.kubernetes.io/name").map(String::as_str),
+            Some(product)
+        );
     }
-    let gateway = env.api::<Deployment>().get(&format!("{cluster}-gateway")).await.expect("gateway");
+    let gateway = env
+        .api::<Deployment>()
+        .get(&format!("{cluster}-gateway"))
+        .await
+        .expect("gateway");
     assert!(controlled_by(&gateway.metadata, "GrafanaCluster", cluster));
-    let containers: Vec<String> = gateway.spec.expect("spec").template.spec.expect("pod").containers.iter().map(|c| c.name.clone()).collect();
-    assert!(containers.contains(&"nginx".to_string()) && containers.contains(&"exporter".to_string()), "{containers:?}");
+    let containers: Vec<String> = gateway
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert!(
+        containers.contains(&"nginx".to_string()) && containers.contains(&"exporter".to_string()),
+        "{containers:?}"
+    );
     for service in [format!("{cluster}-gateway"), format!("{cluster}-gossip")] {
         let svc = env.api::<Service>().get(&service).await.expect("service");
-        assert!(controlled_by(&svc.metadata, "GrafanaCluster", cluster), "{service}");
+        assert!(
+            controlled_by(&svc.metadata, "GrafanaCluster", cluster),
+            "{service}"
+        );
     }
-    let gossip = env.api::<Service>().get(&format!("{cluster}-gossip")).await.expect("gossip");
-    assert_eq!(gossip.spec.as_ref().and_then(|s| s.publish_not_ready_addresses), Some(true));
+    let gossip = env
+        .api::<Service>()
+        .get(&format!("{cluster}-gossip"))
+        .await
+        .expect("gossip");
+    assert_eq!(
+        gossip
+            .spec
+            .as_ref()
+            .and_then(|s| s.publish_not_ready_addresses),
+        Some(true)
+    );
 
     for (pool, roles) in pools {
-        let sts = env.api::<StatefulSet>().get(pool).await.expect("StatefulSet");
-        assert!(controlled_by(&sts.metadata, "WorkerPool", pool), "{pool} owner");
-        let headless = env.api::<Service>().get(&format!("{pool}-headless")).await.expect("pool Service");
-        assert!(controlled_by(&headless.metadata, "WorkerPool", pool), "{pool}-headless owner");
-        assert_eq!(sts.spec.as_ref().and_then(|s| s.service_name.clone()), Some(format!("{pool}-headless")));
+        let sts = env
+            .api::<StatefulSet>()
+            .get(pool)
+            .await
+            .expect("StatefulSet");
+        assert!(
+            controlled_by(&sts.metadata, "WorkerPool", pool),
+            "{pool} owner"
+        );
+        let headless = env
+            .api::<Service>()
+            .get(&format!("{pool}-headless"))
+            .await
+            .expect("pool Service");
+        assert!(
+            controlled_by(&headless.metadata, "WorkerPool", pool),
+            "{pool}-headless owner"
+        );
+        assert_eq!(
+            sts.spec.as_ref().and_then(|s| s.service_name.clone()),
+            Some(format!("{pool}-headless"))
+        );
         let template = sts.spec.clone().expect("spec").template;
-        let labels = template.metadata.clone().expect("meta").labels.expect("labels");
+        let labels = template
+            .metadata
+            .clone()
+            .expect("meta")
+            .labels
+            .expect("labels");
         for role in *roles {
-            assert_eq!(labels.get(&format!("role.lgtm.coordinated.dev/{role}")).map(String::as_str), Some("true"), "{pool}: {role}");
-            let svc = env.api::<Service>().get(&format!("{cluster}-{role}")).await.unwrap_or_else(|e| panic!("{cluster}-{role}: {e}"));
+            assert_eq!(
+                labels
+                    .get(&format!("role.lgtm.coordinated.dev/{role}"))
+                    .map(String::as_str),
+                Some("true"),
+                "{pool}: {role}"
+            );
+            let svc = env
+                .api::<Service>()
+                .get(&format!("{cluster}-{role}"))
+                .await
+                .unwrap_or_else(|e| panic!("{cluster}-{role}: {e}"));
             assert!(controlled_by(&svc.metadata, "GrafanaCluster", cluster));
         }
-        let args = template.spec.expect("pod").containers[0].args.clone().unwrap_or_default();
+        let args = template.spec.expect("pod").containers[0]
+            .args
+            .clone()
+            .unwrap_or_default();
         assert!(args.iter().any(|a| a.starts_with("-target=")), "{args:?}");
         assert!(args.contains(&"-config.expand-env=true".to_string()));
-        let pool_status = env.pool_condition(pool, "Ready", "True").await.status.expect("status");
+        let pool_status = env
+            .pool_condition(pool, "Ready", "True")
+            .await
+            .status
+            .expect("status");
         let mut expected: Vec<&str> = roles.to_vec();
         expected.sort();
         assert_eq!(pool_status.targets, expected);
@@ -326,7 +451,19 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
     let table = kubectl_ok(["get", "grafanaclusters", "-n", env.name(), cluster]).await;
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PRODUCT", "VERSION", "CONSISTENT", "AVAILABLE", "MISSING", "ROLES", "AGE"]);
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PRODUCT",
+            "VERSION",
+            "CONSISTENT",
+            "AVAILABLE",
+            "MISSING",
+            "ROLES",
+            "AGE"
+        ]
+    );
     let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
     assert_eq!(&row[..5], [cluster, product, row[2], "True", "True"]);
     let pools_table = kubectl_ok(["get", "wp", "-n", env.name()]).await;
@@ -345,7 +482,17 @@ async fn mimir_sample_yields_its_documented_children() {
         &[
             ("metrics-read", &["querier", "query-frontend"]),
             ("metrics-write", &["distributor", "ingester"]),
-            ("metrics-backend", &["alertmanager", "compactor", "overrides-exporter", "query-scheduler", "ruler", "store-gateway"]),
+            (
+                "metrics-backend",
+                &[
+                    "alertmanager",
+                    "compactor",
+                    "overrides-exporter",
+                    "query-scheduler",
+                    "ruler",
+                    "store-gateway",
+                ],
+            ),
         ],
     )
     .await;
@@ -358,7 +505,13 @@ async fn mimir_sample_yields_its_documented_children() {
 async fn loki_sample_yields_its_documented_children() {
     let env = Env::new("loki-sample").await;
     env.apply_sample("loki-monolithic.yaml").await;
-    check_sample(&env, "logs", "loki", &[("logs-all", &["backend", "read", "write"])]).await;
+    check_sample(
+        &env,
+        "logs",
+        "loki",
+        &[("logs-all", &["backend", "read", "write"])],
+    )
+    .await;
     env.finish().await;
 }
 
@@ -388,46 +541,113 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     let env = Env::new("mimir-missing").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}")).await;
-    env.apply(&pool_yaml("write", "m", 1, "{mimir: {write: true}}")).await;
+    env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}"))
+        .await;
+    env.apply(&pool_yaml("write", "m", 1, "{mimir: {write: true}}"))
+        .await;
 
+    let clusters: Api<GrafanaCluster> = env.api();
+    wait_for("only the backend roles missing", TIMEOUT, || {
+        let clusters = clusters.clone();
+        async move {
+            let summary = clusters
+                .get("m")
+                .await?
+                .status
+                .unwrap_or_default()
+                .missing_roles_summary;
+            Ok(if summary == "compactor,ruler,store-gateway" {
+                Check::Done(())
+            } else {
+                Check::Pending(summary)
+            })
+        }
+    })
+    .await;
     let consistent = env.cluster_reason("m", "Consistent", "MissingRoles").await;
     assert_eq!(consistent.status, "False");
     for role in ["compactor", "ruler", "store-gateway"] {
         assert!(consistent.message.contains(role), "{}", consistent.message);
     }
-    let status = env.api::<GrafanaCluster>().get("m").await.expect("cluster").status.expect("status");
-    assert_eq!(status.missing_roles, ["compactor", "ruler", "store-gateway"]);
-    assert_eq!(status.missing_roles_summary, "compactor,ruler,store-gateway");
-    let waiting = env.pool_reason("read", "Ready", "WaitingForClusterConfig").await;
-    assert!(waiting.message.contains("Consistent"), "{}", waiting.message);
-    assert!(!env.exists::<StatefulSet>("read").await, "no workers before the cluster is consistent");
+    let status = env
+        .api::<GrafanaCluster>()
+        .get("m")
+        .await
+        .expect("cluster")
+        .status
+        .expect("status");
+    assert_eq!(
+        status.missing_roles,
+        ["compactor", "ruler", "store-gateway"]
+    );
+    assert_eq!(
+        status.missing_roles_summary,
+        "compactor,ruler,store-gateway"
+    );
+    let waiting = env
+        .pool_reason("read", "Ready", "WaitingForClusterConfig")
+        .await;
+    assert!(
+        waiting.message.contains("Consistent"),
+        "{}",
+        waiting.message
+    );
+    assert!(
+        !env.exists::<StatefulSet>("read").await,
+        "no workers before the cluster is consistent"
+    );
 
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}")).await;
+    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+        .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("read", "Ready", "True").await;
     env.pool_condition("write", "Ready", "True").await;
     let sts = env.api::<StatefulSet>();
     let before_read = sts.get("read").await.expect("read");
     let before_write = sts.get("write").await.expect("write");
-    let config_before = env.api::<ConfigMap>().get("m-config").await.expect("config");
+    let config_before = env
+        .api::<ConfigMap>()
+        .get("m-config")
+        .await
+        .expect("config");
 
     // Losing the backend pool makes the cluster inconsistent: the configuration and the
     // other pools stay exactly as they were.
-    env.api::<WorkerPool>().delete("backend", &DeleteParams::default()).await.expect("delete");
+    env.api::<WorkerPool>()
+        .delete("backend", &DeleteParams::default())
+        .await
+        .expect("delete");
     env.cluster_condition("m", "Consistent", "False").await;
-    let config_frozen = env.api::<ConfigMap>().get("m-config").await.expect("config");
-    assert_eq!(config_frozen.resource_version(), config_before.resource_version());
+    let config_frozen = env
+        .api::<ConfigMap>()
+        .get("m-config")
+        .await
+        .expect("config");
+    assert_eq!(
+        config_frozen.resource_version(),
+        config_before.resource_version()
+    );
     // Re-adding it restores consistency with the same configuration: nothing rolls.
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}")).await;
+    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+        .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("backend", "Ready", "True").await;
-    let config_after = env.api::<ConfigMap>().get("m-config").await.expect("config");
+    let config_after = env
+        .api::<ConfigMap>()
+        .get("m-config")
+        .await
+        .expect("config");
     assert_eq!(config_after.data, config_before.data);
     for (before, name) in [(before_read, "read"), (before_write, "write")] {
         let after = sts.get(name).await.expect(name);
-        assert_eq!(after.metadata.generation, before.metadata.generation, "{name} was changed");
-        assert_eq!(after.spec.expect("spec").template, before.spec.expect("spec").template);
+        assert_eq!(
+            after.metadata.generation, before.metadata.generation,
+            "{name} was changed"
+        );
+        assert_eq!(
+            after.spec.expect("spec").template,
+            before.spec.expect("spec").template
+        );
     }
     env.finish().await;
 }
@@ -435,32 +655,76 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
     let env = Env::new("invalid").await;
-    let typo = env.try_apply(&pool_yaml("typo", "c", 1, "{mimir: {quorier: true}}")).await;
+    let typo = env
+        .try_apply(&pool_yaml("typo", "c", 1, "{mimir: {quorier: true}}"))
+        .await;
     assert!(!typo.success);
     assert!(typo.stderr.contains("quorier"), "{}", typo.stderr);
 
-    let two_tempo = env.try_apply(&pool_yaml("two", "c", 1, "{tempo: {querier: true, ingester: true}}")).await;
+    let two_tempo = env
+        .try_apply(&pool_yaml(
+            "two",
+            "c",
+            1,
+            "{tempo: {querier: true, ingester: true}}",
+        ))
+        .await;
     assert!(!two_tempo.success);
-    assert!(two_tempo.stderr.contains("exactly one toggle"), "{}", two_tempo.stderr);
+    assert!(
+        two_tempo.stderr.contains("exactly one toggle"),
+        "{}",
+        two_tempo.stderr
+    );
 
-    let two_blocks = env.try_apply(&pool_yaml("both", "c", 1, "{mimir: {all: true}, loki: {all: true}}")).await;
+    let two_blocks = env
+        .try_apply(&pool_yaml(
+            "both",
+            "c",
+            1,
+            "{mimir: {all: true}, loki: {all: true}}",
+        ))
+        .await;
     assert!(!two_blocks.success);
-    assert!(two_blocks.stderr.contains("exactly one of roles.mimir, roles.loki, roles.tempo"), "{}", two_blocks.stderr);
+    assert!(
+        two_blocks
+            .stderr
+            .contains("exactly one of roles.mimir, roles.loki, roles.tempo"),
+        "{}",
+        two_blocks.stderr
+    );
 
-    let none_true = env.try_apply(&pool_yaml("none", "c", 1, "{loki: {read: false}}")).await;
+    let none_true = env
+        .try_apply(&pool_yaml("none", "c", 1, "{loki: {read: false}}"))
+        .await;
     assert!(!none_true.success);
-    assert!(none_true.stderr.contains("at least one role toggle"), "{}", none_true.stderr);
+    assert!(
+        none_true.stderr.contains("at least one role toggle"),
+        "{}",
+        none_true.stderr
+    );
 
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("c", "mimir", "")).await;
     let change = env.try_apply(&cluster_yaml("c", "loki", "")).await;
     assert!(!change.success);
-    assert!(change.stderr.contains("product is immutable"), "{}", change.stderr);
+    assert!(
+        change.stderr.contains("product is immutable"),
+        "{}",
+        change.stderr
+    );
 
-    let pool = env.try_apply(&pool_yaml("p", "c", 1, "{mimir: {all: true}}")).await;
+    let pool = env
+        .try_apply(&pool_yaml("p", "c", 1, "{mimir: {all: true}}"))
+        .await;
     assert!(pool.success, "{}", pool.stderr);
-    let moved = env.try_apply(&pool_yaml("p", "other", 1, "{mimir: {all: true}}")).await;
-    assert!(moved.stderr.contains("clusterRef is immutable"), "{}", moved.stderr);
+    let moved = env
+        .try_apply(&pool_yaml("p", "other", 1, "{mimir: {all: true}}"))
+        .await;
+    assert!(
+        moved.stderr.contains("clusterRef is immutable"),
+        "{}",
+        moved.stderr
+    );
     env.finish().await;
 }
 
@@ -469,21 +733,50 @@ async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
     let env = Env::new("wrong-product").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("all", "m", 1, "{mimir: {all: true}}")).await;
-    env.apply(&pool_yaml("lokipool", "m", 1, "{loki: {all: true}}")).await;
-    env.apply(&pool_yaml("orphan", "nothere", 1, "{mimir: {all: true}}")).await;
+    env.apply(&pool_yaml("all", "m", 1, "{mimir: {all: true}}"))
+        .await;
+    env.apply(&pool_yaml("lokipool", "m", 1, "{loki: {all: true}}"))
+        .await;
+    env.apply(&pool_yaml("orphan", "nothere", 1, "{mimir: {all: true}}"))
+        .await;
 
     let wrong = env.pool_condition("lokipool", "RolesValid", "False").await;
-    let condition = wrong.status.expect("status").conditions.into_iter().find(|c| c.type_ == "RolesValid").expect("RolesValid");
+    let condition = wrong
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "RolesValid")
+        .expect("RolesValid");
     assert_eq!(condition.reason, "ProductMismatch");
-    assert!(condition.message.contains("roles.mimir"), "{}", condition.message);
+    assert!(
+        condition.message.contains("roles.mimir"),
+        "{}",
+        condition.message
+    );
     let orphan = env.pool_condition("orphan", "RolesValid", "False").await;
-    let condition = orphan.status.expect("status").conditions.into_iter().find(|c| c.type_ == "RolesValid").expect("RolesValid");
+    let condition = orphan
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "RolesValid")
+        .expect("RolesValid");
     assert_eq!(condition.reason, "ClusterNotFound");
-    assert!(condition.message.contains("nothere"), "{}", condition.message);
+    assert!(
+        condition.message.contains("nothere"),
+        "{}",
+        condition.message
+    );
 
     let cluster = env.cluster_condition("m", "Degraded", "True").await;
-    let degraded = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Degraded").expect("Degraded");
+    let degraded = cluster
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
     assert_eq!(degraded.reason, "InvalidPools");
     assert!(degraded.message.contains("lokipool"));
     env.pool_condition("all", "Ready", "True").await;
@@ -491,7 +784,17 @@ async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
     assert!(!env.exists::<StatefulSet>("orphan").await);
 
     // A Warning Event says what to do.
-    let events = kubectl_ok(["get", "events", "-n", env.name(), "--field-selector", "involvedObject.name=lokipool", "-o", "jsonpath={.items[*].reason}"]).await;
+    let events = kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        env.name(),
+        "--field-selector",
+        "involvedObject.name=lokipool",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])
+    .await;
     assert!(events.contains("ProductMismatch"), "{events}");
     env.finish().await;
 }
@@ -506,20 +809,41 @@ async fn deleting_a_cluster_removes_its_children_and_pool_workloads_but_keeps_vo
         let pvcs = pvcs.clone();
         async move {
             let list = pvcs.list(&ListParams::default()).await?;
-            Ok(if list.items.is_empty() { Check::Pending("none".into()) } else { Check::Done(list.items) })
+            Ok(if list.items.is_empty() {
+                Check::Pending("none".into())
+            } else {
+                Check::Done(list.items)
+            })
         }
     })
     .await;
 
-    env.api::<GrafanaCluster>().delete("logs", &DeleteParams::foreground()).await.expect("delete");
+    env.api::<GrafanaCluster>()
+        .delete("logs", &DeleteParams::foreground())
+        .await
+        .expect("delete");
     env.gone::<Deployment>("logs-gateway").await;
     env.gone::<ConfigMap>("logs-config").await;
     env.gone::<Service>("logs-gateway").await;
     env.gone::<StatefulSet>("logs-all").await;
     let orphan = env.pool_condition("logs-all", "RolesValid", "False").await;
-    assert!(orphan.status.expect("status").conditions.iter().any(|c| c.reason == "ClusterNotFound"));
+    assert!(
+        orphan
+            .status
+            .expect("status")
+            .conditions
+            .iter()
+            .any(|c| c.reason == "ClusterNotFound")
+    );
     for claim in claims {
-        assert!(pvcs.get_opt(&claim.name_any()).await.expect("get").is_some(), "PVC {} was deleted", claim.name_any());
+        assert!(
+            pvcs.get_opt(&claim.name_any())
+                .await
+                .expect("get")
+                .is_some(),
+            "PVC {} was deleted",
+            claim.name_any()
+        );
     }
     env.finish().await;
 }
@@ -534,39 +858,104 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
 
     async fn versions(env: &Env) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
-        for cm in env.api::<ConfigMap>().list(&ListParams::default()).await.expect("list").items {
-            v.insert(format!("cm/{}", cm.name_any()), cm.resource_version().unwrap_or_default());
+        for cm in env
+            .api::<ConfigMap>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+        {
+            v.insert(
+                format!("cm/{}", cm.name_any()),
+                cm.resource_version().unwrap_or_default(),
+            );
         }
-        for s in env.api::<Service>().list(&ListParams::default()).await.expect("list").items {
-            v.insert(format!("svc/{}", s.name_any()), s.resource_version().unwrap_or_default());
+        for s in env
+            .api::<Service>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+        {
+            v.insert(
+                format!("svc/{}", s.name_any()),
+                s.resource_version().unwrap_or_default(),
+            );
         }
-        for d in env.api::<Deployment>().list(&ListParams::default()).await.expect("list").items {
-            v.insert(format!("deploy/{}", d.name_any()), d.resource_version().unwrap_or_default());
+        for d in env
+            .api::<Deployment>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+        {
+            v.insert(
+                format!("deploy/{}", d.name_any()),
+                d.resource_version().unwrap_or_default(),
+            );
         }
-        for s in env.api::<StatefulSet>().list(&ListParams::default()).await.expect("list").items {
-            v.insert(format!("sts/{}", s.name_any()), s.resource_version().unwrap_or_default());
+        for s in env
+            .api::<StatefulSet>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+        {
+            v.insert(
+                format!("sts/{}", s.name_any()),
+                s.resource_version().unwrap_or_default(),
+            );
         }
         let pool = env.api::<WorkerPool>().get("logs-all").await.expect("pool");
-        v.insert("wp/logs-all".into(), pool.resource_version().unwrap_or_default());
+        v.insert(
+            "wp/logs-all".into(),
+            pool.resource_version().unwrap_or_default(),
+        );
         v
     }
     // Let the last status writes settle, then take a snapshot.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = versions(&env).await;
-    let cluster_before = env.api::<GrafanaCluster>().get("logs").await.expect("cluster");
+    let cluster_before = env
+        .api::<GrafanaCluster>()
+        .get("logs")
+        .await
+        .expect("cluster");
 
     // An annotation changes nothing the operator reads, but triggers a full reconcile.
     let done = env.cluster_reconciles();
-    kubectl_ok(["annotate", "-n", env.name(), "grafanacluster", "logs", "touched=1"]).await;
+    kubectl_ok([
+        "annotate",
+        "-n",
+        env.name(),
+        "grafanacluster",
+        "logs",
+        "touched=1",
+    ])
+    .await;
     wait_for("a reconcile after the touch", TIMEOUT, || async {
-        Ok(if env.cluster_reconciles() > done { Check::Done(()) } else { Check::Pending("no reconcile yet".into()) })
+        Ok(if env.cluster_reconciles() > done {
+            Check::Done(())
+        } else {
+            Check::Pending("no reconcile yet".into())
+        })
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = versions(&env).await;
-    assert_eq!(before, after, "a reconcile with nothing changed wrote something");
-    let cluster_after = env.api::<GrafanaCluster>().get("logs").await.expect("cluster");
-    assert_eq!(cluster_after.status, cluster_before.status, "status was rewritten");
+    assert_eq!(
+        before, after,
+        "a reconcile with nothing changed wrote something"
+    );
+    let cluster_after = env
+        .api::<GrafanaCluster>()
+        .get("logs")
+        .await
+        .expect("cluster");
+    assert_eq!(
+        cluster_after.status, cluster_before.status,
+        "status was rewritten"
+    );
     env.finish().await;
 }
 
@@ -576,18 +965,39 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
 
-    kubectl_ok(["patch", "-n", env.name(), "deployment", "logs-gateway", "--type=merge", "-p", r#"{"spec":{"replicas":5}}"#]).await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "deployment",
+        "logs-gateway",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":5}}"#,
+    ])
+    .await;
     let deployments: Api<Deployment> = env.api();
     wait_for("gateway replicas reverted to 1", TIMEOUT, || {
         let deployments = deployments.clone();
         async move {
-            let replicas = deployments.get("logs-gateway").await?.spec.and_then(|s| s.replicas);
-            Ok(if replicas == Some(1) { Check::Done(()) } else { Check::Pending(format!("{replicas:?}")) })
+            let replicas = deployments
+                .get("logs-gateway")
+                .await?
+                .spec
+                .and_then(|s| s.replicas);
+            Ok(if replicas == Some(1) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{replicas:?}"))
+            })
         }
     })
     .await;
 
-    env.api::<Service>().delete("logs-read", &DeleteParams::default()).await.expect("delete");
+    env.api::<Service>()
+        .delete("logs-read", &DeleteParams::default())
+        .await
+        .expect("delete");
     let services: Api<Service> = env.api();
     wait_for("role Service recreated", TIMEOUT, || {
         let services = services.clone();
@@ -606,18 +1016,42 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
 async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_it_changes() {
     let env = Env::new("secret").await;
     env.apply(&cluster_yaml("logs", "loki", "")).await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}")).await;
+    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
+        .await;
     let cluster = env.cluster_condition("logs", "StorageReady", "False").await;
-    let storage = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "StorageReady").expect("condition");
+    let storage = cluster
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "StorageReady")
+        .expect("condition");
     assert_eq!(storage.reason, "SecretNotFound");
-    assert!(storage.message.contains("s3-credentials"), "{}", storage.message);
+    assert!(
+        storage.message.contains("s3-credentials"),
+        "{}",
+        storage.message
+    );
     let ready = env.pool_reason("all", "Ready", "StorageNotReady").await;
-    assert!(ready.message.contains("s3-credentials"), "{}", ready.message);
-    assert!(!env.exists::<StatefulSet>("all").await, "workers started without credentials");
+    assert!(
+        ready.message.contains("s3-credentials"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        !env.exists::<StatefulSet>("all").await,
+        "workers started without credentials"
+    );
 
     env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id}\n").await;
-    let storage = env.cluster_reason("logs", "StorageReady", "SecretKeyMissing").await;
-    assert!(storage.message.contains("secret-access-key"), "{}", storage.message);
+    let storage = env
+        .cluster_reason("logs", "StorageReady", "SecretKeyMissing")
+        .await;
+    assert!(
+        storage.message.contains("secret-access-key"),
+        "{}",
+        storage.message
+    );
 
     env.apply(CREDENTIALS).await;
     env.cluster_condition("logs", "StorageReady", "True").await;
@@ -632,11 +1066,20 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
         let checksum_before = checksum_before.clone();
         async move {
             let s = sts.get("all").await?;
-            Ok(if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before { Check::Done(s) } else { Check::Pending("unchanged".into()) })
+            Ok(
+                if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before {
+                    Check::Done(s)
+                } else {
+                    Check::Pending("unchanged".into())
+                },
+            )
         }
     })
     .await;
-    assert!(after.metadata.generation > before.metadata.generation, "the pod template changed, so pods roll");
+    assert!(
+        after.metadata.generation > before.metadata.generation,
+        "the pod template changed, so pods roll"
+    );
     // The value never lands in the StatefulSet, only a reference to the Secret.
     let text = serde_json::to_string(&after).expect("json");
     assert!(!text.contains("rotated"));
@@ -651,30 +1094,79 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
     let sts: Api<StatefulSet> = env.api();
     let write = sts.get("metrics-write").await.expect("write");
     let backend = sts.get("metrics-backend").await.expect("backend");
-    let config = env.api::<ConfigMap>().get("metrics-config").await.expect("config");
-    let read_template = sts.get("metrics-read").await.expect("read").spec.expect("spec").template;
+    let config = env
+        .api::<ConfigMap>()
+        .get("metrics-config")
+        .await
+        .expect("config");
+    let read_template = sts
+        .get("metrics-read")
+        .await
+        .expect("read")
+        .spec
+        .expect("spec")
+        .template;
 
-    kubectl_ok(["patch", "-n", env.name(), "workerpool", "metrics-read", "--type=merge", "-p", r#"{"spec":{"replicas":4}}"#]).await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "workerpool",
+        "metrics-read",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ])
+    .await;
     wait_for("the read pool at 4 ready workers", TIMEOUT, || {
         let sts = sts.clone();
         async move {
             let s = sts.get("metrics-read").await?;
             let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            Ok(if ready == 4 { Check::Done(()) } else { Check::Pending(format!("{ready} ready")) })
+            Ok(if ready == 4 {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{ready} ready"))
+            })
         }
     })
     .await;
     let cluster = env.cluster_condition("metrics", "Available", "True").await;
-    let querier = cluster.status.expect("status").roles.into_iter().find(|r| r.name == "querier").expect("querier");
+    let querier = cluster
+        .status
+        .expect("status")
+        .roles
+        .into_iter()
+        .find(|r| r.name == "querier")
+        .expect("querier");
     assert_eq!(querier.replicas, 4);
 
-    assert_eq!(env.api::<ConfigMap>().get("metrics-config").await.expect("config").resource_version(), config.resource_version());
+    assert_eq!(
+        env.api::<ConfigMap>()
+            .get("metrics-config")
+            .await
+            .expect("config")
+            .resource_version(),
+        config.resource_version()
+    );
     for (before, name) in [(write, "metrics-write"), (backend, "metrics-backend")] {
         let after = sts.get(name).await.expect(name);
-        assert_eq!(after.metadata.generation, before.metadata.generation, "{name} changed");
+        assert_eq!(
+            after.metadata.generation, before.metadata.generation,
+            "{name} changed"
+        );
     }
-    let read_after = sts.get("metrics-read").await.expect("read").spec.expect("spec").template;
-    assert_eq!(read_after, read_template, "scaling does not roll the scaled pool either");
+    let read_after = sts
+        .get("metrics-read")
+        .await
+        .expect("read")
+        .spec
+        .expect("spec")
+        .template;
+    assert_eq!(
+        read_after, read_template,
+        "scaling does not roll the scaled pool either"
+    );
     env.finish().await;
 }
 
@@ -682,28 +1174,74 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
 async fn config_overrides_and_retention_reach_the_shared_config() {
     let env = Env::new("overrides").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("logs", "loki", "  retention: 14d\n")).await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}")).await;
+    env.apply(&cluster_yaml("logs", "loki", "  retention: 14d\n"))
+        .await;
+    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
+        .await;
     env.pool_condition("all", "Ready", "True").await;
-    let cluster = env.cluster_condition("logs", "ConfigValid", "True").await;
-    let schema_from = cluster.status.expect("status").loki_schema_from.expect("Loki's schema date is kept in status");
+    env.cluster_condition("logs", "ConfigValid", "True").await;
+    let clusters: Api<GrafanaCluster> = env.api();
+    let schema_from = wait_for("Loki's schema date in status", TIMEOUT, || {
+        let clusters = clusters.clone();
+        async move {
+            Ok(
+                match clusters
+                    .get("logs")
+                    .await?
+                    .status
+                    .and_then(|s| s.loki_schema_from)
+                {
+                    Some(date) => Check::Done(date),
+                    None => Check::Pending("no date yet".into()),
+                },
+            )
+        }
+    })
+    .await;
     let configs: Api<ConfigMap> = env.api();
     let config = configs.get("logs-config").await.expect("config");
     let text = config.data.clone().expect("data")["config.yaml"].clone();
     assert!(text.contains("retention_period: 336h"), "{text}");
     assert!(text.contains(&schema_from), "{text}");
-    let checksum_before = annotation(&env.api::<StatefulSet>().get("all").await.expect("sts"), "checksum.lgtm.coordinated.dev/config");
+    let checksum_before = annotation(
+        &env.api::<StatefulSet>().get("all").await.expect("sts"),
+        "checksum.lgtm.coordinated.dev/config",
+    );
 
-    kubectl_ok(["patch", "-n", env.name(), "grafanacluster", "logs", "--type=merge", "-p", r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#]).await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "grafanacluster",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#,
+    ])
+    .await;
     let text = wait_for("the override in the shared config", TIMEOUT, || {
         let configs = configs.clone();
         async move {
-            let text = configs.get("logs-config").await?.data.unwrap_or_default().get("config.yaml").cloned().unwrap_or_default();
-            Ok(if text.contains("log_level: debug") { Check::Done(text) } else { Check::Pending("not yet".into()) })
+            let text = configs
+                .get("logs-config")
+                .await?
+                .data
+                .unwrap_or_default()
+                .get("config.yaml")
+                .cloned()
+                .unwrap_or_default();
+            Ok(if text.contains("log_level: debug") {
+                Check::Done(text)
+            } else {
+                Check::Pending("not yet".into())
+            })
         }
     })
     .await;
-    assert!(text.contains("http_listen_port: 3100"), "overrides merge, they do not replace: {text}");
+    assert!(
+        text.contains("http_listen_port: 3100"),
+        "overrides merge, they do not replace: {text}"
+    );
     assert!(text.contains(&schema_from), "the schema date never moves");
     let sts: Api<StatefulSet> = env.api();
     wait_for("workers to roll onto the new config", TIMEOUT, || {
@@ -711,19 +1249,48 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
         let checksum_before = checksum_before.clone();
         async move {
             let s = sts.get("all").await?;
-            Ok(if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before { Check::Done(()) } else { Check::Pending("same checksum".into()) })
+            Ok(
+                if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before {
+                    Check::Done(())
+                } else {
+                    Check::Pending("same checksum".into())
+                },
+            )
         }
     })
     .await;
 
     // A bad retention is a condition, and the last valid configuration stays.
     let good = configs.get("logs-config").await.expect("config");
-    kubectl_ok(["patch", "-n", env.name(), "grafanacluster", "logs", "--type=merge", "-p", r#"{"spec":{"retention":"forever"}}"#]).await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "grafanacluster",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retention":"forever"}}"#,
+    ])
+    .await;
     let cluster = env.cluster_condition("logs", "ConfigValid", "False").await;
-    let condition = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "ConfigValid").expect("ConfigValid");
+    let condition = cluster
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ConfigValid")
+        .expect("ConfigValid");
     assert_eq!(condition.reason, "InvalidRetention");
-    assert!(condition.message.contains("forever"), "{}", condition.message);
-    assert_eq!(configs.get("logs-config").await.expect("config").data, good.data);
+    assert!(
+        condition.message.contains("forever"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(
+        configs.get("logs-config").await.expect("config").data,
+        good.data
+    );
     env.finish().await;
 }
 
@@ -731,26 +1298,71 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
 async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
     let env = Env::new("tls").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("logs", "loki", "  tls: {secretName: logs-tls}\n")).await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}")).await;
+    env.apply(&cluster_yaml(
+        "logs",
+        "loki",
+        "  tls: {secretName: logs-tls}\n",
+    ))
+    .await;
+    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
+        .await;
     let cluster = env.cluster_condition("logs", "TLSReady", "False").await;
-    let tls = cluster.status.expect("status").conditions.into_iter().find(|c| c.type_ == "TLSReady").expect("TLSReady");
+    let tls = cluster
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "TLSReady")
+        .expect("TLSReady");
     assert_eq!(tls.reason, "SecretNotFound");
     assert!(tls.message.contains("plain HTTP"), "{}", tls.message);
-    let gateway = env.api::<Deployment>().get("logs-gateway").await.expect("gateway");
-    let volumes = gateway.spec.expect("spec").template.spec.expect("pod").volumes.expect("volumes");
-    let tls_volume = volumes.iter().find(|v| v.name == "tls").expect("tls volume");
-    assert_eq!(tls_volume.secret.as_ref().and_then(|s| s.optional), Some(false));
-    let conf = env.api::<ConfigMap>().get("logs-gateway").await.expect("cm").data.expect("data")["nginx.conf"].clone();
+    let gateway = env
+        .api::<Deployment>()
+        .get("logs-gateway")
+        .await
+        .expect("gateway");
+    let volumes = gateway
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .volumes
+        .expect("volumes");
+    let tls_volume = volumes
+        .iter()
+        .find(|v| v.name == "tls")
+        .expect("tls volume");
+    assert_eq!(
+        tls_volume.secret.as_ref().and_then(|s| s.optional),
+        Some(false)
+    );
+    let conf = env
+        .api::<ConfigMap>()
+        .get("logs-gateway")
+        .await
+        .expect("cm")
+        .data
+        .expect("data")["nginx.conf"]
+        .clone();
     assert!(conf.contains("listen 3100 ssl;"), "{conf}");
 
     let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some("logs-tls".into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some("logs-tls".into()),
+            ..Default::default()
+        },
         type_: Some("kubernetes.io/tls".into()),
-        string_data: Some(BTreeMap::from([("tls.crt".to_string(), "cert".to_string()), ("tls.key".to_string(), "key".to_string())])),
+        string_data: Some(BTreeMap::from([
+            ("tls.crt".to_string(), "cert".to_string()),
+            ("tls.key".to_string(), "key".to_string()),
+        ])),
         ..Default::default()
     };
-    env.api::<Secret>().create(&Default::default(), &secret).await.expect("create");
+    env.api::<Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create");
     env.cluster_condition("logs", "TLSReady", "True").await;
     env.finish().await;
 }
