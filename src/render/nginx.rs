@@ -91,8 +91,10 @@ impl NginxOptions {
 
 /// The shell snippet the nginx container runs before nginx: it turns the pod's
 /// resolv.conf nameservers into an nginx `resolver` line (IPv6 ones bracketed), so the
-/// gateway resolves Service names with whatever DNS the cluster has.
-pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' /etc/resolv.conf > "$RUNTIME_DIR/resolver.conf""#;
+/// gateway resolves Service names with whatever DNS the cluster has. Scoped link-local
+/// addresses (`fe80::1%eth0`) are skipped: nginx refuses them and would not start.
+/// `RESOLV_CONF` overrides the file read, so tests can run the script itself.
+pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" && $2 !~ /%/ { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' "${RESOLV_CONF:-/etc/resolv.conf}" > "$RUNTIME_DIR/resolver.conf""#;
 
 /// Renders nginx.conf for `product` with upstreams for the `present` roles.
 pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions) -> String {
