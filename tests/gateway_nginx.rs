@@ -2,9 +2,9 @@
 //! run by real nginx (Debian's; `bash e2e/ensure-nginx.sh` installs it, and without it
 //! these tests fail rather than skip).
 //!
-//! Routing expectations come from two places on purpose: the tables of
-//! docs/design products.md, written out here by hand (so a catalogue mistake shows), and
-//! the catalogue itself (so every route the renderer emits is exercised).
+//! Routing expectations come from two places on purpose: the design's product facts
+//! (products.md, "Gateway routing (nginx)"), written out here by hand so a catalogue
+//! mistake shows, and the catalogue itself, so every route the renderer emits is exercised.
 
 mod nginx_support;
 
@@ -477,7 +477,14 @@ fn every_rendered_config_passes_nginx_t() {
                 let conf = nginx::render(product, &present, &options);
                 let file = workspace.write(&format!("{product}-{layout}-{variant}.conf"), &conf);
                 match workspace.nginx_t(&file) {
-                    Ok(_) => passed += 1,
+                    Ok(warnings) => {
+                        // Warnings (a newer nginx deprecating a directive) are shown, not
+                        // failed on: the configuration still loads.
+                        if !warnings.is_empty() {
+                            eprintln!("{product}, {layout}, {variant}: {warnings}");
+                        }
+                        passed += 1;
+                    }
                     Err(output) => failures.push(format!(
                         "{product}, {layout}, {variant}:\n{output}\n--- nginx.conf ---\n{conf}"
                     )),
