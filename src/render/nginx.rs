@@ -91,8 +91,10 @@ impl NginxOptions {
 
 /// The shell snippet the nginx container runs before nginx: it turns the pod's
 /// resolv.conf nameservers into an nginx `resolver` line (IPv6 ones bracketed), so the
-/// gateway resolves Service names with whatever DNS the cluster has.
-pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' /etc/resolv.conf > "$RUNTIME_DIR/resolver.conf""#;
+/// gateway resolves Service names with whatever DNS the cluster has. Scoped link-local
+/// addresses (`fe80::1%eth0`) are skipped: nginx refuses them and would not start.
+/// `RESOLV_CONF` overrides the file read, so tests can run the script itself.
+pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" && $2 !~ /%/ { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' "${RESOLV_CONF:-/etc/resolv.conf}" > "$RUNTIME_DIR/resolver.conf""#;
 
 /// Renders nginx.conf for `product` with upstreams for the `present` roles.
 pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions) -> String {
@@ -187,20 +189,91 @@ fn server(w: &mut String, listener: &Listener, present: &BTreeSet<&str>, options
         line(w, 2, &format!("ssl_certificate_key {};", tls.key));
         line(w, 2, "ssl_protocols TLSv1.2 TLSv1.3;");
     }
-    line(w, 2, "if ($lgtm_tenant_repeated) {");
-    line(
-        w,
-        3,
-        "return 400 \"send at most one X-Scope-OrgID header\\n\";",
-    );
-    line(w, 2, "}");
-    if !grpc {
+    let refused_tenant = "send at most one X-Scope-OrgID header";
+    if grpc {
+        // A server-level `if` cannot set the headers a gRPC refusal needs: hand over to
+        // a location that can.
+        line(w, 2, "if ($lgtm_tenant_repeated) {");
+        line(w, 3, &format!("rewrite ^ {REFUSED_TENANT_LOCATION} last;"));
+        line(w, 2, "}");
+        line(w, 2, &format!("location = {REFUSED_TENANT_LOCATION} {{"));
+        line(w, 3, "internal;");
+        refuse(w, 3, Refusal::InvalidArgument, refused_tenant, true);
+        line(w, 2, "}");
+    } else {
+        line(w, 2, "if ($lgtm_tenant_repeated) {");
+        refuse(w, 3, Refusal::InvalidArgument, refused_tenant, false);
+        line(w, 2, "}");
         line(w, 2, "location = / { return 200 \"OK\\n\"; }");
     }
     for route in listener.routes {
         location(w, listener, route, present, options);
     }
+    if !listener.routes.iter().any(|r| r.location == "/") {
+        // Unrouted paths get a plain 404 instead of nginx's static files under its
+        // prefix (Debian's nginx would serve its welcome page).
+        line(w, 2, "location / {");
+        refuse(w, 3, Refusal::NotFound, "no route for this path", grpc);
+        line(w, 2, "}");
+    }
     line(w, 1, "}");
+}
+
+/// Internal location answering a repeated tenant on gRPC servers.
+const REFUSED_TENANT_LOCATION: &str = "/.lgtm/refused-tenant";
+
+/// Why the gateway answers a request itself.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+}
+
+impl Refusal {
+    fn http_status(self) -> u16 {
+        match self {
+            Refusal::InvalidArgument => 400,
+            Refusal::NotFound => 404,
+            Refusal::Unavailable => 503,
+        }
+    }
+
+    /// The gRPC status code (INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE).
+    fn grpc_status(self) -> u8 {
+        match self {
+            Refusal::InvalidArgument => 3,
+            Refusal::NotFound => 12,
+            Refusal::Unavailable => 14,
+        }
+    }
+}
+
+/// Answers with `message`: HTTP clients get the HTTP status and the message as body; gRPC
+/// clients get a gRPC status in a trailers-only response (HTTP 200), because an HTTP
+/// error with a text body reads to them as INTERNAL, which OTLP exporters drop instead of
+/// retrying.
+fn refuse(w: &mut String, indent: usize, refusal: Refusal, message: &str, grpc: bool) {
+    if grpc {
+        line(w, indent, "default_type application/grpc;");
+        line(
+            w,
+            indent,
+            &format!("add_header grpc-status {} always;", refusal.grpc_status()),
+        );
+        line(
+            w,
+            indent,
+            &format!("add_header grpc-message \"{message}\" always;"),
+        );
+        line(w, indent, "return 200 \"\";");
+    } else {
+        line(
+            w,
+            indent,
+            &format!("return {} \"{message}\\n\";", refusal.http_status()),
+        );
+    }
 }
 
 fn location(
@@ -232,12 +305,12 @@ fn location(
         Err(missing) => {
             // Answered here rather than left out, so the path cannot fall through to a
             // broader location of another role.
-            line(
+            refuse(
                 w,
                 3,
-                &format!(
-                    "return 503 \"no worker pool of this cluster provides the {missing} role\\n\";"
-                ),
+                Refusal::Unavailable,
+                &format!("no worker pool of this cluster provides the {missing} role"),
+                listener.protocol == Protocol::Grpc,
             );
         }
         Ok(address) => {
@@ -361,6 +434,52 @@ mod tests {
         assert!(conf.contains("listen 4317 ssl http2;"));
         assert!(conf.contains("ssl_certificate /tls/tls.crt;"));
         assert!(!conf.contains("listen 3200;"), "no plain HTTP next to TLS");
+    }
+
+    #[test]
+    fn grpc_servers_refuse_with_a_grpc_status() {
+        let conf = render(
+            Product::Tempo,
+            &present(Product::Tempo, &["query-frontend"]),
+            &in_cluster(),
+        );
+        let otlp_grpc = conf
+            .split("listen 4317 http2;")
+            .nth(1)
+            .and_then(|rest| rest.split("\n    }\n").next())
+            .expect("the OTLP gRPC server");
+        assert!(otlp_grpc.contains("add_header grpc-status 14 always;"));
+        assert!(otlp_grpc.contains(
+            "add_header grpc-message \"no worker pool of this cluster provides the distributor role\" always;"
+        ));
+        assert!(otlp_grpc.contains("add_header grpc-status 3 always;"));
+        assert!(!otlp_grpc.contains("return 503"), "{otlp_grpc}");
+        assert!(!otlp_grpc.contains("return 400"), "{otlp_grpc}");
+        assert!(conf.contains(
+            "return 503 \"no worker pool of this cluster provides the distributor role\\n\";"
+        ));
+    }
+
+    #[test]
+    fn unrouted_paths_are_not_served_from_disk() {
+        let conf = render(
+            Product::Mimir,
+            &present(Product::Mimir, &["all"]),
+            &in_cluster(),
+        );
+        assert!(
+            conf.contains("location / {\n            return 404 \"no route for this path\\n\";")
+        );
+        let tempo = render(
+            Product::Tempo,
+            &present(Product::Tempo, &["all"]),
+            &in_cluster(),
+        );
+        assert_eq!(
+            tempo.matches("location / {").count(),
+            Product::Tempo.catalogue().listeners.len() + 1,
+            "Tempo's own `/` routes plus the status server's, no catch-all besides"
+        );
     }
 
     #[test]
