@@ -375,8 +375,7 @@ mod tests {
                 "broken.yaml",
                 "kind: WorkerPool\nmetadata: {name: x}\nspec: {replicas: many}\n",
             )
-            .err()
-            .expect("an error");
+            .expect_err("an error");
         assert!(error.to_string().contains("broken.yaml"), "{error}");
     }
 }

@@ -54,7 +54,8 @@ fn documented_routes(product: Product) -> Vec<(u16, &'static str, Documented)> {
             ("= /loki/api/v1/push", Role("write")),
             ("/otlp/v1/logs", Role("write")),
             ("^~ /loki/api/v1/rules", Role("backend")),
-            ("~ /prometheus/.*", Role("backend")),
+            // products.md writes `~ /prometheus/.*`; anchored so it only matches a prefix.
+            ("~ ^/prometheus/.*", Role("backend")),
             ("= /api/v1/rules", Role("backend")),
             ("= /loki/api/v1/tail", Role("read")),
             ("~ /loki/api/.*", Role("read")),
@@ -901,13 +902,11 @@ async fn dropping_the_gateway_stops_nginx() {
     );
 }
 
-/// products.md and the catalogue give Loki's ruler API as `~ /prometheus/.*`: a regex
-/// nginx matches anywhere in the path, and checks before the read role's `~ /loki/api/.*`.
-/// So a read request whose path holds `/prometheus/` (the values of a label named
-/// `prometheus`) goes to the backend. Anchoring the location (`~ ^/prometheus/`) fixes
-/// it; the catalogue belongs to another change, so this stays ignored until then.
+/// products.md gives Loki's ruler API as `~ /prometheus/.*`: a regex nginx matches
+/// anywhere in the path, and checks before the read role's `~ /loki/api/.*`. Unanchored,
+/// a read request whose path holds `/prometheus/` (the values of a label named
+/// `prometheus`) went to the backend; the catalogue anchors it (`~ ^/prometheus/.*`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known catalogue bug: Loki's `~ /prometheus/.*` location is unanchored"]
 async fn loki_read_paths_holding_prometheus_reach_read() {
     let gateway = Gateway::start(Product::Loki, &["all"]).await;
     let probes = [probe(

@@ -12,6 +12,8 @@ use crate::product::Product;
 /// (an nginx gateway), its self-monitoring agent, the object storage every worker shares
 /// and the product configuration every worker runs with. Workers come from `WorkerPool`s
 /// that name this cluster in `spec.clusterRef`.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "lgtm.coordinated.dev",

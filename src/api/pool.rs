@@ -11,6 +11,8 @@ use crate::product::Product;
 
 /// A group of identical workers of one GrafanaCluster, run as one StatefulSet. Its roles
 /// are boolean toggles, so any role or combination the product allows scales on its own.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "lgtm.coordinated.dev",

@@ -35,7 +35,9 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
             Route { location: "= /loki/api/v1/push", to: RouteTo::Role("write"), handling: Handling::Proxy },
             Route { location: "/otlp/v1/logs", to: RouteTo::Role("write"), handling: Handling::Proxy },
             Route { location: "^~ /loki/api/v1/rules", to: RouteTo::Role("backend"), handling: Handling::Proxy },
-            Route { location: "~ /prometheus/.*", to: RouteTo::Role("backend"), handling: Handling::Proxy },
+            // Anchored: products.md writes `~ /prometheus/.*`, which nginx matches anywhere in the
+            // path and so sent `/loki/api/v1/label/prometheus/values` to backend, not read.
+            Route { location: "~ ^/prometheus/.*", to: RouteTo::Role("backend"), handling: Handling::Proxy },
             Route {
                 location: "= /api/v1/rules",
                 to: RouteTo::Role("backend"),
