@@ -66,6 +66,7 @@ async fn install_crds(client: &Client) {
 struct Env {
     ns: TestNamespace,
     metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
     operator: tokio::task::JoinHandle<()>,
 }
 
@@ -75,9 +76,10 @@ impl Env {
         install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
         let metrics = Arc::new(Metrics::default());
+        let ready = Arc::new(AtomicBool::new(false));
         let health = Health {
             metrics: metrics.clone(),
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: ready.clone(),
         };
         let options = Options {
             namespace: Some(ns.name().to_string()),
@@ -87,6 +89,7 @@ impl Env {
         Self {
             ns,
             metrics,
+            ready,
             operator,
         }
     }
@@ -504,6 +507,18 @@ async fn mimir_sample_yields_its_documented_children() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_sample_yields_its_documented_children() {
     let env = Env::new("loki-sample").await;
+    wait_for(
+        "the operator to report ready (/readyz)",
+        TIMEOUT,
+        || async {
+            Ok(if env.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                Check::Done(())
+            } else {
+                Check::Pending("caches not synced".into())
+            })
+        },
+    )
+    .await;
     env.apply_sample("loki-monolithic.yaml").await;
     check_sample(
         &env,

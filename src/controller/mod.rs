@@ -210,9 +210,7 @@ pub async fn run(client: Client, options: Options, health: Health) {
     let ready = health.ready.clone();
     let (cluster_cache, pool_cache) = (cluster_store.clone(), pool_store.clone());
     tokio::spawn(async move {
-        if cluster_cache.wait_until_ready().await.is_ok()
-            && pool_cache.wait_until_ready().await.is_ok()
-        {
+        if synced(&cluster_cache).await && synced(&pool_cache).await {
             ready.store(true, Ordering::Relaxed);
             tracing::info!("watch caches synced; ready");
         }
@@ -221,19 +219,43 @@ pub async fn run(client: Client, options: Options, health: Health) {
     futures::join!(
         clusters
             .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    tracing::warn!(controller = "grafanacluster", %error, "reconcile failed");
-                }
-            }),
+            .for_each(|result| async move { report("grafanacluster", result) }),
         pools
             .run(pool::reconcile, pool::error_policy, ctx)
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    tracing::warn!(controller = "workerpool", %error, "reconcile failed");
-                }
-            }),
+            .for_each(|result| async move { report("workerpool", result) }),
     );
+}
+
+/// Logs the outcome of one reconcile.
+fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
+    controller: &'static str,
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
+) {
+    use kube::runtime::controller::Error as Run;
+    match result {
+        Ok((object, _)) => tracing::debug!(controller, %object, "reconciled"),
+        // A child's event arrived after its owner was deleted: nothing to do.
+        Err(Run::ObjectNotFound(object)) => tracing::debug!(controller, %object, "gone"),
+        Err(error) => tracing::warn!(controller, %error, "reconcile failed"),
+    }
+}
+
+/// Whether a watch cache synced. `Store::wait_until_ready` wakes only the latest of its
+/// waiters, and the controller waits on the same store, so poll it again now and then.
+async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_millis(250),
+            store.wait_until_ready(),
+        );
+        if let Ok(result) = wait.await {
+            return result.is_ok();
+        }
+    }
 }
 
 /// Clusters (from the cache) that name the Secret.

@@ -326,12 +326,17 @@ async fn write_status(ctx: &Context, pool: &WorkerPool, status: WorkerPoolStatus
         "kind": WorkerPool::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status { name, source })?;
-    Ok(())
+    let result = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: there is no one left to report to.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Status { name, source }),
+    }
 }
