@@ -1,10 +1,60 @@
+# Every gate and test layer of lgtm-operator, defined once. CI runs `make test` (.ci/run).
 CLUSTER := e2e/cluster.sh
+CARGO   ?= cargo
+# Integration tests wait on the API server, not the CPU: run more of them at once.
+TEST_THREADS ?= 6
 
 .DEFAULT_GOAL := help
-.PHONY: help cluster-up cluster-down kubeconfig tools
+.PHONY: help run stop test lint fmt-check clippy crds crds-check helm-lint unit nginx \
+	integration e2e bench cluster-up cluster-down kubeconfig tools
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: ## Local control plane + CRDs + operator + samples, until they are Consistent and Available
+	@e2e/run.sh
+
+stop: ## Stop what `make run` started, control plane included
+	@e2e/run.sh stop
+
+test: lint unit nginx integration e2e ## Every test layer that runs here (what CI runs)
+	@echo "make test: all layers passed"
+
+lint: fmt-check clippy crds-check helm-lint ## The gates: formatting, clippy, CRD drift, helm lint
+
+fmt-check: ## cargo fmt --check
+	$(CARGO) fmt --all -- --check
+
+clippy: ## cargo clippy, warnings are errors
+	$(CARGO) clippy --all-targets -- -D warnings
+
+crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
+	$(CARGO) run --quiet --bin crdgen
+
+crds-check: ## Fail when the checked-in CRDs differ from the Rust types
+	$(CARGO) run --quiet --bin crdgen -- --check
+
+helm-lint: ## helm lint the chart (both RBAC modes render)
+	@helm=$$($(CLUSTER) tool-path helm) && \
+	  $$helm lint --strict charts/lgtm-operator && \
+	  $$helm template t charts/lgtm-operator >/dev/null && \
+	  $$helm template t charts/lgtm-operator --set watchNamespace=release >/dev/null
+
+unit: ## Unit tests (catalogue, builders, configs, offline render)
+	$(CARGO) test --lib --bins
+
+nginx: ## Real nginx: nginx -t on every rendered config, and routing to stub upstreams
+	@e2e/ensure-nginx.sh
+	$(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
+
+integration: cluster-up ## The operator and the control plane's own checks, against the real API server
+	$(CARGO) test --test control_plane --test operator -- --test-threads $(TEST_THREADS)
+
+e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, chainsaw scenarios
+	@e2e/e2e.sh
+
+bench: ## Benchmarks (rendering and consistency computation)
+	$(CARGO) bench --bench render
 
 cluster-up: ## Build what is missing and start the local control plane (idempotent)
 	@$(CLUSTER) up

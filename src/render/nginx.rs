@@ -356,6 +356,27 @@ mod tests {
         NginxOptions::in_cluster("metrics", "obs", "cluster.local", None)
     }
 
+    /// The whole file per product, for review: a change shows up as a snapshot diff. The
+    /// behaviour that matters is asserted by the other tests and by real nginx.
+    #[test]
+    fn rendered_configs_for_review() {
+        let layouts: [(Product, &[&str]); 3] = [
+            (Product::Mimir, &["read", "write", "backend"]),
+            (Product::Loki, &["read", "write", "backend"]),
+            (Product::Tempo, &["all"]),
+        ];
+        for (product, toggles) in layouts {
+            let present: BTreeSet<&str> =
+                toggles.iter().flat_map(|t| expand(product, &[t])).collect();
+            let conf = render(product, &present, &in_cluster());
+            assert!(
+                !conf.contains("no worker pool"),
+                "{product}: every role present"
+            );
+            insta::assert_snapshot!(format!("nginx-{product}"), conf);
+        }
+    }
+
     fn present(product: Product, toggles: &[&str]) -> BTreeSet<&'static str> {
         expand(product, toggles)
     }

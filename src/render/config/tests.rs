@@ -446,3 +446,46 @@ fn key_paths_join_maps_and_mark_lists_of_maps() {
     .collect();
     assert_eq!(keys, expected);
 }
+
+/// The whole file per product (split layouts, retention set), for review: a change shows up
+/// as a snapshot diff; the tests above assert what matters in it.
+#[test]
+fn rendered_configs_for_review() {
+    let layouts: [(Product, &[(&str, &[&'static str], i32)]); 3] = [
+        (
+            Product::Mimir,
+            &[
+                ("read", &["read"], 2),
+                ("write", &["write"], 3),
+                ("backend", &["backend"], 1),
+            ],
+        ),
+        (
+            Product::Loki,
+            &[
+                ("read", &["read"], 3),
+                ("write", &["write"], 3),
+                ("backend", &["backend"], 3),
+            ],
+        ),
+        (
+            Product::Tempo,
+            &[
+                ("q", &["querier"], 1),
+                ("qf", &["query-frontend"], 1),
+                ("i", &["ingester"], 3),
+                ("d", &["distributor"], 1),
+                ("c", &["compactor"], 1),
+            ],
+        ),
+    ];
+    for (product, pools) in layouts {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, pools);
+        let mut inputs = inputs(&cluster, &topology);
+        inputs.retention = Some(Duration::parse("30d").expect("valid"));
+        let yaml = render(&inputs).expect("renders");
+        assert!(yaml.contains("dns+metrics-gossip.obs.svc.cluster.local:7946"));
+        insta::assert_snapshot!(format!("config-{product}"), yaml);
+    }
+}
