@@ -28,8 +28,11 @@ pub fn pool(name: &str, spec_yaml: &str) -> WorkerPool {
     serde_saphyr::from_str(&yaml).expect("fixture pool parses")
 }
 
-/// The topology of pools given as (name, toggles, replicas).
-pub fn topology(product: Product, pools: &[(&str, &[&'static str], i32)]) -> Topology {
+/// A pool as (name, toggles, replicas).
+pub type PoolSpec<'a> = (&'a str, &'a [&'static str], i32);
+
+/// The topology of some pools.
+pub fn topology(product: Product, pools: &[PoolSpec]) -> Topology {
     let views: Vec<PoolView> = pools
         .iter()
         .map(|(name, toggles, replicas)| PoolView {

@@ -451,7 +451,7 @@ fn key_paths_join_maps_and_mark_lists_of_maps() {
 /// as a snapshot diff; the tests above assert what matters in it.
 #[test]
 fn rendered_configs_for_review() {
-    let layouts: [(Product, &[(&str, &[&'static str], i32)]); 3] = [
+    let layouts: [(Product, &[fixtures::PoolSpec]); 3] = [
         (
             Product::Mimir,
             &[
