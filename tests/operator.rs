@@ -642,6 +642,9 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
         config_frozen.resource_version(),
         config_before.resource_version()
     );
+    // The Services of roles no pool provides any more go; the others stay.
+    env.gone::<Service>("m-compactor").await;
+    assert!(env.exists::<Service>("m-querier").await);
     // Re-adding it restores consistency with the same configuration: nothing rolls.
     env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
         .await;
