@@ -168,22 +168,13 @@ pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, OfflineE
                 })
         });
         let shared_config = if topology.is_consistent() {
-            let inputs = ConfigInputs {
-                cluster: &name,
-                namespace: &ns,
-                cluster_domain: &settings.cluster_domain,
-                topology: &topology,
-                s3: &cluster.spec.storage.s3,
+            let inputs = ConfigInputs::for_cluster(
+                &view,
+                &topology,
+                settings,
                 retention,
-                loki_schema_from: loki_schema_from.as_deref(),
-                remote_write_url: cluster
-                    .spec
-                    .self_monitoring
-                    .metrics
-                    .as_ref()
-                    .map(|m| m.remote_write_url.as_str()),
-                overrides: cluster.spec.config_overrides.as_ref(),
-            };
+                loki_schema_from.as_deref(),
+            );
             Some(
                 render::shared_config(&view, &inputs).map_err(|e| {
                     OfflineError::Invalid(format!("GrafanaCluster {ns}/{name}: {e}"))

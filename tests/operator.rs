@@ -148,90 +148,65 @@ impl Env {
         }
     }
 
+    /// Waits until condition `type_` of custom resource `name` satisfies `wanted`;
+    /// returns the object and the condition.
+    async fn wait_condition<K: WithConditions>(
+        &self,
+        name: &str,
+        type_: &str,
+        what: &str,
+        wanted: impl Fn(&Condition) -> bool,
+    ) -> (K, Condition) {
+        let api: Api<K> = self.api();
+        let wanted = &wanted;
+        wait_for(
+            &format!("{} {name} {type_} {what}", K::kind(&())),
+            TIMEOUT,
+            || {
+                let api = api.clone();
+                async move {
+                    let object = api.get(name).await?;
+                    let found = object.conditions().into_iter().find(|c| c.type_ == type_);
+                    Ok(match found {
+                        Some(c) if wanted(&c) => Check::Done((object, c)),
+                        other => Check::Pending(format!("{other:?}")),
+                    })
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits until a condition of a GrafanaCluster has `status`; returns the cluster.
     async fn cluster_condition(&self, name: &str, type_: &str, status: &str) -> GrafanaCluster {
-        let api: Api<GrafanaCluster> = self.api();
-        wait_for(
-            &format!("GrafanaCluster {name} {type_}={status}"),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let cluster = api.get(name).await?;
-                    let conditions = cluster.status.clone().unwrap_or_default().conditions;
-                    let found = conditions.iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if c.status == status => Check::Done(cluster),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
-    async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        let api: Api<GrafanaCluster> = self.api();
-        wait_for(
-            &format!("GrafanaCluster {name} {type_} for reason {reason}"),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
-                    let found = conditions.into_iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if c.reason == reason => Check::Done(c),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
-    async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        let api: Api<WorkerPool> = self.api();
-        wait_for(
-            &format!("WorkerPool {name} {type_} for reason {reason}"),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let conditions = api.get(name).await?.status.unwrap_or_default().conditions;
-                    let found = conditions.into_iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if c.reason == reason => Check::Done(c),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
-        .await
+        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
+            .await
+            .0
     }
 
     /// Waits until a condition of a WorkerPool has `status`; returns the pool.
     async fn pool_condition(&self, name: &str, type_: &str, status: &str) -> WorkerPool {
-        let api: Api<WorkerPool> = self.api();
-        wait_for(
-            &format!("WorkerPool {name} {type_}={status}"),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let pool = api.get(name).await?;
-                    let conditions = pool.status.clone().unwrap_or_default().conditions;
-                    let found = conditions.iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if c.status == status => Check::Done(pool),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
+        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
+            .await
+            .0
+    }
+
+    /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
+    async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
+        self.wait_condition::<GrafanaCluster>(name, type_, &format!("for {reason}"), |c| {
+            c.reason == reason
+        })
         .await
+        .1
+    }
+
+    /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
+    async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
+        self.wait_condition::<WorkerPool>(name, type_, &format!("for {reason}"), |c| {
+            c.reason == reason
+        })
+        .await
+        .1
     }
 
     async fn exists<K>(&self, name: &str) -> bool
@@ -282,6 +257,28 @@ impl Env {
     async fn finish(self) {
         self.operator.abort();
         self.ns.cleanup().await;
+    }
+}
+
+/// The custom resources, as far as the waits need them.
+trait WithConditions:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    fn conditions(&self) -> Vec<Condition>;
+}
+
+impl WithConditions for GrafanaCluster {
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().conditions
+    }
+}
+
+impl WithConditions for WorkerPool {
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().conditions
     }
 }
 

@@ -103,3 +103,31 @@ pub async fn get_opt<K: Child>(client: &Client, namespace: &str, name: &str) -> 
         .await
         .map_err(Error::read(format!("{} {namespace}/{name}", K::kind(&()))))
 }
+
+/// Writes an object's whole status with server-side apply, so fields no longer set are
+/// removed. An object deleted meanwhile has no one left to report to: not an error.
+pub async fn apply_status<K: Child>(
+    client: &Client,
+    object: &K,
+    status: &impl Serialize,
+) -> Result<()> {
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let result = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Status { name, source }),
+    }
+}

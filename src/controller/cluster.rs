@@ -10,17 +10,16 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{Timestamp, ToSpan, tz::TimeZone};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::apply::{apply, get_opt, prune};
+use super::apply::{apply, apply_status, get_opt, prune};
 use super::conditions::{self, Observed};
 use super::error::{Error, Result};
-use super::{Context, backoff_key, secrets};
-use crate::api::{FIELD_MANAGER, GrafanaCluster, GrafanaClusterStatus, RoleStatus, WorkerPool};
+use super::{Context, guarded, report_problems, retry, secrets};
+use crate::api::{GrafanaCluster, GrafanaClusterStatus, RoleStatus, WorkerPool};
 use crate::product::{PoolView, Product, Topology};
 use crate::render::config::{ConfigInputs, Duration};
 use crate::render::labels::CLUSTER;
@@ -44,19 +43,10 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<GrafanaCluster>>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let cluster = match &guard.0 {
-        Ok(cluster) => cluster,
-        Err(invalid) => {
-            // The object cannot be read as a GrafanaCluster; only an edit can fix it.
-            tracing::warn!(error = %invalid.error, "invalid GrafanaCluster");
-            return Ok(Action::await_change());
-        }
-    };
-    let key = backoff_key(cluster);
-    let action = reconcile_cluster(cluster, &ctx).await?;
-    ctx.succeeded(&key);
-    Ok(action)
+    guarded(&guard, &ctx, CONTROLLER, |cluster| {
+        reconcile_cluster(cluster, &ctx)
+    })
+    .await
 }
 
 pub fn error_policy(
@@ -64,11 +54,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    match &guard.0 {
-        Ok(cluster) => ctx.retry_after_failure(backoff_key(cluster)),
-        Err(_) => Action::await_change(),
-    }
+    retry(&guard, error, &ctx, CONTROLLER)
 }
 
 /// Everything observed about a cluster, from which its status follows.
@@ -134,22 +120,13 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
         }
         Ok(_) if !topology.is_consistent() => None,
         Ok(retention) => {
-            let inputs = ConfigInputs {
-                cluster: &name,
-                namespace: &ns,
-                cluster_domain: &ctx.settings.cluster_domain,
-                topology: &topology,
-                s3: &cluster.spec.storage.s3,
-                retention: *retention,
-                loki_schema_from: loki_schema_from.as_deref(),
-                remote_write_url: cluster
-                    .spec
-                    .self_monitoring
-                    .metrics
-                    .as_ref()
-                    .map(|m| m.remote_write_url.as_str()),
-                overrides: cluster.spec.config_overrides.as_ref(),
-            };
+            let inputs = ConfigInputs::for_cluster(
+                &view,
+                &topology,
+                &ctx.settings,
+                *retention,
+                loki_schema_from.as_deref(),
+            );
             match render::shared_config(&view, &inputs) {
                 Ok(config) => Some(config),
                 Err(error) => {
@@ -519,43 +496,13 @@ async fn write_status(
     if previous == status {
         return Ok(());
     }
-    for failing in conditions::newly_failing(
+    report_problems(
+        ctx,
+        cluster,
         &previous.conditions,
         &status.conditions,
         &[condition::DEGRADED],
-    ) {
-        let type_ = if failing.reason == "MissingRoles" || failing.reason == "NoWorkerPools" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        ctx.event(
-            cluster,
-            type_,
-            &failing.reason,
-            "Reconcile",
-            failing.message.clone(),
-        )
-        .await;
-    }
-    // Server-side apply of the whole status: fields no longer set are removed.
-    let api: Api<GrafanaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": GrafanaCluster::api_version(&()),
-        "kind": GrafanaCluster::kind(&()),
-        "status": status,
-    });
-    let result = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: there is no one left to report to.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(source) => Err(Error::Status { name, source }),
-    }
+    )
+    .await;
+    apply_status(&ctx.client, cluster, &status).await
 }

@@ -293,6 +293,93 @@ fn pools_of(
         .collect()
 }
 
+/// Runs `reconcile` on an object read through a [`DeserializeGuard`], timing it. An
+/// object that cannot be read as its kind is logged and waits for an edit; a success
+/// resets the object's retry backoff.
+async fn guarded<'a, K, F, Fut>(
+    guard: &'a DeserializeGuard<K>,
+    ctx: &'a Context,
+    controller: &'static str,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(&'a K) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let _timer = ctx.metrics.reconcile_started(controller);
+    let object = match &guard.0 {
+        Ok(object) => object,
+        Err(invalid) => {
+            tracing::warn!(controller, error = %invalid.error, "cannot read the object; waiting for an edit");
+            return Ok(Action::await_change());
+        }
+    };
+    let action = reconcile(object).await?;
+    ctx.succeeded(&backoff_key(object));
+    Ok(action)
+}
+
+/// The error policy of both controllers: count the failure, retry with growing backoff.
+fn retry<K: Resource<DynamicType = ()>>(
+    guard: &DeserializeGuard<K>,
+    error: &Error,
+    ctx: &Context,
+    controller: &'static str,
+) -> Action {
+    ctx.metrics.failed(controller, error.metric_label());
+    match &guard.0 {
+        Ok(object) => ctx.retry_after_failure(backoff_key(object)),
+        Err(_) => Action::await_change(),
+    }
+}
+
+/// The Event a condition reason deserves: a Warning for what the user must fix, a
+/// Normal one for what they should know, none for passing states (readiness, rollouts).
+fn event_type(reason: &str) -> Option<EventType> {
+    match reason {
+        "MissingRoles" | "NoWorkerPools" | "WaitingForClusterConfig" => Some(EventType::Normal),
+        "SecretNotFound"
+        | "SecretKeyMissing"
+        | "InvalidRetention"
+        | "InvalidConfigOverrides"
+        | "InvalidPools"
+        | "ProductMismatch"
+        | "ClusterNotFound"
+        | "InvalidRoles"
+        | "InvalidPodOverrides"
+        | "StorageNotReady" => Some(EventType::Warning),
+        _ => None,
+    }
+}
+
+/// Publishes one Event per reason among the conditions that turned bad since `previous`.
+async fn report_problems<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    current: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    bad_when_true: &[&str],
+) {
+    let mut reported = std::collections::BTreeSet::new();
+    for failing in conditions::newly_failing(previous, current, bad_when_true) {
+        let Some(type_) = event_type(&failing.reason) else {
+            continue;
+        };
+        // Two conditions often fail for one reason: one Event says it.
+        if reported.insert(failing.reason.clone()) {
+            ctx.event(
+                object,
+                type_,
+                &failing.reason,
+                "Reconcile",
+                failing.message.clone(),
+            )
+            .await;
+        }
+    }
+}
+
 /// The key the retry backoff is counted under.
 fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!(

@@ -9,18 +9,16 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::apply::{apply, get_opt, prune};
+use super::apply::{apply, apply_status, get_opt, prune};
 use super::cluster::pool_view;
 use super::conditions::{self, Observed};
 use super::error::{Error, Result};
-use super::{Context, backoff_key, secrets};
-use crate::api::{FIELD_MANAGER, GrafanaCluster, WorkerPool, WorkerPoolStatus};
+use super::{Context, guarded, report_problems, retry, secrets};
+use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
 use crate::product::{PoolProblem, expand, validate_pool};
 use crate::render::labels::POOL;
 use crate::render::workers::{self, Checksums, PoolView};
@@ -38,18 +36,7 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<WorkerPool>>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let pool = match &guard.0 {
-        Ok(pool) => pool,
-        Err(invalid) => {
-            tracing::warn!(error = %invalid.error, "invalid WorkerPool");
-            return Ok(Action::await_change());
-        }
-    };
-    let key = backoff_key(pool);
-    let action = reconcile_pool(pool, &ctx).await?;
-    ctx.succeeded(&key);
-    Ok(action)
+    guarded(&guard, &ctx, CONTROLLER, |pool| reconcile_pool(pool, &ctx)).await
 }
 
 pub fn error_policy(
@@ -57,11 +44,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    match &guard.0 {
-        Ok(pool) => ctx.retry_after_failure(backoff_key(pool)),
-        Err(_) => Action::await_change(),
-    }
+    retry(&guard, error, &ctx, CONTROLLER)
 }
 
 /// Why a pool's workers are not (or no longer) being deployed.
@@ -294,49 +277,6 @@ async fn write_status(ctx: &Context, pool: &WorkerPool, status: WorkerPoolStatus
     if previous == status {
         return Ok(());
     }
-    let mut reported = BTreeSet::new();
-    for failing in conditions::newly_failing(&previous.conditions, &status.conditions, &[]) {
-        // RolesValid and Ready often fail for one reason: one Event says it.
-        if !reported.insert(failing.reason.clone()) {
-            continue;
-        }
-        let type_ = match failing.reason.as_str() {
-            "ClusterNotFound"
-            | "ProductMismatch"
-            | "InvalidRoles"
-            | "InvalidPodOverrides"
-            | "StorageNotReady" => EventType::Warning,
-            _ => EventType::Normal,
-        };
-        if failing.type_ == condition::READY && failing.reason == "ReplicasNotReady" {
-            continue;
-        }
-        ctx.event(
-            pool,
-            type_,
-            &failing.reason,
-            "Reconcile",
-            failing.message.clone(),
-        )
-        .await;
-    }
-    let api: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": WorkerPool::api_version(&()),
-        "kind": WorkerPool::kind(&()),
-        "status": status,
-    });
-    let result = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: there is no one left to report to.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(source) => Err(Error::Status { name, source }),
-    }
+    report_problems(ctx, pool, &previous.conditions, &status.conditions, &[]).await;
+    apply_status(&ctx.client, pool, &status).await
 }

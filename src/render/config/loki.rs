@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, env_ref};
+use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, Memberlist, Server, env_ref};
 use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
 
 #[derive(Serialize)]
@@ -17,12 +17,6 @@ pub(super) struct Config {
     ruler: Ruler,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits_config: Option<Limits>,
-}
-
-#[derive(Serialize)]
-struct Server {
-    http_listen_port: u16,
-    grpc_listen_port: u16,
 }
 
 #[derive(Serialize)]
@@ -60,12 +54,6 @@ struct S3 {
     s3forcepathstyle: bool,
     access_key_id: String,
     secret_access_key: String,
-}
-
-#[derive(Serialize)]
-struct Memberlist {
-    join_members: Vec<String>,
-    cluster_label: String,
 }
 
 #[derive(Serialize)]
@@ -140,10 +128,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         .to_string();
     Ok(Config {
         auth_enabled: false,
-        server: Server {
-            http_listen_port: ports.http,
-            grpc_listen_port: ports.grpc,
-        },
+        server: inputs.server(),
         common: Common {
             path_prefix: DATA_DIR.to_string(),
             // The write path's ingesters are what replicate; `all` includes write.
@@ -168,10 +153,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
                 },
             },
         },
-        memberlist: Memberlist {
-            join_members: inputs.join_members(),
-            cluster_label: inputs.memberlist_cluster_label(),
-        },
+        memberlist: inputs.memberlist(),
         schema_config: SchemaConfig {
             configs: vec![PeriodConfig {
                 from,

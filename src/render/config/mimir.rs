@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, env_ref};
+use super::{ConfigInputs, DATA_DIR, Memberlist, Server, env_ref};
 use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
 
 #[derive(Serialize)]
@@ -25,12 +25,6 @@ pub(super) struct Config {
     frontend_worker: FrontendWorker,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<Limits>,
-}
-
-#[derive(Serialize)]
-struct Server {
-    http_listen_port: u16,
-    grpc_listen_port: u16,
 }
 
 #[derive(Serialize)]
@@ -75,12 +69,6 @@ struct SyncDir {
 #[derive(Serialize)]
 struct Prefixed {
     storage_prefix: &'static str,
-}
-
-#[derive(Serialize)]
-struct Memberlist {
-    join_members: Vec<String>,
-    cluster_label: String,
 }
 
 #[derive(Serialize)]
@@ -169,10 +157,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     Config {
         multitenancy_enabled: false,
         no_auth_tenant: "anonymous",
-        server: Server {
-            http_listen_port: ports.http,
-            grpc_listen_port: ports.grpc,
-        },
+        server: inputs.server(),
         common: Common {
             storage: Bucket {
                 backend: "s3",
@@ -199,10 +184,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         alertmanager_storage: Prefixed {
             storage_prefix: "alerts",
         },
-        memberlist: Memberlist {
-            join_members: inputs.join_members(),
-            cluster_label: inputs.memberlist_cluster_label(),
-        },
+        memberlist: inputs.memberlist(),
         ingester: Ingester {
             ring: Ring {
                 replication_factor: topology.replication_factor("ingester"),

@@ -40,7 +40,34 @@ pub struct ConfigInputs<'a> {
     pub overrides: Option<&'a serde_json::Value>,
 }
 
-impl ConfigInputs<'_> {
+impl<'a> ConfigInputs<'a> {
+    /// The inputs of a cluster's configuration: its spec, the topology of its pools,
+    /// the retention parsed from the spec and the Loki schema date fixed for it.
+    pub fn for_cluster(
+        cluster: &'a crate::render::ClusterView<'a>,
+        topology: &'a Topology,
+        settings: &'a crate::render::Settings,
+        retention: Option<Duration>,
+        loki_schema_from: Option<&'a str>,
+    ) -> Self {
+        let spec = cluster.spec;
+        Self {
+            cluster: &cluster.name,
+            namespace: &cluster.namespace,
+            cluster_domain: &settings.cluster_domain,
+            topology,
+            s3: &spec.storage.s3,
+            retention,
+            loki_schema_from,
+            remote_write_url: spec
+                .self_monitoring
+                .metrics
+                .as_ref()
+                .map(|m| m.remote_write_url.as_str()),
+            overrides: spec.config_overrides.as_ref(),
+        }
+    }
+
     /// In-cluster DNS name of a cluster Service.
     pub fn service_host(&self, service: &str) -> String {
         format!(
@@ -49,16 +76,39 @@ impl ConfigInputs<'_> {
         )
     }
 
-    /// memberlist peers: the gossip Service, which lists every worker, ready or not.
-    fn join_members(&self) -> Vec<String> {
-        let port = self.topology.product.catalogue().ports.memberlist;
-        vec![format!("dns+{}:{port}", self.service_host("gossip"))]
+    /// The `server` block: the product's ports from the catalogue.
+    fn server(&self) -> Server {
+        let ports = self.topology.product.catalogue().ports;
+        Server {
+            http_listen_port: ports.http,
+            grpc_listen_port: ports.grpc,
+        }
     }
 
-    /// Keeps the gossip rings of two clusters from merging if their pods ever meet.
-    fn memberlist_cluster_label(&self) -> String {
-        format!("{}.{}", self.cluster, self.namespace)
+    /// The `memberlist` block: peers found through the gossip Service (every worker,
+    /// ready or not), and a label that keeps two clusters' rings from merging if their
+    /// pods ever meet.
+    fn memberlist(&self) -> Memberlist {
+        let port = self.topology.product.catalogue().ports.memberlist;
+        Memberlist {
+            join_members: vec![format!("dns+{}:{port}", self.service_host("gossip"))],
+            cluster_label: format!("{}.{}", self.cluster, self.namespace),
+        }
     }
+}
+
+/// The `server` block every product shares.
+#[derive(Serialize)]
+struct Server {
+    http_listen_port: u16,
+    grpc_listen_port: u16,
+}
+
+/// The `memberlist` block every product shares.
+#[derive(Serialize)]
+struct Memberlist {
+    join_members: Vec<String>,
+    cluster_label: String,
 }
 
 /// Why a configuration cannot be rendered. Each is the user's to fix.

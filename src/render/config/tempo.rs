@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, env_ref};
+use super::{ConfigInputs, DATA_DIR, Memberlist, Server, env_ref};
 use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
 
 #[derive(Serialize)]
@@ -25,18 +25,6 @@ pub(super) struct Config {
 #[derive(Serialize)]
 struct UsageReport {
     reporting_enabled: bool,
-}
-
-#[derive(Serialize)]
-struct Server {
-    http_listen_port: u16,
-    grpc_listen_port: u16,
-}
-
-#[derive(Serialize)]
-struct Memberlist {
-    join_members: Vec<String>,
-    cluster_label: String,
 }
 
 #[derive(Serialize)]
@@ -222,14 +210,8 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         usage_report: UsageReport {
             reporting_enabled: false,
         },
-        server: Server {
-            http_listen_port: ports.http,
-            grpc_listen_port: ports.grpc,
-        },
-        memberlist: Memberlist {
-            join_members: inputs.join_members(),
-            cluster_label: inputs.memberlist_cluster_label(),
-        },
+        server: inputs.server(),
+        memberlist: inputs.memberlist(),
         distributor: Distributor {
             receivers: Receivers {
                 otlp: Protocols {
