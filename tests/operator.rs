@@ -1381,3 +1381,88 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
     env.cluster_condition("logs", "TLSReady", "True").await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_cluster_reports_status_and_changes_nothing() {
+    let env = Env::new("paused").await;
+    env.apply_sample("loki-monolithic.yaml").await;
+    env.cluster_condition("logs", "Available", "True").await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "grafanacluster",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ])
+    .await;
+    env.cluster_condition("logs", "ReconciliationPaused", "True")
+        .await;
+
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "workerpool",
+        "logs-all",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ])
+    .await;
+    // Status still follows the spec: the pool's roles now want 2 replicas...
+    let clusters: Api<GrafanaCluster> = env.api();
+    wait_for(
+        "the roles table to show 2 desired replicas",
+        TIMEOUT,
+        || {
+            let clusters = clusters.clone();
+            async move {
+                let roles = clusters.get("logs").await?.status.unwrap_or_default().roles;
+                let read = roles.iter().find(|r| r.name == "read").map(|r| r.replicas);
+                Ok(if read == Some(2) {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("{read:?}"))
+                })
+            }
+        },
+    )
+    .await;
+    // ...but nothing is changed.
+    let sts: Api<StatefulSet> = env.api();
+    let replicas = sts
+        .get("logs-all")
+        .await
+        .expect("sts")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(1), "a paused cluster's pools are not scaled");
+
+    kubectl_ok([
+        "patch",
+        "-n",
+        env.name(),
+        "grafanacluster",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":false}}"#,
+    ])
+    .await;
+    wait_for("the pool scaled once unpaused", TIMEOUT, || {
+        let sts = sts.clone();
+        async move {
+            let replicas = sts.get("logs-all").await?.spec.and_then(|s| s.replicas);
+            Ok(if replicas == Some(2) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{replicas:?}"))
+            })
+        }
+    })
+    .await;
+    env.finish().await;
+}
