@@ -233,7 +233,8 @@ pid_of() {
 	pid=$(<"$f")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	[[ -r /proc/$pid/cmdline ]] || return 1
-	exe=$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)
+	# Right after `start`, setsid may not have exec'd the binary yet: look past it.
+	exe=$(tr '\0' '\n' <"/proc/$pid/cmdline" | awk '$0 !~ /(^|\/)setsid$/ { print; exit }')
 	[[ ${exe##*/} == "$1" ]] || return 1
 	echo "$pid"
 }

@@ -5,7 +5,6 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE_DIR=${LGTM_STATE_DIR:-$REPO_ROOT/.state/cluster}
 RUN_DIR=$REPO_ROOT/.state/operator
 NAMESPACE=${LGTM_DEMO_NAMESPACE:-lgtm-demo}
 TIMEOUT=${LGTM_RUN_TIMEOUT:-300}
