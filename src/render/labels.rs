@@ -33,6 +33,10 @@ pub enum Component {
     Gossip,
     RoleService,
     Worker,
+    /// A Grafana dashboard ConfigMap.
+    Dashboard,
+    /// The alert rules (a PrometheusRule or its ConfigMap stand-in).
+    Alerts,
 }
 
 impl Component {
@@ -44,6 +48,8 @@ impl Component {
             Component::Gossip => "gossip",
             Component::RoleService => "role",
             Component::Worker => "worker",
+            Component::Dashboard => "dashboard",
+            Component::Alerts => "alerts",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod gateway;
 pub mod labels;
 pub mod nginx;
+pub mod observability;
 pub mod pod_overrides;
 pub mod services;
 pub mod storage;
