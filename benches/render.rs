@@ -5,9 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lgtm_operator::offline::{Inputs, render};
+use lgtm_operator::offline::{Inputs, Target, render};
 use lgtm_operator::product::{PoolView, Product, Topology, expand};
-use lgtm_operator::render::Settings;
 use lgtm_operator::render::nginx::{self, NginxOptions};
 
 const SAMPLES: [&str; 4] = [
@@ -51,9 +50,9 @@ fn benches(c: &mut Criterion) {
             .add(&format!("sample{i}"), sample)
             .expect("samples parse");
     }
-    let settings = Settings::default();
+    let target = Target::default();
     c.bench_function("every child of the three samples (render)", |b| {
-        b.iter(|| render(black_box(&inputs), &settings).expect("renders"))
+        b.iter(|| render(black_box(&inputs), &target).expect("renders"))
     });
 }
 

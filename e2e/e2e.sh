@@ -37,6 +37,7 @@ cleanup() {
 	fi
 	"$HELM" uninstall "$RELEASE" -n "$SYSTEM_NS" >/dev/null 2>&1 || true
 	kubectl delete namespace "$WATCHED_NS" "$SYSTEM_NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+	kubectl delete -f "$REPO_ROOT/e2e/prometheusrule-crd.yaml" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -52,6 +53,10 @@ done
 kubectl wait --for=condition=Established --timeout=60s \
 	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev >/dev/null
 
+# With PrometheusRules served, alert rules take that form (the alert-rules scenario).
+kubectl apply --server-side -f "$REPO_ROOT/e2e/prometheusrule-crd.yaml" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/prometheusrules.monitoring.coreos.com >/dev/null
+
 SA=$RELEASE-lgtm-operator
 SUBJECT=system:serviceaccount:$SYSTEM_NS:$SA
 
@@ -61,6 +66,7 @@ must_not() {
 	if [[ $(kubectl auth can-i "$@" --as="$SUBJECT" 2>/dev/null || true) == yes ]]; then fail "the chart grants more than needed: $*"; fi
 }
 must patch statefulsets.apps -n "$WATCHED_NS"
+must create prometheusrules.monitoring.coreos.com -n "$WATCHED_NS"
 must patch grafanaclusters.lgtm.coordinated.dev --subresource=status -n "$WATCHED_NS"
 must get secrets -n "$WATCHED_NS"
 must_not create secrets -n "$WATCHED_NS"

@@ -53,6 +53,9 @@ enum Command {
         /// Namespace of the manifests that name none.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Render alert rules as a Prometheus Operator PrometheusRule (else a ConfigMap).
+        #[arg(long)]
+        prometheus_rules: bool,
     },
     /// Print the CustomResourceDefinitions.
     Crds,
@@ -74,7 +77,18 @@ async fn main() -> anyhow::Result<()> {
             listen,
             log_format,
         } => run(namespace, listen, log_format, settings).await,
-        Command::Render { files, namespace } => render(&files, &namespace, &settings),
+        Command::Render {
+            files,
+            namespace,
+            prometheus_rules,
+        } => render(
+            &files,
+            &namespace,
+            &offline::Target {
+                settings,
+                prometheus_rules,
+            },
+        ),
         Command::Crds => {
             for (_, yaml) in lgtm_operator::api::crd_manifests() {
                 print!("---\n{yaml}");
@@ -124,7 +138,7 @@ async fn run(
     Ok(())
 }
 
-fn render(files: &[PathBuf], namespace: &str, settings: &Settings) -> anyhow::Result<()> {
+fn render(files: &[PathBuf], namespace: &str, target: &offline::Target) -> anyhow::Result<()> {
     let mut inputs = offline::Inputs::new(namespace);
     for file in files {
         let (name, text) = if file.as_os_str() == "-" {
@@ -141,7 +155,7 @@ fn render(files: &[PathBuf], namespace: &str, settings: &Settings) -> anyhow::Re
             eprintln!("note: {note}");
         }
     }
-    let rendered = offline::render(&inputs, settings)?;
+    let rendered = offline::render(&inputs, target)?;
     for note in &rendered.notes {
         eprintln!("note: {note}");
     }

@@ -14,7 +14,7 @@ use crate::controller::secrets;
 use crate::product::{Product, Topology, validate_pool};
 use crate::render::config::{ConfigInputs, Duration};
 use crate::render::workers::{self, Checksums, PoolView};
-use crate::render::{self, ClusterView, Settings};
+use crate::render::{self, Alerts, ClusterView, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -101,8 +101,18 @@ fn namespace_of(namespace: Option<String>) -> String {
     namespace.unwrap_or_default()
 }
 
+/// How the target cluster looks, as far as rendering depends on it.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub settings: Settings,
+    /// The Prometheus Operator's PrometheusRule CRD is installed: alert rules become a
+    /// PrometheusRule rather than a ConfigMap.
+    pub prometheus_rules: bool,
+}
+
 /// Renders every child the operator would create for `inputs`.
-pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, OfflineError> {
+pub fn render(inputs: &Inputs, options: &Target) -> Result<Rendered, OfflineError> {
+    let settings = &options.settings;
     let mut documents: Vec<Value> = Vec::new();
     let mut notes = Vec::new();
     let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
@@ -188,7 +198,13 @@ pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, OfflineE
             None
         };
 
-        let children = render::cluster_children(&view, &topology, shared_config, settings);
+        let children = render::cluster_children(
+            &view,
+            &topology,
+            shared_config,
+            settings,
+            options.prometheus_rules,
+        );
         if let Some(config) = &children.shared_config {
             push(config);
         }
@@ -201,6 +217,14 @@ pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, OfflineE
         push(&children.gossip);
         for service in &children.role_services {
             push(service);
+        }
+        for dashboard in &children.dashboards {
+            push(dashboard);
+        }
+        match &children.alerts {
+            Some(Alerts::PrometheusRule(rule)) => push(rule),
+            Some(Alerts::ConfigMap(rules)) => push(rules),
+            None => {}
         }
         if let Some(agent) = &children.agent {
             push(&agent.config);
@@ -285,7 +309,7 @@ mod tests {
         for (i, source) in sources.iter().enumerate() {
             inputs.add(&format!("input{i}"), source).expect("parses");
         }
-        let out = render(&inputs, &Settings::default()).expect("renders");
+        let out = render(&inputs, &Target::default()).expect("renders");
         let documents: Vec<Value> = serde_saphyr::from_multiple(&out.manifests).expect("YAML");
         (documents, out.notes)
     }
@@ -337,11 +361,35 @@ mod tests {
     }
 
     #[test]
+    fn monitored_clusters_get_dashboards_and_alert_rules() {
+        let (documents, _) = rendered(&[SECRET, MIMIR, LOKI]);
+        let config_maps = names_of(&documents, "ConfigMap");
+        assert!(
+            config_maps.contains(&"metrics-dashboard-overview".to_string()),
+            "{config_maps:?}"
+        );
+        assert!(config_maps.contains(&"metrics-alerts".to_string()));
+        // The Loki sample ships no metrics anywhere: dashboards would show nothing.
+        assert!(!config_maps.iter().any(|n| n.starts_with("logs-dashboard")));
+
+        let mut inputs = Inputs::new("obs");
+        inputs.add("mimir", MIMIR).expect("parses");
+        let target = Target {
+            prometheus_rules: true,
+            ..Target::default()
+        };
+        let out = render(&inputs, &target).expect("renders");
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&out.manifests).expect("YAML");
+        assert_eq!(names_of(&documents, "PrometheusRule"), ["metrics-alerts"]);
+        assert!(!names_of(&documents, "ConfigMap").contains(&"metrics-alerts".to_string()));
+    }
+
+    #[test]
     fn secret_values_are_never_printed() {
         let mut inputs = Inputs::new("obs");
         inputs.add("secret", SECRET).expect("parses");
         inputs.add("loki", LOKI).expect("parses");
-        let out = render(&inputs, &Settings::default()).expect("renders");
+        let out = render(&inputs, &Target::default()).expect("renders");
         assert!(!out.manifests.contains("lgtm-sample-secret"));
         assert!(!out.manifests.contains("kind: Secret"));
     }

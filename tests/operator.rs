@@ -496,8 +496,32 @@ async fn mimir_sample_yields_its_documented_children() {
         ],
     )
     .await;
-    // Self-monitoring is on in the sample: the agent's objects exist.
+    // Self-monitoring is on in the sample: the agent's objects, the dashboards (for
+    // Grafana's sidecar) and the alert rules (a ConfigMap: no PrometheusRule CRD here).
     assert!(env.exists::<ConfigMap>("metrics-agent").await);
+    let dashboard = env
+        .api::<ConfigMap>()
+        .get("metrics-dashboard-overview")
+        .await
+        .expect("dashboard");
+    assert_eq!(
+        dashboard
+            .labels()
+            .get("grafana_dashboard")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert!(controlled_by(
+        &dashboard.metadata,
+        "GrafanaCluster",
+        "metrics"
+    ));
+    let rules = env
+        .api::<ConfigMap>()
+        .get("metrics-alerts")
+        .await
+        .expect("alert rules");
+    assert!(rules.data.expect("data")["rules.yaml"].contains("MimirServerErrors"));
     env.finish().await;
 }
 

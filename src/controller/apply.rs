@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -66,11 +66,42 @@ pub async fn prune<K: Child>(
     owner_uid: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    prune_in(
+        Api::<K>::namespaced(client.clone(), namespace),
+        selector,
+        owner_uid,
+        keep,
+    )
+    .await
+}
+
+/// [`prune`] for a kind known only at run time (a PrometheusRule).
+pub async fn prune_dynamic(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+    selector: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    prune_in(api, selector, owner_uid, keep).await
+}
+
+async fn prune_in<K>(
+    api: Api<K>,
+    selector: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    let kind = api.resource_url().to_string();
     let existing = api
         .list_metadata(&ListParams::default().labels(selector))
         .await
-        .map_err(Error::read(format!("{} in {namespace}", K::kind(&()))))?;
+        .map_err(Error::read(kind.clone()))?;
     let mut deleted = Vec::new();
     for object in existing {
         let name = object.name_any();
@@ -86,7 +117,7 @@ pub async fn prune<K: Child>(
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(Error::Delete {
-                    kind: K::kind(&()).to_string(),
+                    kind: kind.clone(),
                     name,
                     source,
                 });
@@ -94,6 +125,28 @@ pub async fn prune<K: Child>(
         }
     }
     Ok(deleted)
+}
+
+/// [`apply`] for a kind known only at run time (a PrometheusRule).
+pub async fn apply_dynamic(
+    client: &Client,
+    object: &DynamicObject,
+    resource: &ApiResource,
+) -> Result<DynamicObject> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, resource);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: resource.kind.clone(),
+        name,
+        source,
+    })
 }
 
 /// Reads an object, `None` when it does not exist.

@@ -15,7 +15,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::apply::{apply, apply_status, get_opt, prune};
+use super::apply::{apply, apply_dynamic, apply_status, get_opt, prune, prune_dynamic};
 use super::conditions::{self, Observed};
 use super::error::{Error, Result};
 use super::{Context, guarded, report_problems, retry, secrets};
@@ -23,7 +23,7 @@ use crate::api::{GrafanaCluster, GrafanaClusterStatus, RoleStatus, WorkerPool};
 use crate::product::{PoolView, Product, Topology};
 use crate::render::config::{ConfigInputs, Duration};
 use crate::render::labels::CLUSTER;
-use crate::render::{self, ClusterView, LOKI_SCHEMA_FROM};
+use crate::render::{self, Alerts, ClusterView, LOKI_SCHEMA_FROM, observability};
 
 const CONTROLLER: &str = "grafanacluster";
 
@@ -140,7 +140,14 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
             }
         }
     };
-    let children = render::cluster_children(&view, &topology, shared_config, &ctx.settings);
+    let prometheus_rules = ctx.prometheus_rules_installed().await;
+    let children = render::cluster_children(
+        &view,
+        &topology,
+        shared_config,
+        &ctx.settings,
+        prometheus_rules,
+    );
 
     // Apply, unless paused.
     let mut config_hash = existing_config.as_ref().map(render::config_checksum);
@@ -170,7 +177,30 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
             apply(client, &agent.role_binding).await?;
             apply(client, &agent.peers).await?;
         }
+        for dashboard in &children.dashboards {
+            keep.insert(apply(client, dashboard).await?.name_any());
+        }
+        let rule_resource = observability::prometheus_rule_resource();
+        let mut rules_kept = BTreeSet::new();
+        match &children.alerts {
+            Some(Alerts::ConfigMap(rules)) => {
+                keep.insert(apply(client, rules).await?.name_any());
+            }
+            Some(Alerts::PrometheusRule(rule)) => {
+                rules_kept.insert(
+                    apply_dynamic(client, rule, &rule_resource)
+                        .await?
+                        .name_any(),
+                );
+            }
+            None => {}
+        }
         prune_children(ctx, cluster, &keep, children.agent.is_some()).await?;
+        if prometheus_rules {
+            let selector = format!("{CLUSTER}={}", cluster.name_any());
+            let uid = cluster.uid().unwrap_or_default();
+            prune_dynamic(client, &ns, &rule_resource, &selector, &uid, &rules_kept).await?;
+        }
     }
 
     // Status.

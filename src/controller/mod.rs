@@ -53,6 +53,8 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether the PrometheusRule CRD is installed, and when that was last looked up.
+    prometheus_rules: Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl Context {
@@ -75,6 +77,40 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish event");
         }
+    }
+
+    /// Whether the Prometheus Operator's PrometheusRule kind is served, looked up through
+    /// API discovery at most once a minute (CRDs come and go rarely).
+    async fn prometheus_rules_installed(&self) -> bool {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+        let cached = *self
+            .prometheus_rules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, installed)) = cached
+            && at.elapsed() < FRESH
+        {
+            return installed;
+        }
+        let resource = crate::render::observability::prometheus_rule_resource();
+        let installed = match self
+            .client
+            .list_api_group_resources(&resource.api_version)
+            .await
+        {
+            Ok(list) => list.resources.iter().any(|r| r.name == resource.plural),
+            Err(kube::Error::Api(e)) if e.code == 404 => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether PrometheusRules are served");
+                cached.is_some_and(|(_, installed)| installed)
+            }
+        };
+        *self
+            .prometheus_rules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((std::time::Instant::now(), installed));
+        installed
     }
 
     fn succeeded(&self, key: &str) {
@@ -124,6 +160,7 @@ pub async fn run(client: Client, options: Options, health: Health) {
         metrics: health.metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         failures: Mutex::default(),
+        prometheus_rules: Mutex::default(),
     });
     let ns = &options.namespace;
 

@@ -120,6 +120,8 @@ prometheus.scrape "workers" {{
 prometheus.scrape "gateway" {{
   targets = [{{
     "__address__" = "127.0.0.1:{EXPORTER_PORT}",
+    // Each gateway replica scrapes its own exporter: the pod tells their series apart.
+    "pod"         = env("POD_NAME"),
     "cluster"     = "{cluster_label}",
     "namespace"   = "{ns}",
     "job"         = "{product}-gateway",
@@ -174,6 +176,17 @@ pub fn container(cluster: &ClusterView) -> (Container, Volume) {
             "--cluster.enabled=true".into(),
             format!("--cluster.join-addresses={peers}:{HTTP_PORT}"),
         ]),
+        env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
         ports: Some(vec![container_port("agent", HTTP_PORT)]),
         readiness_probe: Some(http_probe("/-/ready", HTTP_PORT)),
         security_context: Some(restricted_container()),

@@ -185,16 +185,46 @@ pub struct ClusterChildren {
     /// `None` when the configuration must stay as it is (the cluster is not consistent,
     /// or the spec does not give a valid configuration).
     pub shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
+    /// Grafana dashboards (sidecar ConfigMaps), when the agent ships metrics.
+    pub dashboards: Vec<k8s_openapi::api::core::v1::ConfigMap>,
+    /// Alert rules, when the agent ships metrics.
+    pub alerts: Option<Alerts>,
 }
 
-/// Builds the cluster-level children for a topology.
+/// Where a cluster's alert rules go.
+#[derive(Debug, Clone)]
+pub enum Alerts {
+    /// A Prometheus Operator `PrometheusRule`, when that CRD is installed.
+    PrometheusRule(kube::api::DynamicObject),
+    /// A ConfigMap holding a rule file, for any other rule loader.
+    ConfigMap(k8s_openapi::api::core::v1::ConfigMap),
+}
+
+/// Builds the cluster-level children for a topology. `prometheus_rules` says whether the
+/// PrometheusRule CRD is installed.
 pub fn cluster_children(
     cluster: &ClusterView,
     topology: &crate::product::Topology,
     shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
     settings: &Settings,
+    prometheus_rules: bool,
 ) -> ClusterChildren {
+    // Dashboards and alerts read what the agent ships; without it they would show nothing.
+    let monitored = agent::enabled(cluster) && cluster.spec.self_monitoring.metrics.is_some();
+    let alerts = monitored.then(|| {
+        if prometheus_rules {
+            Alerts::PrometheusRule(observability::prometheus_rule(cluster))
+        } else {
+            Alerts::ConfigMap(observability::rules_config_map(cluster))
+        }
+    });
     ClusterChildren {
+        dashboards: if monitored {
+            observability::dashboards(cluster)
+        } else {
+            Vec::new()
+        },
+        alerts,
         gateway: gateway::build(cluster, &topology.present_roles(), settings),
         agent: agent::enabled(cluster).then(|| agent::build(cluster)),
         gossip: services::gossip(cluster),
