@@ -895,56 +895,31 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
     env.cluster_condition("logs", "Progressing", "False").await;
     env.pool_condition("logs-all", "Ready", "True").await;
 
+    /// Adds `kind/name -> resourceVersion` for every object of kind `K` in the namespace.
+    async fn record<K>(env: &Env, kind: &str, into: &mut BTreeMap<String, String>)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let list = env
+            .api::<K>()
+            .list(&ListParams::default())
+            .await
+            .expect("list");
+        for object in list.items {
+            let version = object.resource_version().unwrap_or_default();
+            into.insert(format!("{kind}/{}", object.name_any()), version);
+        }
+    }
+
     async fn versions(env: &Env) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
-        for cm in env
-            .api::<ConfigMap>()
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-        {
-            v.insert(
-                format!("cm/{}", cm.name_any()),
-                cm.resource_version().unwrap_or_default(),
-            );
-        }
-        for s in env
-            .api::<Service>()
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-        {
-            v.insert(
-                format!("svc/{}", s.name_any()),
-                s.resource_version().unwrap_or_default(),
-            );
-        }
-        for d in env
-            .api::<Deployment>()
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-        {
-            v.insert(
-                format!("deploy/{}", d.name_any()),
-                d.resource_version().unwrap_or_default(),
-            );
-        }
-        for s in env
-            .api::<StatefulSet>()
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-        {
-            v.insert(
-                format!("sts/{}", s.name_any()),
-                s.resource_version().unwrap_or_default(),
-            );
-        }
+        record::<ConfigMap>(env, "cm", &mut v).await;
+        record::<Service>(env, "svc", &mut v).await;
+        record::<Deployment>(env, "deploy", &mut v).await;
+        record::<StatefulSet>(env, "sts", &mut v).await;
         let pool = env.api::<WorkerPool>().get("logs-all").await.expect("pool");
         v.insert(
             "wp/logs-all".into(),

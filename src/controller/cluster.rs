@@ -23,7 +23,7 @@ use crate::api::{GrafanaCluster, GrafanaClusterStatus, RoleStatus, WorkerPool};
 use crate::product::{PoolView, Product, Topology};
 use crate::render::config::{ConfigInputs, Duration};
 use crate::render::labels::CLUSTER;
-use crate::render::{self, Alerts, ClusterView, LOKI_SCHEMA_FROM, observability};
+use crate::render::{self, Alerts, ClusterView, LOKI_SCHEMA_FROM, Settings, observability};
 
 const CONTROLLER: &str = "grafanacluster";
 
@@ -61,7 +61,6 @@ pub fn error_policy(
 struct Observation<'a> {
     cluster: &'a GrafanaCluster,
     topology: Topology,
-    pools_total: usize,
     storage: secrets::StorageSecrets,
     tls_problem: Option<secrets::SecretProblem>,
     config_problem: Option<(&'static str, String)>,
@@ -151,8 +150,10 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
 
     // Apply, unless paused.
     let mut config_hash = existing_config.as_ref().map(render::config_checksum);
-    let mut gateway = get_opt::<Deployment>(client, &ns, &view.child_name("gateway")).await?;
-    if !cluster.spec.paused {
+    let gateway: Option<Deployment>;
+    if cluster.spec.paused {
+        gateway = get_opt(client, &ns, &view.child_name("gateway")).await?;
+    } else {
         let mut keep = BTreeSet::new();
         if let Some(config) = &children.shared_config {
             let applied = apply(client, config).await?;
@@ -207,7 +208,6 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     let observation = Observation {
         cluster,
         topology,
-        pools_total: pools.len(),
         storage,
         tls_problem,
         config_problem,
@@ -217,7 +217,7 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
         gateway,
         pools,
     };
-    let status = status(&observation, &view, ctx, &Time(Timestamp::now()));
+    let status = status(&observation, &view, &ctx.settings, &Time(Timestamp::now()));
     write_status(ctx, cluster, status).await?;
     Ok(Action::await_change())
 }
@@ -281,7 +281,12 @@ async fn prune_children(
 }
 
 /// The status an observation gives.
-fn status(o: &Observation, view: &ClusterView, ctx: &Context, now: &Time) -> GrafanaClusterStatus {
+fn status(
+    o: &Observation,
+    view: &ClusterView,
+    settings: &Settings,
+    now: &Time,
+) -> GrafanaClusterStatus {
     use condition::*;
     let spec = &o.cluster.spec;
     let previous = o.cluster.status.clone().unwrap_or_default();
@@ -289,7 +294,7 @@ fn status(o: &Observation, view: &ClusterView, ctx: &Context, now: &Time) -> Gra
     let missing = topology.missing_roles();
     let mut observed = Vec::new();
 
-    observed.push(if o.pools_total == 0 {
+    observed.push(if o.pools.is_empty() {
         Observed::new(
             CONSISTENT,
             false,
@@ -488,7 +493,7 @@ fn status(o: &Observation, view: &ClusterView, ctx: &Context, now: &Time) -> Gra
         observed_generation: generation,
         product: Some(view.product()),
         version: Some(view.version().to_string()),
-        gateway_url: Some(view.gateway_url(&ctx.settings)),
+        gateway_url: Some(view.gateway_url(settings)),
         roles: topology
             .roles
             .iter()

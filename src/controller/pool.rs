@@ -64,13 +64,12 @@ enum Blocked {
 async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let ns = pool.namespace().unwrap_or_default();
-    let name = pool.name_any();
     let view = pool_view(pool);
 
     // Fetch and validate.
     let cluster: Option<GrafanaCluster> = get_opt(client, &ns, &pool.spec.cluster_ref).await?;
-    let existing: Option<StatefulSet> = get_opt(client, &ns, &name).await?;
-    let mut statefulset = existing.clone();
+    let mut statefulset: Option<StatefulSet> = get_opt(client, &ns, &view.name).await?;
+    let paused = cluster.as_ref().is_some_and(|c| c.spec.paused);
     let blocked = match &cluster {
         None => Some(Blocked::Invalid {
             reason: "ClusterNotFound",
@@ -87,72 +86,19 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
                 },
                 message: problem.to_string(),
             }),
-            Ok(()) => None,
+            // Build and apply.
+            Ok(()) => deploy(ctx, pool, cluster, view.toggles.clone(), &mut statefulset).await?,
         },
     };
-
-    let blocked = match (blocked, &cluster) {
-        (Some(blocked), _) => Some(blocked),
-        (None, Some(cluster)) => {
-            let cluster_view = ClusterView::new(cluster);
-            let config: Option<ConfigMap> =
-                get_opt(client, &ns, &cluster_view.child_name("config")).await?;
-            let storage = secrets::storage(client, &ns, &cluster.spec.storage.s3).await?;
-            match (config, storage.problem) {
-                (None, _) => Some(Blocked::Waiting {
-                    reason: "WaitingForClusterConfig",
-                    message: format!(
-                        "cluster {} has no configuration yet: it is written once every required role has a pool (see the cluster's Consistent condition); workers start then",
-                        cluster_view.name
-                    ),
-                }),
-                (Some(_), Some(problem)) => Some(Blocked::Waiting {
-                    reason: "StorageNotReady",
-                    message: format!("{}; workers start once it is fixed", problem.message),
-                }),
-                (Some(config), None) if !cluster.spec.paused => {
-                    let checksums = Checksums {
-                        config: render::config_checksum(&config),
-                        secrets: storage.checksum,
-                    };
-                    let toggles = view.toggles.clone();
-                    let pool_view = PoolView {
-                        name: name.clone(),
-                        spec: &pool.spec,
-                        owner: pool.controller_owner_ref(&()),
-                        toggles,
-                    };
-                    match workers::build(&cluster_view, &pool_view, &checksums) {
-                        Err(message) => Some(Blocked::Waiting {
-                            reason: "InvalidPodOverrides",
-                            message,
-                        }),
-                        Ok(built) => {
-                            statefulset = Some(apply(client, &built.statefulset).await?);
-                            let mut keep = BTreeSet::from([name.clone()]);
-                            keep.insert(apply(client, &built.service).await?.name_any());
-                            if let Some(pdb) = &built.pdb {
-                                keep.insert(apply(client, pdb).await?.name_any());
-                            }
-                            prune_workload(ctx, pool, &keep, false).await?;
-                            None
-                        }
-                    }
-                }
-                (Some(_), None) => None,
-            }
-        }
-        (None, None) => None,
-    };
-
     if let Some(Blocked::Invalid { .. }) = &blocked
-        && !cluster.as_ref().is_some_and(|c| c.spec.paused)
+        && !paused
     {
         // Nothing of a pool that cannot run stays; its volumes do.
         prune_workload(ctx, pool, &BTreeSet::new(), true).await?;
         statefulset = None;
     }
 
+    // Status.
     let status = status(
         pool,
         cluster.as_ref(),
@@ -162,6 +108,68 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     );
     write_status(ctx, pool, status).await?;
     Ok(Action::await_change())
+}
+
+/// Deploys a valid pool against its cluster's shared configuration and storage Secrets,
+/// replacing `statefulset` with what was applied; or says why the pool waits, leaving
+/// any running workload as it is.
+async fn deploy(
+    ctx: &Context,
+    pool: &WorkerPool,
+    cluster: &GrafanaCluster,
+    toggles: Vec<&'static str>,
+    statefulset: &mut Option<StatefulSet>,
+) -> Result<Option<Blocked>> {
+    let client = &ctx.client;
+    let cluster_view = ClusterView::new(cluster);
+    let ns = &cluster_view.namespace;
+    let config: Option<ConfigMap> = get_opt(client, ns, &cluster_view.child_name("config")).await?;
+    let Some(config) = config else {
+        return Ok(Some(Blocked::Waiting {
+            reason: "WaitingForClusterConfig",
+            message: format!(
+                "cluster {} has no configuration yet: it is written once every required role has a pool (see the cluster's Consistent condition); workers start then",
+                cluster_view.name
+            ),
+        }));
+    };
+    let storage = secrets::storage(client, ns, &cluster.spec.storage.s3).await?;
+    if let Some(problem) = storage.problem {
+        return Ok(Some(Blocked::Waiting {
+            reason: "StorageNotReady",
+            message: format!("{}; workers start once it is fixed", problem.message),
+        }));
+    }
+    if cluster.spec.paused {
+        return Ok(None);
+    }
+    let checksums = Checksums {
+        config: render::config_checksum(&config),
+        secrets: storage.checksum,
+    };
+    let pool_view = PoolView {
+        name: pool.name_any(),
+        spec: &pool.spec,
+        owner: pool.controller_owner_ref(&()),
+        toggles,
+    };
+    let built = match workers::build(&cluster_view, &pool_view, &checksums) {
+        Ok(built) => built,
+        Err(message) => {
+            return Ok(Some(Blocked::Waiting {
+                reason: "InvalidPodOverrides",
+                message,
+            }));
+        }
+    };
+    *statefulset = Some(apply(client, &built.statefulset).await?);
+    let mut keep = BTreeSet::from([pool_view.name.clone()]);
+    keep.insert(apply(client, &built.service).await?.name_any());
+    if let Some(pdb) = &built.pdb {
+        keep.insert(apply(client, pdb).await?.name_any());
+    }
+    prune_workload(ctx, pool, &keep, false).await?;
+    Ok(None)
 }
 
 /// Deletes the pool's children not in `keep`; the StatefulSet only when `with_statefulset`.
