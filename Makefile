@@ -43,9 +43,10 @@ helm-lint: ## helm lint the chart (both RBAC modes render)
 unit: ## Unit tests (catalogue, builders, configs, offline render)
 	$(CARGO) test --lib --bins
 
-nginx: ## Real nginx: nginx -t on every rendered config, and routing to stub upstreams
+nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to stub upstreams
 	@e2e/ensure-nginx.sh
 	$(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
+	LGTM_NGINX=$$(e2e/build-nginx.sh) $(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
 
 integration: cluster-up ## The operator and the control plane's own checks, against the real API server
 	$(CARGO) test --test control_plane --test operator -- --test-threads $(TEST_THREADS)

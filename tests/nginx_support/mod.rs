@@ -34,10 +34,21 @@ options ndots:5
 /// Time any single step (a request, nginx starting) may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// The nginx binary; fails the test (never skips it) when nginx is missing.
+/// The nginx binary: `LGTM_NGINX` when set (`make nginx` also runs these tests against
+/// a recent nginx built by e2e/build-nginx.sh), else Debian's. Fails the test (never
+/// skips it) when nginx is missing.
 pub fn nginx_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        if let Some(chosen) = std::env::var_os("LGTM_NGINX") {
+            let chosen = PathBuf::from(chosen);
+            assert!(
+                chosen.is_file(),
+                "LGTM_NGINX={} is not a file",
+                chosen.display()
+            );
+            return chosen;
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
             // Debian installs nginx in /usr/sbin, which is not on every user's PATH.
