@@ -67,6 +67,8 @@ must_not() {
 }
 must patch statefulsets.apps -n "$WATCHED_NS"
 must create prometheusrules.monitoring.coreos.com -n "$WATCHED_NS"
+must patch leases.coordination.k8s.io -n "$SYSTEM_NS"
+must_not patch leases.coordination.k8s.io -n kube-system
 must patch grafanaclusters.lgtm.coordinated.dev --subresource=status -n "$WATCHED_NS"
 must get secrets -n "$WATCHED_NS"
 must_not create secrets -n "$WATCHED_NS"
@@ -89,7 +91,8 @@ KUBECONFIG=$OPERATOR_KUBECONFIG kubectl config use-context e2e >/dev/null
 
 cargo build --quiet --manifest-path "$REPO_ROOT/Cargo.toml" --bin lgtm-operator
 KUBECONFIG=$OPERATOR_KUBECONFIG RUST_LOG=info,kube=warn "$REPO_ROOT/target/debug/lgtm-operator" run \
-	--namespace "$WATCHED_NS" --listen "127.0.0.1:$OPERATOR_PORT" --log-format json >"$WORK/operator.log" 2>&1 &
+	--namespace "$WATCHED_NS" --listen "127.0.0.1:$OPERATOR_PORT" --log-format json \
+	--leader-elect --lease-namespace "$SYSTEM_NS" >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 for _ in $(seq 1 60); do
 	curl -fs "http://127.0.0.1:$OPERATOR_PORT/readyz" >/dev/null 2>&1 && break

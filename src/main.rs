@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use lgtm_operator::controller::{self, Options};
+use lgtm_operator::controller::{self, LeaderElection, Options};
 use lgtm_operator::offline;
 use lgtm_operator::render::Settings;
 use lgtm_operator::telemetry::{self, Health, LogFormat, Metrics};
@@ -42,6 +42,15 @@ enum Command {
         /// Log format.
         #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Reconcile only while holding a Lease, so that several replicas can run.
+        #[arg(long, env = "LEADER_ELECT")]
+        leader_elect: bool,
+        /// Name of the Lease.
+        #[arg(long, env = "LEASE_NAME", default_value = "lgtm-operator")]
+        lease_name: String,
+        /// Namespace of the Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
     },
     /// Print every object the operator would create for the given manifests
     /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
@@ -67,16 +76,36 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         cluster_domain: cli.cluster_domain,
     };
-    match cli.command.unwrap_or(Command::Run {
-        namespace: None,
-        listen: "0.0.0.0:8080".parse()?,
-        log_format: LogFormat::Text,
-    }) {
+    // No subcommand runs the operator, with the flags' defaults and environment.
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::parse_from(["lgtm-operator", "run"])
+            .command
+            .context("`run` parses")?,
+    };
+    match command {
         Command::Run {
             namespace,
             listen,
             log_format,
-        } => run(namespace, listen, log_format, settings).await,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+        } => {
+            let leader_election = leader_elect.then(|| {
+                // The pod name is unique among replicas; a random suffix keeps two local
+                // runs apart.
+                let identity = std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("lgtm-operator-{}", std::process::id()));
+                LeaderElection::new(&lease_name, &lease_namespace, &identity)
+            });
+            let options = Options {
+                namespace,
+                settings,
+                leader_election,
+            };
+            run(listen, log_format, options).await
+        }
         Command::Render {
             files,
             namespace,
@@ -98,12 +127,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(
-    namespace: Option<String>,
-    listen: SocketAddr,
-    log_format: LogFormat,
-    settings: Settings,
-) -> anyhow::Result<()> {
+async fn run(listen: SocketAddr, log_format: LogFormat, options: Options) -> anyhow::Result<()> {
     telemetry::init_logging(log_format);
     let client = kube::Client::try_default()
         .await
@@ -113,27 +137,22 @@ async fn run(
         ready: Arc::new(AtomicBool::new(false)),
     };
     tracing::info!(
-        namespace = namespace.as_deref().unwrap_or("<all>"),
+        namespace = options.namespace.as_deref().unwrap_or("<all>"),
+        leader_election = options.leader_election.is_some(),
         "starting lgtm-operator"
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(telemetry::serve(listen, health.clone(), async {
         let _ = stop_rx.await;
     }));
-    controller::run(
-        client,
-        Options {
-            namespace,
-            settings,
-        },
-        health,
-    )
-    .await;
+    let outcome = controller::run(client, options, health).await;
     let _ = stop_tx.send(());
     server
         .await
         .context("HTTP server task")?
         .context("HTTP server")?;
+    // Losing the lease ends the process with an error, so Kubernetes restarts it.
+    outcome?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
-use lgtm_operator::controller::{self, Options};
+use lgtm_operator::controller::{self, LeaderElection, Options};
 use lgtm_operator::telemetry::{Health, Metrics};
 use support::{Check, TestNamespace, kubectl, kubectl_ok, wait_for};
 use tokio::sync::OnceCell;
@@ -62,30 +62,54 @@ async fn install_crds(client: &Client) {
         .await;
 }
 
+type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::LeadershipError>>;
+
+/// An operator in this process, watching namespace `ns`; with an identity, it takes part
+/// in leader election on a Lease in that namespace (short terms, so tests see takeovers).
+fn start_operator(
+    client: &Client,
+    ns: &str,
+    identity: Option<&str>,
+) -> (Arc<Metrics>, Arc<AtomicBool>, Operator) {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let options = Options {
+        namespace: Some(ns.to_string()),
+        leader_election: identity.map(|identity| LeaderElection {
+            duration_seconds: 4,
+            grace_seconds: 1,
+            ..LeaderElection::new("lgtm-operator", ns, identity)
+        }),
+        ..Options::default()
+    };
+    let operator = tokio::spawn(controller::run(client.clone(), options, health));
+    (metrics, ready, operator)
+}
+
 /// A namespace with its own operator running in this process.
 struct Env {
     ns: TestNamespace,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-    operator: tokio::task::JoinHandle<()>,
+    operator: Operator,
 }
 
 impl Env {
     async fn new(prefix: &str) -> Self {
+        Self::with_leader_election(prefix, None).await
+    }
+
+    /// A namespace and an operator for it; with an identity, the operator reconciles only
+    /// while it holds the leader Lease in that namespace.
+    async fn with_leader_election(prefix: &str, identity: Option<&str>) -> Self {
         let client = support::client().await;
         install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let metrics = Arc::new(Metrics::default());
-        let ready = Arc::new(AtomicBool::new(false));
-        let health = Health {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        };
-        let options = Options {
-            namespace: Some(ns.name().to_string()),
-            ..Options::default()
-        };
-        let operator = tokio::spawn(controller::run(client.clone(), options, health));
+        let (metrics, ready, operator) = start_operator(&client, ns.name(), identity);
         Self {
             ns,
             metrics,
@@ -1464,4 +1488,88 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
     })
     .await;
     env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let first = Env::with_leader_election("leader", Some("first")).await;
+    // Let the first replica take the lease before the second joins.
+    let leases: Api<Lease> = first.api();
+    wait_for("the first replica to hold the lease", TIMEOUT, || {
+        let leases = leases.clone();
+        async move {
+            let holder = leases
+                .get_opt("lgtm-operator")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity);
+            Ok(match holder.as_deref() {
+                Some("first") => Check::Done(()),
+                other => Check::Pending(format!("holder {other:?}")),
+            })
+        }
+    })
+    .await;
+    let client = support::client().await;
+    let (second_metrics, second_ready, second) =
+        start_operator(&client, first.name(), Some("second"));
+
+    first.apply_sample("loki-monolithic.yaml").await;
+    first.cluster_condition("logs", "Available", "True").await;
+    assert!(first.cluster_reconciles() > 0);
+    assert_eq!(
+        second_metrics.reconciles_finished("grafanacluster"),
+        0,
+        "the standby reconciled"
+    );
+    assert!(
+        second_ready.load(std::sync::atomic::Ordering::Relaxed),
+        "a standby is ready: it is healthy, only not leading"
+    );
+
+    // The leader dies without giving the lease up; the standby takes over once it expires.
+    first.operator.abort();
+    wait_for("the second replica to hold the lease", TIMEOUT, || {
+        let leases = leases.clone();
+        async move {
+            let holder = leases
+                .get("lgtm-operator")
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity);
+            Ok(match holder.as_deref() {
+                Some("second") => Check::Done(()),
+                other => Check::Pending(format!("holder {other:?}")),
+            })
+        }
+    })
+    .await;
+    kubectl_ok([
+        "patch",
+        "-n",
+        first.name(),
+        "workerpool",
+        "logs-all",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ])
+    .await;
+    let sts: Api<StatefulSet> = first.api();
+    wait_for("the new leader to scale the pool", TIMEOUT, || {
+        let sts = sts.clone();
+        async move {
+            let replicas = sts.get("logs-all").await?.spec.and_then(|s| s.replicas);
+            Ok(if replicas == Some(2) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{replicas:?}"))
+            })
+        }
+    })
+    .await;
+    assert!(second_metrics.reconciles_finished("workerpool") > 0);
+    second.abort();
+    first.finish().await;
 }

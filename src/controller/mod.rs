@@ -9,6 +9,7 @@ mod apply;
 pub(crate) mod cluster;
 mod conditions;
 mod error;
+mod leader;
 mod pool;
 pub(crate) mod secrets;
 
@@ -31,6 +32,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::sync::Mutex;
 
 pub use error::Error;
+pub use leader::{LeaderElection, LeadershipError};
 
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
@@ -43,6 +45,8 @@ pub struct Options {
     /// Watch only this namespace; every namespace when `None`.
     pub namespace: Option<String>,
     pub settings: Settings,
+    /// Reconcile only while holding this lease; always when `None`.
+    pub leader_election: Option<LeaderElection>,
 }
 
 /// What every reconcile shares.
@@ -147,9 +151,58 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"))
 }
 
+/// Runs the operator until SIGTERM or Ctrl-C. With leader election, waits (ready, as a
+/// healthy standby) until it holds the lease, and stops with [`LeadershipError::Lost`]
+/// if it loses it.
+pub async fn run(client: Client, options: Options, health: Health) -> Result<(), LeadershipError> {
+    let Some(election) = options.leader_election.clone() else {
+        run_controllers(client, options, health).await;
+        return Ok(());
+    };
+    let mut campaign = leader::Campaign::start(client.clone(), &election).await?;
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
+    tokio::select! {
+        elected = campaign.elected() => elected?,
+        _ = shutdown_signal() => {
+            campaign.resign().await;
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %election.identity, "leading");
+    health.ready.store(false, Ordering::Relaxed);
+    let outcome = tokio::select! {
+        _ = run_controllers(client, options, health) => Ok(()),
+        _ = campaign.lost() => Err(LeadershipError::Lost),
+    };
+    campaign.resign().await;
+    outcome
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
 /// Runs both controllers until SIGTERM or Ctrl-C, marking `health` ready once every
 /// watch cache has synced.
-pub async fn run(client: Client, options: Options, health: Health) {
+async fn run_controllers(client: Client, options: Options, health: Health) {
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
