@@ -233,6 +233,23 @@ impl Env {
         .1
     }
 
+    /// Waits until StatefulSet `name` asks for `replicas` (`why` names the wait).
+    async fn statefulset_replicas(&self, name: &str, replicas: i32, why: &str) {
+        let api: Api<StatefulSet> = self.api();
+        wait_for(why, TIMEOUT, || {
+            let api = api.clone();
+            async move {
+                let asked = api.get(name).await?.spec.and_then(|s| s.replicas);
+                Ok(if asked == Some(replicas) {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("{asked:?}"))
+                })
+            }
+        })
+        .await;
+    }
+
     async fn exists<K>(&self, name: &str) -> bool
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -803,44 +820,27 @@ async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
     env.apply(&pool_yaml("orphan", "nothere", 1, "{mimir: {all: true}}"))
         .await;
 
-    let wrong = env.pool_condition("lokipool", "RolesValid", "False").await;
-    let condition = wrong
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "RolesValid")
-        .expect("RolesValid");
-    assert_eq!(condition.reason, "ProductMismatch");
+    let condition = env
+        .pool_reason("lokipool", "RolesValid", "ProductMismatch")
+        .await;
+    assert_eq!(condition.status, "False");
     assert!(
         condition.message.contains("roles.mimir"),
         "{}",
         condition.message
     );
-    let orphan = env.pool_condition("orphan", "RolesValid", "False").await;
-    let condition = orphan
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "RolesValid")
-        .expect("RolesValid");
-    assert_eq!(condition.reason, "ClusterNotFound");
+    let condition = env
+        .pool_reason("orphan", "RolesValid", "ClusterNotFound")
+        .await;
+    assert_eq!(condition.status, "False");
     assert!(
         condition.message.contains("nothere"),
         "{}",
         condition.message
     );
 
-    let cluster = env.cluster_condition("m", "Degraded", "True").await;
-    let degraded = cluster
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .expect("Degraded");
-    assert_eq!(degraded.reason, "InvalidPools");
+    let degraded = env.cluster_reason("m", "Degraded", "InvalidPools").await;
+    assert_eq!(degraded.status, "True");
     assert!(degraded.message.contains("lokipool"));
     env.pool_condition("all", "Ready", "True").await;
     assert!(!env.exists::<StatefulSet>("lokipool").await);
@@ -1056,15 +1056,10 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
     env.apply(&cluster_yaml("logs", "loki", "")).await;
     env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
         .await;
-    let cluster = env.cluster_condition("logs", "StorageReady", "False").await;
-    let storage = cluster
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "StorageReady")
-        .expect("condition");
-    assert_eq!(storage.reason, "SecretNotFound");
+    let storage = env
+        .cluster_reason("logs", "StorageReady", "SecretNotFound")
+        .await;
+    assert_eq!(storage.status, "False");
     assert!(
         storage.message.contains("s3-credentials"),
         "{}",
@@ -1311,15 +1306,10 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
         r#"{"spec":{"retention":"forever"}}"#,
     ])
     .await;
-    let cluster = env.cluster_condition("logs", "ConfigValid", "False").await;
-    let condition = cluster
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "ConfigValid")
-        .expect("ConfigValid");
-    assert_eq!(condition.reason, "InvalidRetention");
+    let condition = env
+        .cluster_reason("logs", "ConfigValid", "InvalidRetention")
+        .await;
+    assert_eq!(condition.status, "False");
     assert!(
         condition.message.contains("forever"),
         "{}",
@@ -1344,15 +1334,10 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
     .await;
     env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
         .await;
-    let cluster = env.cluster_condition("logs", "TLSReady", "False").await;
-    let tls = cluster
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "TLSReady")
-        .expect("TLSReady");
-    assert_eq!(tls.reason, "SecretNotFound");
+    let tls = env
+        .cluster_reason("logs", "TLSReady", "SecretNotFound")
+        .await;
+    assert_eq!(tls.status, "False");
     assert!(tls.message.contains("plain HTTP"), "{}", tls.message);
     let gateway = env
         .api::<Deployment>()
@@ -1475,18 +1460,8 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
         r#"{"spec":{"paused":false}}"#,
     ])
     .await;
-    wait_for("the pool scaled once unpaused", TIMEOUT, || {
-        let sts = sts.clone();
-        async move {
-            let replicas = sts.get("logs-all").await?.spec.and_then(|s| s.replicas);
-            Ok(if replicas == Some(2) {
-                Check::Done(())
-            } else {
-                Check::Pending(format!("{replicas:?}"))
-            })
-        }
-    })
-    .await;
+    env.statefulset_replicas("logs-all", 2, "the pool scaled once unpaused")
+        .await;
     env.finish().await;
 }
 
@@ -1556,19 +1531,9 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         r#"{"spec":{"replicas":2}}"#,
     ])
     .await;
-    let sts: Api<StatefulSet> = first.api();
-    wait_for("the new leader to scale the pool", TIMEOUT, || {
-        let sts = sts.clone();
-        async move {
-            let replicas = sts.get("logs-all").await?.spec.and_then(|s| s.replicas);
-            Ok(if replicas == Some(2) {
-                Check::Done(())
-            } else {
-                Check::Pending(format!("{replicas:?}"))
-            })
-        }
-    })
-    .await;
+    first
+        .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
+        .await;
     assert!(second_metrics.reconciles_finished("workerpool") > 0);
     second.abort();
     first.finish().await;
