@@ -268,6 +268,14 @@ start() {
 	setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 {LOCK_FD}>&- &
 	pid=$!
 	echo "$pid" >"$RUN/$name.pid"
+	# Until it execs, the background job is a copy of this shell (then setsid): wait for
+	# the binary, or pid_of would call a process that is still starting dead.
+	local want i
+	want=$(readlink -f "$bin")
+	for ((i = 0; i < 200; i++)); do
+		[[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$want" || ! -e /proc/$pid ]] && break
+		sleep 0.05
+	done
 	log "started $name (pid $pid, port $port, log $LOGS/$name.log)"
 }
 
