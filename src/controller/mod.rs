@@ -297,16 +297,21 @@ async fn run_controllers(client: Client, options: Options, health: Health) {
         })
         .shutdown_on_signal();
 
+    // Awaited in the controllers' own task, never in another: a store's readiness keeps a
+    // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
+    // the wake-up from the controller that also waits for it, or lose its own.
     let ready = health.ready.clone();
-    let (cluster_cache, pool_cache) = (cluster_store.clone(), pool_store.clone());
-    tokio::spawn(async move {
-        if synced(&cluster_cache).await && synced(&pool_cache).await {
+    let readiness = async move {
+        if cluster_store.wait_until_ready().await.is_ok()
+            && pool_store.wait_until_ready().await.is_ok()
+        {
             ready.store(true, Ordering::Relaxed);
             tracing::info!("watch caches synced; ready");
         }
-    });
+    };
 
     futures::join!(
+        readiness,
         clusters
             .run(cluster::reconcile, cluster::error_policy, ctx.clone())
             .for_each(|result| async move { report("grafanacluster", result) }),
@@ -327,24 +332,6 @@ fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
         // A child's event arrived after its owner was deleted: nothing to do.
         Err(Run::ObjectNotFound(object)) => tracing::debug!(controller, %object, "gone"),
         Err(error) => tracing::warn!(controller, %error, "reconcile failed"),
-    }
-}
-
-/// Whether a watch cache synced. `Store::wait_until_ready` wakes only the latest of its
-/// waiters, and the controller waits on the same store, so poll it again now and then.
-async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        let wait = tokio::time::timeout(
-            std::time::Duration::from_millis(250),
-            store.wait_until_ready(),
-        );
-        if let Ok(result) = wait.await {
-            return result.is_ok();
-        }
     }
 }
 
