@@ -50,6 +50,9 @@ for ns in "$SYSTEM_NS" "$WATCHED_NS"; do
 done
 "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/charts/lgtm-operator" -n "$SYSTEM_NS" \
 	--set watchNamespace="$WATCHED_NS" --wait --timeout 120s >/dev/null
+# Helm installs CRDs only when they are missing: on a control plane an earlier run left
+# up, upgrade them as the README tells users to.
+kubectl apply --server-side --force-conflicts -f "$REPO_ROOT/charts/lgtm-operator/crds/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
 	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev >/dev/null
 
