@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use lgtm_operator::product::{Handling, Product, Protocol, RouteTo, expand};
 use lgtm_operator::render::nginx::{self, NginxOptions, STATUS_PORT};
 use nginx_support::{
-    Gateway, Request, SAMPLE_RESOLV_CONF, Workspace, grpc_health_check, nginx_version, send,
+    Families, Gateway, LOOPBACK, LOOPBACK_V6, Request, SAMPLE_RESOLV_CONF, Workspace,
+    grpc_health_check, grpc_health_check_to, nginx_version, send, send_to, try_send_to,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -457,7 +458,6 @@ fn the_catalogue_routes_are_the_documented_ones() {
 #[test]
 fn every_rendered_config_passes_nginx_t() {
     let workspace = Workspace::new();
-    workspace.write_resolver(SAMPLE_RESOLV_CONF);
     let tls = workspace.self_signed_tls();
 
     let broken = workspace.write("broken.conf", "events {}\nhttp { no_such_directive on; }\n");
@@ -471,10 +471,19 @@ fn every_rendered_config_passes_nginx_t() {
     for product in Product::ALL {
         for (layout, toggles) in layouts(product) {
             let present = expand(product, &toggles);
-            for tls in [None, Some(tls.clone())] {
-                let variant = if tls.is_some() { "tls" } else { "plain" };
+            for (tls, families) in [
+                (None, Families::Ipv4Only),
+                (None, Families::WithIpv6),
+                (Some(tls.clone()), Families::Ipv4Only),
+                (Some(tls.clone()), Families::WithIpv6),
+            ] {
+                let variant = format!(
+                    "{}-{families:?}",
+                    if tls.is_some() { "tls" } else { "plain" }
+                );
                 let mut options = NginxOptions::in_cluster("metrics", "obs", "cluster.local", tls);
                 options.runtime_dir = workspace.runtime_dir();
+                workspace.run_start_script(product, &options, SAMPLE_RESOLV_CONF, families);
                 let conf = nginx::render(product, &present, &options);
                 let file = workspace.write(&format!("{product}-{layout}-{variant}.conf"), &conf);
                 match workspace.nginx_t(&file) {
@@ -500,8 +509,8 @@ fn every_rendered_config_passes_nginx_t() {
     );
     assert_eq!(
         passed,
-        2 * (5 + 4 + 4),
-        "every layout of every product, plain and TLS"
+        4 * (5 + 4 + 4),
+        "every layout of every product, plain and TLS, with and without IPv6"
     );
 }
 
@@ -521,19 +530,97 @@ fn the_resolver_script_turns_resolv_conf_into_a_resolver_nginx_accepts() {
     ];
     for (resolv_conf, expected) in cases {
         let workspace = Workspace::new();
+        let mut options = NginxOptions::in_cluster("logs", "obs", "cluster.local", None);
+        options.runtime_dir = workspace.runtime_dir();
         assert_eq!(
-            workspace.write_resolver(resolv_conf),
+            workspace.run_start_script(Product::Loki, &options, resolv_conf, Families::Ipv4Only),
             expected,
             "{resolv_conf}"
         );
-        let mut options = NginxOptions::in_cluster("logs", "obs", "cluster.local", None);
-        options.runtime_dir = workspace.runtime_dir();
         let conf = nginx::render(Product::Loki, &expand(Product::Loki, &["all"]), &options);
         let file = workspace.write("nginx.conf", &conf);
         if let Err(output) = workspace.nginx_t(&file) {
             panic!("nginx -t with the resolver from {resolv_conf:?}:\n{output}");
         }
     }
+}
+
+// --- Address families -------------------------------------------------------------------
+
+/// On a dual-stack or IPv6-only cluster, clients (and the Service) reach the pod over IPv6:
+/// every server answers there too, the same as over IPv4.
+#[tokio::test]
+async fn with_ipv6_every_server_answers_on_both_families() {
+    for product in Product::ALL {
+        let gateway = Gateway::start_in(product, &["all"], Families::WithIpv6).await;
+        for address in [LOOPBACK, LOOPBACK_V6] {
+            let health =
+                send_to(address, gateway.port(STATUS_PORT), Request::get("/healthz")).await;
+            assert_eq!(health.status, 200, "{product} /healthz on {address}");
+            for listener in product.catalogue().listeners {
+                let port = gateway.port(listener.port);
+                if listener.protocol == Protocol::Grpc {
+                    // Every Tempo gRPC port leads to a distributor or a query-frontend.
+                    let role = if listener.port == 9096 {
+                        "query-frontend"
+                    } else {
+                        "distributor"
+                    };
+                    let status = grpc_health_check_to(address, port, role, None).await;
+                    assert_eq!(
+                        status.as_ref().ok(),
+                        Some(&ServingStatus::Serving),
+                        "{product} gRPC :{} on {address}: {status:?}",
+                        listener.port
+                    );
+                    continue;
+                }
+                let reply = send_to(address, port, Request::get("/")).await;
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "{product} GET / on {address} port {}: {}\n{}",
+                    listener.port,
+                    reply.body,
+                    gateway.diagnostics()
+                );
+            }
+        }
+        let (route, role) = match product {
+            Product::Mimir => ("/prometheus/api/v1/query?query=up", "query-frontend"),
+            Product::Loki => ("/loki/api/v1/query?query=x", "read"),
+            Product::Tempo => ("/api/search", "query-frontend"),
+        };
+        let http_port = product.catalogue().listeners[0].port;
+        let reply = send_to(LOOPBACK_V6, gateway.port(http_port), Request::get(route)).await;
+        let echo = reply.echo().unwrap_or_else(|| {
+            panic!(
+                "{product} {route} over IPv6: {} {}",
+                reply.status, reply.body
+            )
+        });
+        assert_eq!(echo.role, role, "{product} {route} over IPv6");
+    }
+}
+
+/// Without IPv6 (an IPv4-only cluster, or a kernel without it) nginx must still start:
+/// it then listens on IPv4 only instead of failing to bind `[::]`.
+#[tokio::test]
+async fn without_ipv6_the_gateway_listens_on_ipv4_only() {
+    let gateway = Gateway::start_in(Product::Mimir, &["all"], Families::Ipv4Only).await;
+    let port = gateway.port(STATUS_PORT);
+    assert_eq!(
+        send_to(LOOPBACK, port, Request::get("/healthz"))
+            .await
+            .status,
+        200
+    );
+    let over_ipv6 = try_send_to(LOOPBACK_V6, port, Request::get("/healthz")).await;
+    assert!(
+        over_ipv6.is_err(),
+        "nothing listens on [::1]:{port}: {:?}",
+        over_ipv6.map(|r| r.status)
+    );
 }
 
 // --- Routing through running nginx ------------------------------------------------------

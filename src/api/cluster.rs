@@ -237,6 +237,29 @@ pub struct GatewayServiceSpec {
     /// Annotations for the Service, e.g. for a cloud load balancer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// IP families the Service serves: `SingleStack`, `PreferDualStack` (both on a
+    /// dual-stack cluster, one elsewhere) or `RequireDualStack`; the cluster's default
+    /// when unset. The gateway pod listens on IPv6 wherever it has an IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
+}
+
+/// A Service's IP family policy, as Kubernetes names it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpFamilyPolicy {
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
+}
+
+impl IpFamilyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamilyPolicy::SingleStack => "SingleStack",
+            IpFamilyPolicy::PreferDualStack => "PreferDualStack",
+            IpFamilyPolicy::RequireDualStack => "RequireDualStack",
+        }
+    }
 }
 
 /// How the gateway Service is exposed.

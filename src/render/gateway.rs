@@ -46,19 +46,27 @@ fn selector(cluster: &ClusterView) -> BTreeMap<String, String> {
     ])
 }
 
-/// nginx.conf for the cluster's gateway pod.
-pub fn nginx_conf(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> String {
+/// How nginx is placed in the cluster's gateway pod.
+fn nginx_options(cluster: &ClusterView, settings: &Settings) -> NginxOptions {
     let tls = cluster.spec.tls.as_ref().map(|_| TlsFiles {
         certificate: format!("{TLS_DIR}/tls.crt"),
         key: format!("{TLS_DIR}/tls.key"),
     });
-    let options = NginxOptions::in_cluster(
+    NginxOptions::in_cluster(
         &cluster.name,
         &cluster.namespace,
         &settings.cluster_domain,
         tls,
-    );
-    nginx::render(cluster.product(), present, &options)
+    )
+}
+
+/// nginx.conf for the cluster's gateway pod.
+pub fn nginx_conf(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> String {
+    nginx::render(
+        cluster.product(),
+        present,
+        &nginx_options(cluster, settings),
+    )
 }
 
 /// Builds the gateway for the roles `present`.
@@ -133,7 +141,11 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         Container {
             name: "nginx".into(),
             image: Some(cluster.spec.gateway.image.clone()),
-            command: Some(vec!["/bin/sh".into(), "-ec".into(), nginx_start_script()]),
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-ec".into(),
+                nginx_start_script(cluster, settings),
+            ]),
             env: Some(vec![EnvVar {
                 name: "RUNTIME_DIR".into(),
                 value: Some(RUNTIME_DIR.into()),
@@ -229,6 +241,9 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         metadata: service_meta,
         spec: Some(ServiceSpec {
             type_: Some(service_spec.type_.as_str().to_string()),
+            ip_family_policy: service_spec
+                .ip_family_policy
+                .map(|policy| policy.as_str().to_string()),
             selector: Some(selector(cluster)),
             ports: Some(
                 cluster
@@ -272,12 +287,12 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
     }
 }
 
-/// Writes the resolver file from the pod's resolv.conf, then runs nginx in the
-/// foreground with the mounted configuration.
-fn nginx_start_script() -> String {
+/// Writes the files nginx.conf includes from the pod's DNS and address families, then
+/// runs nginx in the foreground with the mounted configuration.
+fn nginx_start_script(cluster: &ClusterView, settings: &Settings) -> String {
     format!(
-        "mkdir -p \"$RUNTIME_DIR\"\n{}\nexec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
-        nginx::RESOLVER_SCRIPT
+        "{}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
+        nginx::start_script(cluster.product(), &nginx_options(cluster, settings))
     )
 }
 
@@ -433,6 +448,40 @@ mod tests {
         let otlp = ports.iter().find(|p| p.port == 4317).expect("4317");
         assert_eq!(otlp.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
         assert_eq!(ports.len(), 7);
+    }
+
+    #[test]
+    fn the_service_takes_the_ip_family_policy_asked_for() {
+        let mut cluster = fixtures::minimal_cluster(Product::Loki);
+        let policy = |cluster: &crate::api::GrafanaCluster| {
+            gateway(cluster, &["all"])
+                .service
+                .spec
+                .expect("spec")
+                .ip_family_policy
+        };
+        assert_eq!(policy(&cluster), None, "the cluster's default");
+        cluster.spec.gateway.service.ip_family_policy =
+            Some(crate::api::IpFamilyPolicy::PreferDualStack);
+        assert_eq!(policy(&cluster).as_deref(), Some("PreferDualStack"));
+    }
+
+    #[test]
+    fn nginx_listens_on_ipv6_where_the_pod_has_it() {
+        let tls = fixtures::cluster(
+            "product: tempo\nstorage: {s3: {endpoint: minio:9000, bucket: b, credentialsSecret: {name: s}}}\ntls: {secretName: gw-tls}",
+        );
+        let pod = pod(&gateway(&tls, &["all"]));
+        let script = &pod.containers[0].command.clone().expect("command")[2];
+        assert!(script.contains("/proc/net/if_inet6"), "{script}");
+        assert!(
+            script.contains("'4317 ssl http2'"),
+            "the IPv6 listen keeps the server's parameters: {script}"
+        );
+        assert!(
+            script.ends_with("exec nginx -c /etc/lgtm-gateway/nginx.conf -g 'daemon off;'"),
+            "{script}"
+        );
     }
 
     #[test]

@@ -50,8 +50,12 @@ pub struct NginxOptions {
     pub resolver_file: bool,
     /// Certificate and key files when the gateway serves TLS.
     pub tls: Option<TlsFiles>,
-    /// Address to listen on; all addresses when `None`.
+    /// IPv4 address to listen on; all addresses when `None`.
     pub listen_address: Option<String>,
+    /// IPv6 address to listen on too (`[::]` in a pod), where the host has IPv6: every
+    /// server includes the `listen` the start script writes ([`start_script`]). `None`:
+    /// IPv4 only, and no such include.
+    pub ipv6_address: Option<String>,
     /// Listening port per catalogue port, where they differ (tests).
     pub port_map: BTreeMap<u16, u16>,
     pub runtime_dir: String,
@@ -75,26 +79,91 @@ impl NginxOptions {
             resolver_file: true,
             tls,
             listen_address: None,
+            ipv6_address: Some("[::]".to_string()),
             port_map: BTreeMap::new(),
             runtime_dir: RUNTIME_DIR.to_string(),
         }
     }
 
-    fn listen(&self, port: u16) -> String {
-        let port = self.port_map.get(&port).copied().unwrap_or(port);
-        match &self.listen_address {
+    /// Every server's listening port and `listen` parameters (` ssl`, ` http2`), the
+    /// status server last.
+    fn listens(&self, product: Product) -> Vec<(u16, String)> {
+        let tls = if self.tls.is_some() { " ssl" } else { "" };
+        let mut listens: Vec<(u16, String)> = product
+            .catalogue()
+            .listeners
+            .iter()
+            .map(|listener| {
+                let http2 = if listener.protocol == Protocol::Grpc {
+                    " http2"
+                } else {
+                    ""
+                };
+                (self.port(listener.port), format!("{tls}{http2}"))
+            })
+            .collect();
+        listens.push((self.port(STATUS_PORT), String::new()));
+        listens
+    }
+
+    fn port(&self, port: u16) -> u16 {
+        self.port_map.get(&port).copied().unwrap_or(port)
+    }
+
+    /// A server's `listen` lines: IPv4, then the include of the IPv6 one.
+    fn write_listen(&self, w: &mut String, port: u16, params: &str) {
+        let address = match &self.listen_address {
             Some(address) => format!("{address}:{port}"),
             None => port.to_string(),
+        };
+        line(w, 2, &format!("listen {address}{params};"));
+        if self.ipv6_address.is_some() {
+            line(
+                w,
+                2,
+                &format!("include {}/{IPV6_DIR}/{port}.conf;", self.runtime_dir),
+            );
         }
     }
 }
 
-/// The shell snippet the nginx container runs before nginx: it turns the pod's
-/// resolv.conf nameservers into an nginx `resolver` line (IPv6 ones bracketed), so the
-/// gateway resolves Service names with whatever DNS the cluster has. Scoped link-local
-/// addresses (`fe80::1%eth0`) are skipped: nginx refuses them and would not start.
-/// `RESOLV_CONF` overrides the file read, so tests can run the script itself.
-pub const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" && $2 !~ /%/ { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' "${RESOLV_CONF:-/etc/resolv.conf}" > "$RUNTIME_DIR/resolver.conf""#;
+/// Where in the runtime directory the start script writes each server's IPv6 `listen`.
+const IPV6_DIR: &str = "ipv6";
+
+/// The shell snippet the gateway container runs before nginx (with `RUNTIME_DIR` set):
+/// it writes the files nginx.conf includes from the runtime directory.
+///
+/// - `resolver.conf`, from the pod's resolv.conf nameservers (IPv6 ones bracketed), so
+///   the gateway resolves Service names with whatever DNS the cluster has. Scoped
+///   link-local addresses (`fe80::1%eth0`) are skipped: nginx refuses them.
+/// - `ipv6/<port>.conf` per server: the server's `listen` on the IPv6 address when the
+///   pod has an IPv6 address, else empty (nginx could not bind one on a kernel without
+///   IPv6). So one gateway serves IPv4-only, dual-stack and IPv6-only clusters.
+///
+/// `RESOLV_CONF` and `IF_INET6` override the files read, so tests can run the script.
+pub fn start_script(product: Product, options: &NginxOptions) -> String {
+    let mut script = format!("mkdir -p \"$RUNTIME_DIR\"\n{RESOLVER_SCRIPT}\n");
+    if let Some(address) = &options.ipv6_address {
+        let listens: Vec<String> = options
+            .listens(product)
+            .iter()
+            .map(|(port, params)| format!("'{port}{params}'"))
+            .collect();
+        let _ = write!(
+            script,
+            r#"mkdir -p "$RUNTIME_DIR/{IPV6_DIR}"
+for listen in {}; do
+    if [ -s "${{IF_INET6:-/proc/net/if_inet6}}" ]; then echo "listen {address}:$listen;"; fi >"$RUNTIME_DIR/{IPV6_DIR}/${{listen%% *}}.conf"
+done
+"#,
+            listens.join(" ")
+        );
+    }
+    script
+}
+
+/// The part of [`start_script`] that writes `resolver.conf`.
+const RESOLVER_SCRIPT: &str = r#"awk '$1 == "nameserver" && $2 !~ /%/ { ns = ns " " ($2 ~ /:/ ? "[" $2 "]" : $2) } END { if (ns == "") ns = " 127.0.0.1"; print "resolver" ns " valid=5s;" }' "${RESOLV_CONF:-/etc/resolv.conf}" > "$RUNTIME_DIR/resolver.conf""#;
 
 /// Renders nginx.conf for `product` with upstreams for the `present` roles.
 pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions) -> String {
@@ -159,12 +228,13 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
     line(w, 2, "\"\" close;");
     line(w, 1, "}");
 
-    for listener in catalogue.listeners {
-        server(w, listener, present, options);
+    let listens = options.listens(product);
+    for (listener, (port, params)) in catalogue.listeners.iter().zip(&listens) {
+        server(w, listener, (*port, params), present, options);
     }
 
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {};", options.listen(STATUS_PORT)));
+    options.write_listen(w, options.port(STATUS_PORT), "");
     line(w, 2, "location = /status { stub_status; }");
     line(w, 2, "location = /healthz { return 200 \"OK\\n\"; }");
     line(w, 2, "location / { return 404; }");
@@ -173,17 +243,16 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
     out
 }
 
-fn server(w: &mut String, listener: &Listener, present: &BTreeSet<&str>, options: &NginxOptions) {
+fn server(
+    w: &mut String,
+    listener: &Listener,
+    (port, params): (u16, &str),
+    present: &BTreeSet<&str>,
+    options: &NginxOptions,
+) {
     let grpc = listener.protocol == Protocol::Grpc;
-    let mut listen = options.listen(listener.port);
-    if options.tls.is_some() {
-        listen.push_str(" ssl");
-    }
-    if grpc {
-        listen.push_str(" http2");
-    }
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {listen};"));
+    options.write_listen(w, port, params);
     if let Some(tls) = &options.tls {
         line(w, 2, &format!("ssl_certificate {};", tls.certificate));
         line(w, 2, &format!("ssl_certificate_key {};", tls.key));

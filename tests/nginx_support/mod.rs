@@ -4,6 +4,7 @@
 //! headers, websocket upgrades), which ordinary clients smooth over.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,9 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lgtm_operator::product::{Product, Protocol, expand};
-use lgtm_operator::render::nginx::{
-    self, NginxOptions, RESOLVER_SCRIPT, STATUS_PORT, TlsFiles, Upstreams,
-};
+use lgtm_operator::render::nginx::{self, NginxOptions, STATUS_PORT, TlsFiles, Upstreams};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +29,25 @@ nameserver 10.96.0.10
 nameserver fd00:10:96::a
 options ndots:5
 ";
+
+/// Which address families the pod the start script runs in has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    /// No IPv6 address (an IPv4-only cluster, or a kernel without IPv6).
+    Ipv4Only,
+    /// IPv6 on loopback, as in a dual-stack or IPv6-only pod.
+    WithIpv6,
+}
+
+impl Families {
+    /// The pod's `/proc/net/if_inet6` in this case.
+    fn if_inet6(self) -> &'static str {
+        match self {
+            Families::Ipv4Only => "",
+            Families::WithIpv6 => "00000000000000000000000000000001 01 80 10 80       lo\n",
+        }
+    }
+}
 
 /// Time any single step (a request, nginx starting) may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -116,20 +134,34 @@ impl Workspace {
         path
     }
 
-    /// Runs the gateway container's own resolver script against `resolv_conf` and returns
-    /// the `resolver.conf` it wrote into the runtime directory.
-    pub fn write_resolver(&self, resolv_conf: &str) -> String {
-        let source = self.write("resolv.conf", resolv_conf);
+    /// Runs the gateway container's own start script (all but its final `exec nginx`)
+    /// in this directory, as a pod with `resolv_conf` and these address `families`
+    /// would; returns the `resolver.conf` it wrote.
+    pub fn run_start_script(
+        &self,
+        product: Product,
+        options: &NginxOptions,
+        resolv_conf: &str,
+        families: Families,
+    ) -> String {
+        assert_eq!(
+            options.runtime_dir,
+            self.runtime_dir(),
+            "nginx reads this dir"
+        );
+        let resolv_conf = self.write("resolv.conf", resolv_conf);
+        let if_inet6 = self.write("if_inet6", families.if_inet6());
         let output = Command::new("sh")
             .arg("-ec")
-            .arg(RESOLVER_SCRIPT)
+            .arg(nginx::start_script(product, options))
             .env("RUNTIME_DIR", self.path())
-            .env("RESOLV_CONF", &source)
+            .env("RESOLV_CONF", &resolv_conf)
+            .env("IF_INET6", &if_inet6)
             .output()
-            .expect("run the resolver script");
+            .expect("run the start script");
         assert!(
             output.status.success(),
-            "resolver script failed: {}",
+            "start script failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         std::fs::read_to_string(self.path().join("resolver.conf")).expect("resolver.conf written")
@@ -233,10 +265,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts stubs and nginx for pools with these role toggles.
+    /// Starts stubs and nginx for pools with these role toggles, on IPv4 loopback.
     pub async fn start(product: Product, toggles: &[&str]) -> Gateway {
+        Self::start_in(product, toggles, Families::Ipv4Only).await
+    }
+
+    /// Starts stubs and nginx for pools with these role toggles, in a pod with these
+    /// address families: with IPv6, nginx listens on `::1` too.
+    pub async fn start_in(product: Product, toggles: &[&str], families: Families) -> Gateway {
         let workspace = Workspace::new();
-        workspace.write_resolver(SAMPLE_RESOLV_CONF);
         let present = expand(product, toggles);
         let hits = Hits::default();
         let upstreams = start_stubs(product, &present, &hits).await;
@@ -250,9 +287,11 @@ impl Gateway {
                 resolver_file: true,
                 tls: None,
                 listen_address: Some("127.0.0.1".into()),
+                ipv6_address: Some("[::1]".into()),
                 port_map: ports.clone(),
                 runtime_dir: workspace.runtime_dir(),
             };
+            workspace.run_start_script(product, &options, SAMPLE_RESOLV_CONF, families);
             let conf = nginx::render(product, &present, &options);
             let conf_path = workspace.write("nginx.conf", &conf);
             let mut nginx = spawn_nginx(&workspace, &conf_path);
@@ -269,6 +308,9 @@ impl Gateway {
                     };
                 }
                 Err(log) if log.contains("Address already in use") => last_failure = log,
+                Err(log) if log.contains("Cannot assign requested address") => {
+                    panic!("this host has no IPv6 loopback (::1), which the test needs: {log}")
+                }
                 Err(log) => panic!("nginx did not start: {log}\n--- nginx.conf ---\n{conf}"),
             }
         }
@@ -573,17 +615,35 @@ impl Reply {
     }
 }
 
+/// IPv4 loopback, where the test gateways listen.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// IPv6 loopback, where gateways started [`Families::WithIpv6`] listen too.
+pub const LOOPBACK_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
 /// Sends `request` to nginx on a loopback port and reads the reply.
 pub async fn send(port: u16, request: Request) -> Reply {
-    let description = format!("{} {} on port {port}", request.method, request.target);
-    try_send(port, request)
+    send_to(LOOPBACK, port, request).await
+}
+
+/// Sends `request` to nginx on `address`:`port` and reads the reply.
+pub async fn send_to(address: IpAddr, port: u16, request: Request) -> Reply {
+    let description = format!(
+        "{} {} on {address} port {port}",
+        request.method, request.target
+    );
+    try_send_to(address, port, request)
         .await
         .unwrap_or_else(|e| panic!("{description}: {e}"))
 }
 
 async fn try_send(port: u16, request: Request) -> std::io::Result<Reply> {
+    try_send_to(LOOPBACK, port, request).await
+}
+
+/// Like [`send_to`], but the error when the exchange fails (a refused connection).
+pub async fn try_send_to(address: IpAddr, port: u16, request: Request) -> std::io::Result<Reply> {
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = TcpStream::connect((address, port)).await?;
         stream.write_all(&request.to_bytes()).await?;
         let (head, mut body) = read_head(&mut stream).await?;
         let status: u16 = head
@@ -633,8 +693,19 @@ pub async fn grpc_health_check(
     service: &str,
     tenant: Option<&str>,
 ) -> Result<ServingStatus, tonic::Status> {
+    grpc_health_check_to(LOOPBACK, port, service, tenant).await
+}
+
+/// [`grpc_health_check`] through nginx on `address`:`port`.
+pub async fn grpc_health_check_to(
+    address: IpAddr,
+    port: u16,
+    service: &str,
+    tenant: Option<&str>,
+) -> Result<ServingStatus, tonic::Status> {
     let call = async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        let endpoint = format!("http://{}", std::net::SocketAddr::new(address, port));
+        let channel = tonic::transport::Channel::from_shared(endpoint)
             .expect("channel address")
             .connect()
             .await
