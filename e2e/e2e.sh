@@ -33,6 +33,9 @@ cleanup() {
 	# Stop the operator before its RBAC goes, or its last reconciles are refused.
 	if [[ -n $OPERATOR_PID ]]; then
 		kill "$OPERATOR_PID" 2>/dev/null || true
+		# A clean stop gives the lease up at once; never wait on one that hangs.
+		for _ in $(seq 1 50); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.2; done
+		kill -9 "$OPERATOR_PID" 2>/dev/null || true
 		wait "$OPERATOR_PID" 2>/dev/null || true
 	fi
 	"$HELM" uninstall "$RELEASE" -n "$SYSTEM_NS" >/dev/null 2>&1 || true
@@ -93,13 +96,28 @@ KUBECONFIG=$OPERATOR_KUBECONFIG kubectl config set-context e2e --cluster=e2e --u
 KUBECONFIG=$OPERATOR_KUBECONFIG kubectl config use-context e2e >/dev/null
 
 cargo build --quiet --manifest-path "$REPO_ROOT/Cargo.toml" --bin lgtm-operator
-KUBECONFIG=$OPERATOR_KUBECONFIG RUST_LOG=info,kube=warn "$REPO_ROOT/target/debug/lgtm-operator" run \
-	--namespace "$WATCHED_NS" --listen "127.0.0.1:$OPERATOR_PORT" --log-format json \
-	--leader-elect --lease-namespace "$SYSTEM_NS" >"$WORK/operator.log" 2>&1 &
-OPERATOR_PID=$!
-for _ in $(seq 1 60); do
+start_operator() {
+	KUBECONFIG=$OPERATOR_KUBECONFIG RUST_LOG=info,kube=warn "$REPO_ROOT/target/debug/lgtm-operator" run \
+		--namespace "$WATCHED_NS" --listen "127.0.0.1:$OPERATOR_PORT" --log-format json \
+		--leader-elect --lease-namespace "$SYSTEM_NS" --cache-sync-timeout-seconds 30 \
+		>>"$WORK/operator.log" 2>&1 &
+	OPERATOR_PID=$!
+}
+start_operator
+restarts=0
+for _ in $(seq 1 100); do
 	curl -fs "http://127.0.0.1:$OPERATOR_PORT/readyz" >/dev/null 2>&1 && break
-	kill -0 "$OPERATOR_PID" 2>/dev/null || fail "the operator exited; see $WORK/operator.log"
+	if ! kill -0 "$OPERATOR_PID" 2>/dev/null; then
+		# Caches that never fill stop the operator so that its Deployment restarts it:
+		# do the same, once, and say so.
+		if ((restarts == 0)) && grep -q 'watch caches did not fill' "$WORK/operator.log"; then
+			log "the operator's caches did not fill; restarting it, as its Deployment would"
+			restarts=1
+			start_operator
+		else
+			fail "the operator exited; see $WORK/operator.log"
+		fi
+	fi
 	sleep 1
 done
 curl -fs "http://127.0.0.1:$OPERATOR_PORT/readyz" >/dev/null || fail "the operator never became ready; see $WORK/operator.log"

@@ -51,6 +51,10 @@ enum Command {
         /// Namespace of the Lease (the operator's own).
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         lease_namespace: String,
+        /// Seconds the watch caches may take to fill before the operator exits (and
+        /// Kubernetes restarts it).
+        #[arg(long, env = "CACHE_SYNC_TIMEOUT_SECONDS", default_value_t = 120)]
+        cache_sync_timeout_seconds: u64,
     },
     /// Print every object the operator would create for the given manifests
     /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
@@ -91,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             leader_elect,
             lease_name,
             lease_namespace,
+            cache_sync_timeout_seconds,
         } => {
             let leader_election = leader_elect.then(|| {
                 // The pod name is unique among replicas; a random suffix keeps two local
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace,
                 settings,
                 leader_election,
+                cache_sync_timeout: std::time::Duration::from_secs(cache_sync_timeout_seconds),
             };
             run(listen, log_format, options).await
         }
@@ -151,7 +157,8 @@ async fn run(listen: SocketAddr, log_format: LogFormat, options: Options) -> any
         .await
         .context("HTTP server task")?
         .context("HTTP server")?;
-    // Losing the lease ends the process with an error, so Kubernetes restarts it.
+    // Losing the lease, or caches that never fill, end the process with an error, so
+    // Kubernetes restarts it.
     outcome?;
     tracing::info!("stopped");
     Ok(())

@@ -62,7 +62,7 @@ async fn install_crds(client: &Client) {
         .await;
 }
 
-type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::LeadershipError>>;
+type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::RunError>>;
 
 /// An operator in this process, watching namespace `ns`; with an identity, it takes part
 /// in leader election on a Lease in that namespace (short terms, so tests see takeovers).
@@ -1537,4 +1537,68 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     assert!(second_metrics.reconciles_finished("workerpool") > 0);
     second.abort();
     first.finish().await;
+}
+
+/// An operator whose watches can never fill (here: an account without any rights) must not
+/// idle unready forever: it stops with an error naming the cause, so that Kubernetes
+/// restarts it and its logs say what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_that_never_fill_stop_the_operator_with_an_error() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::PostParams;
+
+    let client = support::client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "nosync").await;
+    let accounts = ns.api::<ServiceAccount>();
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("no-rights".into());
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create service account");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request("no-rights", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token in status")
+        .token;
+    let without_rights = support::client_with_token(&token).await;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: Arc::new(Metrics::default()),
+        ready: ready.clone(),
+    };
+    let options = Options {
+        namespace: Some(ns.name().to_string()),
+        cache_sync_timeout: Duration::from_secs(3),
+        ..Options::default()
+    };
+    let outcome = tokio::time::timeout(TIMEOUT, controller::run(without_rights, options, health))
+        .await
+        .expect("the operator gives up on its own");
+    let error = outcome.expect_err("caches cannot fill without list rights");
+    assert!(
+        matches!(error, controller::RunError::CachesNotSynced(d) if d == Duration::from_secs(3)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("RBAC"),
+        "says what to check: {error}"
+    );
+    assert!(
+        !ready.load(std::sync::atomic::Ordering::Relaxed),
+        "never ready"
+    );
+    ns.cleanup().await;
 }

@@ -6,6 +6,8 @@ use kube::Client;
 use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
 use tokio::sync::watch;
 
+use super::RunError;
+
 /// Which Lease decides, and who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderElection {
@@ -31,20 +33,6 @@ impl LeaderElection {
     }
 }
 
-/// Why the operator stopped leading.
-#[derive(Debug, thiserror::Error)]
-pub enum LeadershipError {
-    #[error("cannot take part in leader election on Lease {namespace}/{name}: {source}")]
-    Lease {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube_lease_manager::LeaseManagerError,
-    },
-    #[error("lost the leader lease; stopping so a fresh start competes again")]
-    Lost,
-}
-
 /// A running election: whether this replica leads, and the task that keeps the lease.
 pub struct Campaign {
     leading: watch::Receiver<bool>,
@@ -53,7 +41,7 @@ pub struct Campaign {
 
 impl Campaign {
     /// Joins the election (the Lease is created when missing).
-    pub async fn start(client: Client, election: &LeaderElection) -> Result<Self, LeadershipError> {
+    pub async fn start(client: Client, election: &LeaderElection) -> Result<Self, RunError> {
         // Checked here so the library's own panics on bad values cannot happen.
         let grace = election
             .grace_seconds
@@ -68,7 +56,7 @@ impl Campaign {
             LeaseCreateMode::AutoCreate,
         )
         .await
-        .map_err(|source| LeadershipError::Lease {
+        .map_err(|source| RunError::Lease {
             namespace: election.lease_namespace.clone(),
             name: election.lease_name.clone(),
             source,
@@ -78,13 +66,13 @@ impl Campaign {
     }
 
     /// Waits until this replica holds the lease.
-    pub async fn elected(&mut self) -> Result<(), LeadershipError> {
+    pub async fn elected(&mut self) -> Result<(), RunError> {
         loop {
             if *self.leading.borrow_and_update() {
                 return Ok(());
             }
             if self.leading.changed().await.is_err() {
-                return Err(LeadershipError::Lost);
+                return Err(RunError::Lost);
             }
         }
     }

@@ -16,6 +16,7 @@ pub(crate) mod secrets;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -32,7 +33,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::sync::Mutex;
 
 pub use error::Error;
-pub use leader::{LeaderElection, LeadershipError};
+pub use leader::LeaderElection;
 
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
@@ -40,13 +41,45 @@ use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{Health, Metrics, backoff};
 
 /// How the operator runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Watch only this namespace; every namespace when `None`.
     pub namespace: Option<String>,
     pub settings: Settings,
     /// Reconcile only while holding this lease; always when `None`.
     pub leader_election: Option<LeaderElection>,
+    /// How long the watch caches may take to fill before the operator gives up and
+    /// exits, so that Kubernetes restarts it instead of it idling unready.
+    pub cache_sync_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            settings: Settings::default(),
+            leader_election: None,
+            cache_sync_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why the operator stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot take part in leader election on Lease {namespace}/{name}: {source}")]
+    Lease {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    #[error("lost the leader lease; stopping so a fresh start competes again")]
+    Lost,
+    #[error(
+        "the watch caches did not fill within {0:?}; stopping so a fresh start connects again (is the API server reachable, and does the operator's RBAC allow list and watch?)"
+    )]
+    CachesNotSynced(Duration),
 }
 
 /// What every reconcile shares.
@@ -152,12 +185,11 @@ fn managed() -> watcher::Config {
 }
 
 /// Runs the operator until SIGTERM or Ctrl-C. With leader election, waits (ready, as a
-/// healthy standby) until it holds the lease, and stops with [`LeadershipError::Lost`]
-/// if it loses it.
-pub async fn run(client: Client, options: Options, health: Health) -> Result<(), LeadershipError> {
+/// healthy standby) until it holds the lease, and stops with [`RunError::Lost`] if it
+/// loses it.
+pub async fn run(client: Client, options: Options, health: Health) -> Result<(), RunError> {
     let Some(election) = options.leader_election.clone() else {
-        run_controllers(client, options, health).await;
-        return Ok(());
+        return run_controllers(client, options, health).await;
     };
     let mut campaign = leader::Campaign::start(client.clone(), &election).await?;
     health.ready.store(true, Ordering::Relaxed);
@@ -172,8 +204,8 @@ pub async fn run(client: Client, options: Options, health: Health) -> Result<(),
     tracing::info!(identity = %election.identity, "leading");
     health.ready.store(false, Ordering::Relaxed);
     let outcome = tokio::select! {
-        _ = run_controllers(client, options, health) => Ok(()),
-        _ = campaign.lost() => Err(LeadershipError::Lost),
+        outcome = run_controllers(client, options, health) => outcome,
+        _ = campaign.lost() => Err(RunError::Lost),
     };
     campaign.resign().await;
     outcome
@@ -201,8 +233,8 @@ async fn shutdown_signal() {
 }
 
 /// Runs both controllers until SIGTERM or Ctrl-C, marking `health` ready once every
-/// watch cache has synced.
-async fn run_controllers(client: Client, options: Options, health: Health) {
+/// watch cache has synced; gives up when that takes longer than the options allow.
+async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -297,28 +329,38 @@ async fn run_controllers(client: Client, options: Options, health: Health) {
         })
         .shutdown_on_signal();
 
+    let controllers = async {
+        futures::join!(
+            clusters
+                .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+                .for_each(|result| async move { report("grafanacluster", result) }),
+            pools
+                .run(pool::reconcile, pool::error_policy, ctx)
+                .for_each(|result| async move { report("workerpool", result) }),
+        )
+    };
+    let mut controllers = std::pin::pin!(controllers);
     // Awaited in the controllers' own task, never in another: a store's readiness keeps a
     // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
     // the wake-up from the controller that also waits for it, or lose its own.
-    let ready = health.ready.clone();
-    let readiness = async move {
-        if cluster_store.wait_until_ready().await.is_ok()
+    let synced = tokio::time::timeout(options.cache_sync_timeout, async {
+        cluster_store.wait_until_ready().await.is_ok()
             && pool_store.wait_until_ready().await.is_ok()
-        {
-            ready.store(true, Ordering::Relaxed);
-            tracing::info!("watch caches synced; ready");
-        }
-    };
-
-    futures::join!(
-        readiness,
-        clusters
-            .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-            .for_each(|result| async move { report("grafanacluster", result) }),
-        pools
-            .run(pool::reconcile, pool::error_policy, ctx)
-            .for_each(|result| async move { report("workerpool", result) }),
-    );
+    });
+    tokio::select! {
+        _ = &mut controllers => return Ok(()),
+        synced = synced => match synced {
+            Ok(true) => {
+                health.ready.store(true, Ordering::Relaxed);
+                tracing::info!("watch caches synced; ready");
+            }
+            // The controllers dropped their stores: they are stopping.
+            Ok(false) => {}
+            Err(_) => return Err(RunError::CachesNotSynced(options.cache_sync_timeout)),
+        },
+    }
+    controllers.await;
+    Ok(())
 }
 
 /// Logs the outcome of one reconcile.
