@@ -1539,18 +1539,13 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     first.finish().await;
 }
 
-/// An operator whose watches can never fill (here: an account without any rights) must not
-/// idle unready forever: it stops with an error naming the cause, so that Kubernetes
-/// restarts it and its logs say what to fix.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn caches_that_never_fill_stop_the_operator_with_an_error() {
+/// A token for a new ServiceAccount of `ns` that is granted nothing: watches made with it
+/// are refused, so an operator using it never fills its caches.
+async fn token_without_rights(ns: &TestNamespace) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::PostParams;
 
-    let client = support::client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "nosync").await;
     let accounts = ns.api::<ServiceAccount>();
     let mut account = ServiceAccount::default();
     account.metadata.name = Some("no-rights".into());
@@ -1565,14 +1560,24 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
         },
         ..Default::default()
     };
-    let token = accounts
+    accounts
         .create_token_request("no-rights", &PostParams::default(), &request)
         .await
         .expect("TokenRequest")
         .status
         .expect("token in status")
-        .token;
-    let without_rights = support::client_with_token(&token).await;
+        .token
+}
+
+/// An operator whose watches can never fill (here: an account without any rights) must not
+/// idle unready forever: it stops with an error naming the cause, so that Kubernetes
+/// restarts it and its logs say what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_that_never_fill_stop_the_operator_with_an_error() {
+    let client = support::client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "nosync").await;
+    let without_rights = support::client_with_token(&token_without_rights(&ns).await).await;
 
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health {
@@ -1599,6 +1604,84 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
     assert!(
         !ready.load(std::sync::atomic::Ordering::Relaxed),
         "never ready"
+    );
+    ns.cleanup().await;
+}
+
+/// SIGTERM while the caches are still filling (a rollout right after a start) ends the
+/// process at once and cleanly; kube-runtime's own graceful shutdown would wait for caches
+/// that no longer fill, until the kubelet kills the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
+    let client = support::client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "sigterm").await;
+    let token = token_without_rights(&ns).await;
+
+    // The operator binary, as that account: same server and CA as the admin kubeconfig.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let view = |path: &str| {
+        let path = path.to_string();
+        async move {
+            kubectl_ok([
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ])
+            .await
+        }
+    };
+    let server = view(".clusters[0].cluster.server").await;
+    let ca = view(".clusters[0].cluster.certificate-authority-data").await;
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: {server}, certificate-authority-data: {}}}}}]\nusers: [{{name: u, user: {{token: {token}}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n",
+            ca.trim()
+        ),
+    )
+    .expect("write kubeconfig");
+    let log = dir.path().join("operator.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_lgtm-operator"))
+        .args(["run", "--namespace", ns.name(), "--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the operator");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the operator's watches refused", TIMEOUT, || async {
+        // Its watches are being refused: the controllers run and the caches cannot fill.
+        let log = read_log();
+        Ok(if log.contains("forbidden") {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("operator log so far:\n{log}"))
+        })
+    })
+    .await;
+
+    let pid = operator.id().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), operator.wait())
+        .await
+        .unwrap_or_else(|_| panic!("still running 10s after SIGTERM:\n{}", read_log()))
+        .expect("wait for the operator");
+    assert!(status.success(), "{status}:\n{}", read_log());
+    assert!(
+        read_log().contains("stopping before the caches filled"),
+        "{}",
+        read_log()
     );
     ns.cleanup().await;
 }

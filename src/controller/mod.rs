@@ -349,6 +349,12 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     });
     tokio::select! {
         _ = &mut controllers => return Ok(()),
+        // No reconcile runs before the caches filled, so there is nothing to finish; and
+        // kube-runtime's graceful shutdown would wait for caches that stopped filling.
+        _ = shutdown_signal() => {
+            tracing::info!("stopping before the caches filled");
+            return Ok(());
+        }
         synced = synced => match synced {
             Ok(true) => {
                 health.ready.store(true, Ordering::Relaxed);
