@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -499,28 +499,7 @@ async fn crd_cel_rule_rejects_invalid_object_with_its_message() {
 async fn service_account_without_rights_is_forbidden() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "rbac").await;
-    let accounts = ns.api::<ServiceAccount>();
-    accounts
-        .create(
-            &PostParams::default(),
-            &from_json(json!({"metadata": {"name": "nobody"}})),
-        )
-        .await
-        .expect("create service account");
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request("nobody", &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token in status")
-        .token;
+    let token = ns.service_account_token("nobody").await;
     let as_sa = support::client_with_token(&token).await;
     let username = format!("system:serviceaccount:{}:nobody", ns.name());
 

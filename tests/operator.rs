@@ -1539,36 +1539,6 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     first.finish().await;
 }
 
-/// A token for a new ServiceAccount of `ns` that is granted nothing: watches made with it
-/// are refused, so an operator using it never fills its caches.
-async fn token_without_rights(ns: &TestNamespace) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use kube::api::PostParams;
-
-    let accounts = ns.api::<ServiceAccount>();
-    let mut account = ServiceAccount::default();
-    account.metadata.name = Some("no-rights".into());
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("create service account");
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    accounts
-        .create_token_request("no-rights", &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token in status")
-        .token
-}
-
 /// An operator whose watches can never fill (here: an account without any rights) must not
 /// idle unready forever: it stops with an error naming the cause, so that Kubernetes
 /// restarts it and its logs say what to fix.
@@ -1577,7 +1547,8 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
     let client = support::client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "nosync").await;
-    let without_rights = support::client_with_token(&token_without_rights(&ns).await).await;
+    let without_rights =
+        support::client_with_token(&ns.service_account_token("no-rights").await).await;
 
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health {
@@ -1616,7 +1587,7 @@ async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
     let client = support::client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "sigterm").await;
-    let token = token_without_rights(&ns).await;
+    let token = ns.service_account_token("no-rights").await;
 
     // The operator binary, as that account: same server and CA as the admin kubeconfig.
     let dir = tempfile::tempdir().expect("temporary directory");

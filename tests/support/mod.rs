@@ -157,6 +157,35 @@ impl TestNamespace {
         }
     }
 
+    /// Creates ServiceAccount `name` in this namespace, granted nothing, and returns a
+    /// token for it (valid ten minutes).
+    pub async fn service_account_token(&self, name: &str) -> String {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+
+        let accounts = self.api::<ServiceAccount>();
+        let mut account = ServiceAccount::default();
+        account.metadata.name = Some(name.into());
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap_or_else(|e| panic!("create ServiceAccount {name}: {e}"));
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("TokenRequest for {name}: {e}"))
+            .status
+            .expect("token in status")
+            .token
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
