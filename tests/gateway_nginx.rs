@@ -560,12 +560,7 @@ async fn with_ipv6_every_server_answers_on_both_families() {
             for listener in product.catalogue().listeners {
                 let port = gateway.port(listener.port);
                 if listener.protocol == Protocol::Grpc {
-                    // Every Tempo gRPC port leads to a distributor or a query-frontend.
-                    let role = if listener.port == 9096 {
-                        "query-frontend"
-                    } else {
-                        "distributor"
-                    };
+                    let role = tempo_grpc_role(listener.port);
                     let status = grpc_health_check_to(address, port, role, None).await;
                     assert_eq!(
                         status.as_ref().ok(),
@@ -927,16 +922,27 @@ async fn root_answers_200_and_status_serves_stub_status() {
     }
 }
 
+/// The role products.md sends each of Tempo's gRPC gateway ports to.
+const TEMPO_GRPC_ROUTES: [(u16, &str); 3] = [
+    (4317, "distributor"),
+    (14250, "distributor"),
+    (9096, "query-frontend"),
+];
+
+fn tempo_grpc_role(port: u16) -> &'static str {
+    TEMPO_GRPC_ROUTES
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, role)| *role)
+        .unwrap_or_else(|| panic!("Tempo has no gRPC port {port}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_through_tempo_otlp_port_reaches_the_distributor() {
     let gateway = Gateway::start(Product::Tempo, &["all"]).await;
     // Each gRPC stub reports only its own role SERVING and does not know the others, so
     // SERVING proves which role's worker answered.
-    for (port, role) in [
-        (4317, "distributor"),
-        (14250, "distributor"),
-        (9096, "query-frontend"),
-    ] {
+    for (port, role) in TEMPO_GRPC_ROUTES {
         let status = grpc_health_check(gateway.port(port), role, None).await;
         assert_eq!(
             status.as_ref().ok(),

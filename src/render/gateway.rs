@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::labels::{CLUSTER, COMPONENT, Component, child_meta, cluster_labels};
 use super::nginx::{self, NginxOptions, RUNTIME_DIR, STATUS_PORT, TlsFiles};
 use super::{CONFIG_CHECKSUM, ClusterView, Settings, agent, checksum};
-use crate::product::Protocol;
+use crate::product::{Product, Protocol};
 
 /// Port of the nginx-prometheus-exporter sidecar.
 pub const EXPORTER_PORT: u16 = 9113;
@@ -60,20 +60,13 @@ fn nginx_options(cluster: &ClusterView, settings: &Settings) -> NginxOptions {
     )
 }
 
-/// nginx.conf for the cluster's gateway pod.
-pub fn nginx_conf(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> String {
-    nginx::render(
-        cluster.product(),
-        present,
-        &nginx_options(cluster, settings),
-    )
-}
-
 /// Builds the gateway for the roles `present`.
 pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> Gateway {
     let name = cluster.child_name("gateway");
     let labels = cluster_labels(cluster.product(), &cluster.name, Component::Gateway);
-    let conf = nginx_conf(cluster, present, settings);
+    // nginx.conf and the start script that writes the files it includes.
+    let nginx_options = nginx_options(cluster, settings);
+    let conf = nginx::render(cluster.product(), present, &nginx_options);
     let agent_config = agent::enabled(cluster).then(|| agent::config(cluster));
     let config_checksum = checksum(
         [
@@ -144,7 +137,7 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
             command: Some(vec![
                 "/bin/sh".into(),
                 "-ec".into(),
-                nginx_start_script(cluster, settings),
+                nginx_start_script(cluster.product(), &nginx_options),
             ]),
             env: Some(vec![EnvVar {
                 name: "RUNTIME_DIR".into(),
@@ -289,10 +282,10 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
 
 /// Writes the files nginx.conf includes from the pod's DNS and address families, then
 /// runs nginx in the foreground with the mounted configuration.
-fn nginx_start_script(cluster: &ClusterView, settings: &Settings) -> String {
+fn nginx_start_script(product: Product, options: &NginxOptions) -> String {
     format!(
         "{}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
-        nginx::start_script(cluster.product(), &nginx_options(cluster, settings))
+        nginx::start_script(product, options)
     )
 }
 
