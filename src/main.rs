@@ -2,15 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lgtm_operator::controller::{self, LeaderElection, Options};
 use lgtm_operator::offline;
 use lgtm_operator::render::Settings;
-use lgtm_operator::telemetry::{self, Health, LogFormat, Metrics};
+use lgtm_operator::telemetry::{self, Health, LogFormat};
 
 /// Runs Grafana Mimir, Loki and Tempo on Kubernetes as a coordinator and pools of workers.
 #[derive(Parser)]
@@ -55,6 +54,15 @@ enum Command {
         /// Kubernetes restarts it).
         #[arg(long, env = "CACHE_SYNC_TIMEOUT_SECONDS", default_value_t = 120)]
         cache_sync_timeout_seconds: u64,
+        /// Seconds a controller may leave a watch event unanswered, or run one reconcile,
+        /// before /healthz fails (and Kubernetes restarts the operator).
+        #[arg(long, env = "STALL_TIMEOUT_SECONDS", default_value_t = 300)]
+        stall_timeout_seconds: u64,
+        /// Seconds the API server keeps one watch request open; the watch then resumes
+        /// from where it left off with a new request.
+        #[arg(long, env = "WATCH_TIMEOUT_SECONDS", default_value_t = 290,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        watch_timeout_seconds: u32,
     },
     /// Print every object the operator would create for the given manifests
     /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
@@ -96,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
             lease_name,
             lease_namespace,
             cache_sync_timeout_seconds,
+            stall_timeout_seconds,
+            watch_timeout_seconds,
         } => {
             let leader_election = leader_elect.then(|| {
                 // The pod name is unique among replicas; a random suffix keeps two local
@@ -108,9 +118,11 @@ async fn main() -> anyhow::Result<()> {
                 namespace,
                 settings,
                 leader_election,
-                cache_sync_timeout: std::time::Duration::from_secs(cache_sync_timeout_seconds),
+                cache_sync_timeout: Duration::from_secs(cache_sync_timeout_seconds),
+                watch_timeout_seconds,
             };
-            run(listen, log_format, options).await
+            let health = Health::new(Duration::from_secs(stall_timeout_seconds));
+            run(listen, log_format, options, health).await
         }
         Command::Render {
             files,
@@ -133,15 +145,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(listen: SocketAddr, log_format: LogFormat, options: Options) -> anyhow::Result<()> {
+async fn run(
+    listen: SocketAddr,
+    log_format: LogFormat,
+    options: Options,
+    health: Health,
+) -> anyhow::Result<()> {
     telemetry::init_logging(log_format);
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-    let health = Health {
-        metrics: Arc::new(Metrics::default()),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
     tracing::info!(
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
         leader_election = options.leader_election.is_some(),
@@ -157,8 +170,8 @@ async fn run(listen: SocketAddr, log_format: LogFormat, options: Options) -> any
         .await
         .context("HTTP server task")?
         .context("HTTP server")?;
-    // Losing the lease, or caches that never fill, end the process with an error, so
-    // Kubernetes restarts it.
+    // Losing the lease, caches that never fill or controllers that stop end the process
+    // with an error, so Kubernetes restarts it.
     outcome?;
     tracing::info!("stopped");
     Ok(())

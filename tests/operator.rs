@@ -5,20 +5,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
 use lgtm_operator::controller::{self, LeaderElection, Options};
-use lgtm_operator::telemetry::{Health, Metrics};
-use support::{Check, TestNamespace, kubectl, kubectl_ok, wait_for};
+use lgtm_operator::telemetry::Health;
+use support::{Check, OperatorProcess, TestNamespace, kubectl, kubectl_ok, wait_for};
 use tokio::sync::OnceCell;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -27,38 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 async fn install_crds(client: &Client) {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
-        .get_or_init(|| async {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in [GrafanaCluster::crd(), WorkerPool::crd()] {
-                let name = crd.name_any();
-                crds.patch(
-                    &name,
-                    &PatchParams::apply("lgtm-operator-tests").force(),
-                    &Patch::Apply(&crd),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("cannot install CRD {name}: {e}"));
-                wait_for(&format!("CRD {name} established"), TIMEOUT, || {
-                    let crds = crds.clone();
-                    let name = name.clone();
-                    async move {
-                        let crd = crds.get(&name).await?;
-                        let established = crd
-                            .status
-                            .and_then(|s| s.conditions)
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True");
-                        Ok(if established {
-                            Check::Done(())
-                        } else {
-                            Check::Pending("not established".into())
-                        })
-                    }
-                })
-                .await;
-            }
-        })
+        .get_or_init(|| support::install_crds(client))
         .await;
 }
 
@@ -66,17 +32,8 @@ type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::Ru
 
 /// An operator in this process, watching namespace `ns`; with an identity, it takes part
 /// in leader election on a Lease in that namespace (short terms, so tests see takeovers).
-fn start_operator(
-    client: &Client,
-    ns: &str,
-    identity: Option<&str>,
-) -> (Arc<Metrics>, Arc<AtomicBool>, Operator) {
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = Health {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
+fn start_operator(client: &Client, ns: &str, identity: Option<&str>) -> (Health, Operator) {
+    let health = Health::default();
     let options = Options {
         namespace: Some(ns.to_string()),
         leader_election: identity.map(|identity| LeaderElection {
@@ -86,15 +43,14 @@ fn start_operator(
         }),
         ..Options::default()
     };
-    let operator = tokio::spawn(controller::run(client.clone(), options, health));
-    (metrics, ready, operator)
+    let operator = tokio::spawn(controller::run(client.clone(), options, health.clone()));
+    (health, operator)
 }
 
 /// A namespace with its own operator running in this process.
 struct Env {
     ns: TestNamespace,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Health,
     operator: Operator,
 }
 
@@ -109,11 +65,10 @@ impl Env {
         let client = support::client().await;
         install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let (metrics, ready, operator) = start_operator(&client, ns.name(), identity);
+        let (health, operator) = start_operator(&client, ns.name(), identity);
         Self {
             ns,
-            metrics,
-            ready,
+            health,
             operator,
         }
     }
@@ -292,7 +247,7 @@ impl Env {
 
     /// Cluster reconciles finished so far.
     fn cluster_reconciles(&self) -> u64 {
-        self.metrics.reconciles_finished("grafanacluster")
+        self.health.metrics.reconciles_finished("grafanacluster")
     }
 
     async fn finish(self) {
@@ -573,7 +528,7 @@ async fn loki_sample_yields_its_documented_children() {
         "the operator to report ready (/readyz)",
         TIMEOUT,
         || async {
-            Ok(if env.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(if env.health.ready() {
                 Check::Done(())
             } else {
                 Check::Pending("caches not synced".into())
@@ -1487,19 +1442,18 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     })
     .await;
     let client = support::client().await;
-    let (second_metrics, second_ready, second) =
-        start_operator(&client, first.name(), Some("second"));
+    let (second_health, second) = start_operator(&client, first.name(), Some("second"));
 
     first.apply_sample("loki-monolithic.yaml").await;
     first.cluster_condition("logs", "Available", "True").await;
     assert!(first.cluster_reconciles() > 0);
     assert_eq!(
-        second_metrics.reconciles_finished("grafanacluster"),
+        second_health.metrics.reconciles_finished("grafanacluster"),
         0,
         "the standby reconciled"
     );
     assert!(
-        second_ready.load(std::sync::atomic::Ordering::Relaxed),
+        second_health.ready(),
         "a standby is ready: it is healthy, only not leading"
     );
 
@@ -1534,7 +1488,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     first
         .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
         .await;
-    assert!(second_metrics.reconciles_finished("workerpool") > 0);
+    assert!(second_health.metrics.reconciles_finished("workerpool") > 0);
     second.abort();
     first.finish().await;
 }
@@ -1550,19 +1504,18 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
     let without_rights =
         support::client_with_token(&ns.service_account_token("no-rights").await).await;
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = Health {
-        metrics: Arc::new(Metrics::default()),
-        ready: ready.clone(),
-    };
+    let health = Health::default();
     let options = Options {
         namespace: Some(ns.name().to_string()),
         cache_sync_timeout: Duration::from_secs(3),
         ..Options::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, controller::run(without_rights, options, health))
-        .await
-        .expect("the operator gives up on its own");
+    let outcome = tokio::time::timeout(
+        TIMEOUT,
+        controller::run(without_rights, options, health.clone()),
+    )
+    .await
+    .expect("the operator gives up on its own");
     let error = outcome.expect_err("caches cannot fill without list rights");
     assert!(
         matches!(error, controller::RunError::CachesNotSynced(d) if d == Duration::from_secs(3)),
@@ -1572,10 +1525,7 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
         error.to_string().contains("RBAC"),
         "says what to check: {error}"
     );
-    assert!(
-        !ready.load(std::sync::atomic::Ordering::Relaxed),
-        "never ready"
-    );
+    assert!(!health.ready(), "never ready");
     ns.cleanup().await;
 }
 
@@ -1616,43 +1566,28 @@ async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
         ),
     )
     .expect("write kubeconfig");
-    let log = dir.path().join("operator.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_lgtm-operator"))
-        .args(["run", "--namespace", ns.name(), "--listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the operator");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the operator's watches refused", TIMEOUT, || async {
+    let mut operator = OperatorProcess::start(&kubeconfig, ns.name(), &[]).await;
+    wait_for("the operator's watches refused", TIMEOUT, || {
         // Its watches are being refused: the controllers run and the caches cannot fill.
-        let log = read_log();
-        Ok(if log.contains("forbidden") {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("operator log so far:\n{log}"))
-        })
+        let log = operator.log();
+        async move {
+            Ok(if log.contains("forbidden") {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("operator log so far:\n{log}"))
+            })
+        }
     })
     .await;
 
-    let pid = operator.id().expect("running").to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("send SIGTERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), operator.wait())
+    let status = tokio::time::timeout(Duration::from_secs(10), operator.signal("TERM"))
         .await
-        .unwrap_or_else(|_| panic!("still running 10s after SIGTERM:\n{}", read_log()))
-        .expect("wait for the operator");
-    assert!(status.success(), "{status}:\n{}", read_log());
+        .unwrap_or_else(|_| panic!("still running 10s after SIGTERM:\n{}", operator.log()));
+    assert!(status.success(), "{status}:\n{}", operator.log());
     assert!(
-        read_log().contains("stopping before the caches filled"),
+        operator.log().contains("stopping before the caches filled"),
         "{}",
-        read_log()
+        operator.log()
     );
     ns.cleanup().await;
 }

@@ -25,7 +25,7 @@ use crate::render::config::{ConfigInputs, Duration};
 use crate::render::labels::CLUSTER;
 use crate::render::{self, Alerts, ClusterView, LOKI_SCHEMA_FROM, Settings, observability};
 
-const CONTROLLER: &str = "grafanacluster";
+pub(super) const CONTROLLER: &str = "grafanacluster";
 
 /// The condition types of a GrafanaCluster.
 pub mod condition {

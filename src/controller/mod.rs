@@ -11,34 +11,27 @@ mod conditions;
 mod error;
 mod leader;
 mod pool;
+mod runtime;
 pub(crate) mod secrets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::DeserializeGuard;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use std::sync::Mutex;
 
 pub use error::Error;
 pub use leader::LeaderElection;
+pub use runtime::run;
 
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
-use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
-use crate::telemetry::{Health, Metrics, backoff};
+use crate::telemetry::{ControllerProgress, Health, Metrics, backoff};
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -51,6 +44,9 @@ pub struct Options {
     /// How long the watch caches may take to fill before the operator gives up and
     /// exits, so that Kubernetes restarts it instead of it idling unready.
     pub cache_sync_timeout: Duration,
+    /// How long the API server keeps one watch request open before the watch starts a
+    /// new one from where it left off.
+    pub watch_timeout_seconds: u32,
 }
 
 impl Default for Options {
@@ -60,6 +56,8 @@ impl Default for Options {
             settings: Settings::default(),
             leader_election: None,
             cache_sync_timeout: Duration::from_secs(120),
+            // kube-runtime's own default.
+            watch_timeout_seconds: 290,
         }
     }
 }
@@ -80,6 +78,8 @@ pub enum RunError {
         "the watch caches did not fill within {0:?}; stopping so a fresh start connects again (is the API server reachable, and does the operator's RBAC allow list and watch?)"
     )]
     CachesNotSynced(Duration),
+    #[error("the controllers stopped unasked; stopping so a fresh start watches again")]
+    ControllersStopped,
 }
 
 /// What every reconcile shares.
@@ -87,6 +87,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// The progress of each controller, by name, for the health endpoints.
+    controllers: HashMap<&'static str, Arc<ControllerProgress>>,
     recorder: Recorder,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -95,6 +97,37 @@ pub struct Context {
 }
 
 impl Context {
+    fn new(client: Client, settings: Settings, health: Health, recorder: Recorder) -> Self {
+        let controllers = [cluster::CONTROLLER, pool::CONTROLLER]
+            .into_iter()
+            .map(|name| (name, health.progress.controller(name)))
+            .collect();
+        Self {
+            client,
+            settings,
+            metrics: health.metrics,
+            controllers,
+            recorder,
+            failures: Mutex::default(),
+            prometheus_rules: Mutex::default(),
+        }
+    }
+
+    /// The progress record of `controller` (one of the two controllers' names).
+    fn controller(&self, controller: &'static str) -> Arc<ControllerProgress> {
+        self.controllers
+            .get(controller)
+            .cloned()
+            .unwrap_or_else(|| panic!("no controller named {controller}"))
+    }
+
+    /// Marks every controller stopped, so `/healthz` fails until the process exits.
+    fn controllers_stopped(&self) {
+        for progress in self.controllers.values() {
+            progress.stopped();
+        }
+    }
+
     /// Publishes an Event about `object`; a failure to do so is only logged.
     async fn event<K: Resource<DynamicType = ()>>(
         &self,
@@ -169,220 +202,6 @@ impl Context {
     }
 }
 
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Children are found by the managed-by label, so the watches see only ours.
-fn managed() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"))
-}
-
-/// Runs the operator until SIGTERM or Ctrl-C. With leader election, waits (ready, as a
-/// healthy standby) until it holds the lease, and stops with [`RunError::Lost`] if it
-/// loses it.
-pub async fn run(client: Client, options: Options, health: Health) -> Result<(), RunError> {
-    let Some(election) = options.leader_election.clone() else {
-        return run_controllers(client, options, health).await;
-    };
-    let mut campaign = leader::Campaign::start(client.clone(), &election).await?;
-    health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
-    tokio::select! {
-        elected = campaign.elected() => elected?,
-        _ = shutdown_signal() => {
-            campaign.resign().await;
-            return Ok(());
-        }
-    }
-    tracing::info!(identity = %election.identity, "leading");
-    health.ready.store(false, Ordering::Relaxed);
-    let outcome = tokio::select! {
-        outcome = run_controllers(client, options, health) => outcome,
-        _ = campaign.lost() => Err(RunError::Lost),
-    };
-    campaign.resign().await;
-    outcome
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` ready once every
-/// watch cache has synced; gives up when that takes longer than the options allow.
-async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        settings: options.settings.clone(),
-        metrics: health.metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        failures: Mutex::default(),
-        prometheus_rules: Mutex::default(),
-    });
-    let ns = &options.namespace;
-
-    let clusters = Controller::new(
-        scoped::<DeserializeGuard<GrafanaCluster>>(&client, ns),
-        watcher::Config::default(),
-    );
-    let pools = Controller::new(
-        scoped::<DeserializeGuard<WorkerPool>>(&client, ns),
-        watcher::Config::default(),
-    );
-    let cluster_store = clusters.store();
-    let pool_store = pools.store();
-    // Secrets are watched by metadata only: their data is read when a reconcile needs it.
-    let secrets = || scoped::<PartialObjectMeta<Secret>>(&client, ns);
-
-    // A cluster reacts to its children, its pools (roles and routes follow them) and
-    // the Secrets it names.
-    let clusters_by_secret = cluster_store.clone();
-    let clusters = clusters
-        .owns(scoped::<Deployment>(&client, ns), managed())
-        .owns(scoped::<ConfigMap>(&client, ns), managed())
-        .owns(scoped::<Service>(&client, ns), managed())
-        .owns(scoped::<PodDisruptionBudget>(&client, ns), managed())
-        .owns(scoped::<ServiceAccount>(&client, ns), managed())
-        .owns(scoped::<Role>(&client, ns), managed())
-        .owns(scoped::<RoleBinding>(&client, ns), managed())
-        .watches(
-            scoped::<DeserializeGuard<WorkerPool>>(&client, ns),
-            watcher::Config::default(),
-            |pool| {
-                let pool = pool.0.ok()?;
-                let ns = pool.namespace()?;
-                Some(ObjectRef::new(&pool.spec.cluster_ref).within(&ns))
-            },
-        )
-        .watches(secrets(), watcher::Config::default(), move |secret| {
-            clusters_using_secret(&clusters_by_secret, &secret.metadata)
-        })
-        .shutdown_on_signal();
-
-    // A pool reacts to its own children, its cluster, the cluster's shared config and
-    // the Secrets its workers read.
-    let (pools_by_cluster, pools_by_config, pools_by_secret) =
-        (pool_store.clone(), pool_store.clone(), pool_store.clone());
-    let clusters_for_pools = cluster_store.clone();
-    let pools = pools
-        .owns(scoped::<StatefulSet>(&client, ns), managed())
-        .owns(scoped::<Service>(&client, ns), managed())
-        .owns(scoped::<PodDisruptionBudget>(&client, ns), managed())
-        .watches(
-            scoped::<DeserializeGuard<GrafanaCluster>>(&client, ns),
-            watcher::Config::default(),
-            move |cluster| {
-                let ns = cluster.namespace().unwrap_or_default();
-                pools_of(&pools_by_cluster, &ns, &cluster.name_any())
-            },
-        )
-        .watches(
-            scoped::<ConfigMap>(&client, ns),
-            watcher::Config::default().labels(&format!(
-                "{MANAGED_BY}={MANAGER},{COMPONENT}={}",
-                Component::Config.as_str()
-            )),
-            move |config| {
-                let ns = config.namespace().unwrap_or_default();
-                let cluster = config.labels().get(CLUSTER).cloned().unwrap_or_default();
-                pools_of(&pools_by_config, &ns, &cluster)
-            },
-        )
-        .watches(secrets(), watcher::Config::default(), move |secret| {
-            clusters_using_secret(&clusters_for_pools, &secret.metadata)
-                .flat_map(|cluster| {
-                    pools_of(
-                        &pools_by_secret,
-                        cluster.namespace.as_deref().unwrap_or_default(),
-                        &cluster.name,
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal();
-
-    let controllers = async {
-        futures::join!(
-            clusters
-                .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-                .for_each(|result| async move { report("grafanacluster", result) }),
-            pools
-                .run(pool::reconcile, pool::error_policy, ctx)
-                .for_each(|result| async move { report("workerpool", result) }),
-        )
-    };
-    let mut controllers = std::pin::pin!(controllers);
-    // Awaited in the controllers' own task, never in another: a store's readiness keeps a
-    // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
-    // the wake-up from the controller that also waits for it, or lose its own.
-    let synced = tokio::time::timeout(options.cache_sync_timeout, async {
-        cluster_store.wait_until_ready().await.is_ok()
-            && pool_store.wait_until_ready().await.is_ok()
-    });
-    tokio::select! {
-        _ = &mut controllers => return Ok(()),
-        // No reconcile runs before the caches filled, so there is nothing to finish; and
-        // kube-runtime's graceful shutdown would wait for caches that stopped filling.
-        _ = shutdown_signal() => {
-            tracing::info!("stopping before the caches filled");
-            return Ok(());
-        }
-        synced = synced => match synced {
-            Ok(true) => {
-                health.ready.store(true, Ordering::Relaxed);
-                tracing::info!("watch caches synced; ready");
-            }
-            // The controllers dropped their stores: they are stopping.
-            Ok(false) => {}
-            Err(_) => return Err(RunError::CachesNotSynced(options.cache_sync_timeout)),
-        },
-    }
-    controllers.await;
-    Ok(())
-}
-
-/// Logs the outcome of one reconcile.
-fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
-    controller: &'static str,
-    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
-) {
-    use kube::runtime::controller::Error as Run;
-    match result {
-        Ok((object, _)) => tracing::debug!(controller, %object, "reconciled"),
-        // A child's event arrived after its owner was deleted: nothing to do.
-        Err(Run::ObjectNotFound(object)) => tracing::debug!(controller, %object, "gone"),
-        Err(error) => tracing::warn!(controller, %error, "reconcile failed"),
-    }
-}
-
 /// Clusters (from the cache) that name the Secret.
 fn clusters_using_secret(
     store: &kube::runtime::reflector::Store<DeserializeGuard<GrafanaCluster>>,
@@ -433,6 +252,14 @@ where
     Fut: std::future::Future<Output = Result<Action, Error>>,
 {
     let _timer = ctx.metrics.reconcile_started(controller);
+    let _under_way = ctx.controller(controller).reconciling(
+        format!(
+            "{}/{}",
+            guard.meta().namespace.as_deref().unwrap_or_default(),
+            guard.meta().name.as_deref().unwrap_or_default()
+        ),
+        std::time::Instant::now(),
+    );
     let object = match &guard.0 {
         Ok(object) => object,
         Err(invalid) => {

@@ -24,7 +24,7 @@ use crate::render::labels::POOL;
 use crate::render::workers::{self, Checksums, PoolView};
 use crate::render::{self, ClusterView};
 
-const CONTROLLER: &str = "workerpool";
+pub(super) const CONTROLLER: &str = "workerpool";
 
 /// The condition types of a WorkerPool.
 pub mod condition {

@@ -1,9 +1,11 @@
 //! Logs, metrics and the small HTTP server for `/metrics`, `/healthz` and `/readyz`.
 
+mod health;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +18,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+pub use health::{
+    ControllerProgress, DEFAULT_STALL_TIMEOUT, FAILING_WINDOW, Progress, Reconciling, Watch,
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,6 +36,7 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -49,6 +56,14 @@ pub struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The controller the watch feeds.
+    pub controller: &'static str,
+    /// The watched kind.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
     pub kind: &'static str,
     pub namespace: String,
@@ -64,6 +79,16 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// 1 when a custom resource's condition is True, else 0.
     pub conditions: Family<ConditionLabels, Gauge>,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub watch_lists: Family<WatchLabels, Counter>,
+    /// Seconds since a watch's last event (or its start), set when scraped.
+    pub watch_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -75,6 +100,9 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let conditions = Family::<ConditionLabels, Gauge>::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        let watch_lists = Family::<WatchLabels, Counter>::default();
+        let watch_event_age = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         registry.register("reconciles", "Reconciles finished", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -91,12 +119,30 @@ impl Default for Metrics {
             "Conditions of the custom resources: 1 when True",
             conditions.clone(),
         );
+        registry.register(
+            "watch_errors",
+            "Errors of a watch (each is retried after a backoff of that watch alone)",
+            watch_errors.clone(),
+        );
+        registry.register(
+            "watch_lists",
+            "Complete lists of a watched kind: the first, and each relist after an expired watch (410 Gone)",
+            watch_lists.clone(),
+        );
+        registry.register(
+            "watch_seconds_since_last_event",
+            "Seconds since a watch delivered its last event or finished a list (since its start before the first); a quiet kind grows, a failing one is also in watch_errors",
+            watch_event_age.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
             conditions,
+            watch_errors,
+            watch_lists,
+            watch_event_age,
         }
     }
 }
@@ -147,7 +193,7 @@ impl Metrics {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -169,15 +215,33 @@ impl Drop for ReconcileGuard {
     }
 }
 
-/// Shared by the HTTP handlers.
-#[derive(Clone)]
+/// What the controllers report to and the HTTP handlers read: metrics, and the progress
+/// that `/readyz` and `/healthz` judge.
+#[derive(Clone, Debug, Default)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
-    /// Set once every watch cache has synced.
-    pub ready: Arc<AtomicBool>,
+    pub progress: Arc<Progress>,
+}
+
+impl Health {
+    /// A fresh record whose controllers count as stalled after `stall_timeout`.
+    pub fn new(stall_timeout: Duration) -> Self {
+        Self {
+            metrics: Arc::default(),
+            progress: Arc::new(Progress::new(stall_timeout)),
+        }
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub fn ready(&self) -> bool {
+        self.progress.readiness(Instant::now()).is_ok()
+    }
 }
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    health
+        .progress
+        .refresh_metrics(&health.metrics, Instant::now());
     (
         [(
             header::CONTENT_TYPE,
@@ -187,12 +251,24 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+/// 200 "ok", or 503 with the reason.
+fn verdict(outcome: Result<(), String>) -> (StatusCode, String) {
+    match outcome {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }
+}
+
+async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    verdict(health.progress.readiness(Instant::now()))
+}
+
+async fn healthz(State(health): State<Health>) -> impl IntoResponse {
+    let outcome = health.progress.liveness(Instant::now());
+    if let Err(reason) = &outcome {
+        tracing::error!(%reason, "not live: Kubernetes should restart this process");
+    }
+    verdict(outcome)
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
@@ -203,10 +279,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(address).await?;
+    // The bound address: with port 0 the system picks one, and tests read it here.
+    let address = listener.local_addr()?;
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

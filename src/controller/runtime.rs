@@ -1,0 +1,551 @@
+//! Runtime wiring: the watches, the two controllers built on them, leader election, and
+//! when the process stops.
+//!
+//! Every watch is built here rather than by `Controller::new`/`owns`/`watches`, for one
+//! reason: kube-runtime backs off a controller's *merged* trigger stream as a whole. One
+//! failing watch then pauses every other watch of that controller for up to a minute, and
+//! nothing polls their connection attempts meanwhile, so those attempts outlive the
+//! client's 30-second connect timeout and fail in turn. After an API-server restart the
+//! errors kept each other going and the operator never reconciled again. Here each watch
+//! has its own backoff ([`WatchBackoff`], through kube-runtime's `StreamBackoff`), records
+//! its progress for the health endpoints, and logs and drops its own errors, so no error
+//! reaches a controller.
+
+use std::fmt::Debug;
+use std::future::ready;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::{Context, Options, RunError, cluster, clusters_using_secret, leader, pool, pools_of};
+use crate::api::{GrafanaCluster, WorkerPool};
+use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
+use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
+
+/// The longest a failing watch waits before it tries again, before jitter (which adds up
+/// to as much again). kube-runtime's default grows to 30 seconds: after an outage of a
+/// minute, changes then waited up to a minute more to be seen. Seventeen watches retrying
+/// every few seconds are no load for an API server.
+const WATCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
+const WATCH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+// A watch that still fails errors again within the window in which it counts as failing.
+const _: () = assert!(2 * WATCH_RETRY_MAX.as_secs() < FAILING_WINDOW.as_secs());
+
+/// A watch's own retry schedule: exponential from [`WATCH_RETRY_MIN`] to
+/// [`WATCH_RETRY_MAX`] with jitter, started afresh by any event it delivers.
+struct WatchBackoff(backon::ExponentialBackoff);
+
+impl WatchBackoff {
+    fn new() -> Self {
+        use backon::BackoffBuilder;
+        Self(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(WATCH_RETRY_MIN)
+                .with_max_delay(WATCH_RETRY_MAX)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C. With leader election, waits (ready, as a
+/// healthy standby) until it holds the lease, and stops with [`RunError::Lost`] if it
+/// loses it.
+pub async fn run(client: Client, options: Options, health: Health) -> Result<(), RunError> {
+    let Some(election) = options.leader_election.clone() else {
+        return run_controllers(client, options, health).await;
+    };
+    let mut campaign = leader::Campaign::start(client.clone(), &election).await?;
+    health.progress.set_synced(true);
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
+    tokio::select! {
+        elected = campaign.elected() => elected?,
+        _ = shutdown_signal() => {
+            campaign.resign().await;
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %election.identity, "leading");
+    health.progress.set_synced(false);
+    let outcome = tokio::select! {
+        outcome = run_controllers(client, options, health) => outcome,
+        _ = campaign.lost() => Err(RunError::Lost),
+    };
+    campaign.resign().await;
+    outcome
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Builds the watches of one controller: each with its own backoff and progress record.
+struct Watches<'a> {
+    client: &'a Client,
+    options: &'a Options,
+    health: &'a Health,
+    controller: &'static str,
+    progress: Arc<ControllerProgress>,
+}
+
+impl Watches<'_> {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match &self.options.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    fn config(&self, config: watcher::Config) -> watcher::Config {
+        config.timeout(self.options.watch_timeout_seconds)
+    }
+
+    fn record(&self, kind: &str) -> Arc<Watch> {
+        self.health
+            .progress
+            .watch(&self.health.metrics, self.controller, kind)
+    }
+
+    /// The controller's own kind, reflected into `writer`'s store: every applied object
+    /// triggers a reconcile.
+    fn main<K>(
+        &self,
+        writer: reflector::store::Writer<K>,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
+            .backoff(WatchBackoff::new())
+            .reflect(writer);
+        let progress = self.progress.clone();
+        tracked(events, self.record(&K::kind(&())))
+            .applied_objects()
+            .inspect_ok(move |_| progress.triggered(Instant::now()))
+    }
+
+    /// Children of kind `K` (metadata only, labelled as ours) that `Owner` controls.
+    fn owned<K, Owner>(
+        &self,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+        Owner: Resource<DynamicType = ()>,
+    {
+        let progress = self.progress.clone();
+        // Services and PodDisruptionBudgets belong to clusters and to pools: each
+        // controller takes only its own, so that every event it gets is work for it.
+        self.related::<PartialObjectMeta<K>>(
+            watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}")),
+        )
+        .try_filter(|child| ready(controlled_by::<Owner>(child)))
+        .inspect_ok(move |_| progress.triggered(Instant::now()))
+    }
+
+    /// Objects of kind `K` (`PartialObjectMeta` for metadata only), for a mapper to
+    /// turn into the objects they concern.
+    fn related<K>(
+        &self,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let events = watcher(self.api::<K>(), self.config(config)).backoff(WatchBackoff::new());
+        tracked(events, self.record(&K::kind(&()))).touched_objects()
+    }
+
+    /// Secrets, by metadata only: their data is read when a reconcile needs it.
+    fn secrets(
+        &self,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+    {
+        self.related(watcher::Config::default())
+    }
+
+    /// `mapper`, noting each non-empty answer as a trigger of this controller.
+    fn counted<T, I>(
+        &self,
+        mapper: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> impl Fn(T) -> Vec<I::Item> + Send + Sync + 'static
+    where
+        I: IntoIterator,
+    {
+        let progress = self.progress.clone();
+        move |object| {
+            let requests: Vec<_> = mapper(object).into_iter().collect();
+            if !requests.is_empty() {
+                progress.triggered(Instant::now());
+            }
+            requests
+        }
+    }
+}
+
+/// Records a watch's events and errors in `watch`. Errors are logged with the kind that
+/// failed and dropped: the watch itself retries after its own backoff.
+fn tracked<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    watch: Arc<Watch>,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    events.filter_map(move |item| {
+        let now = Instant::now();
+        ready(match item {
+            Ok(event) => {
+                watch.saw_event(matches!(event, watcher::Event::InitDone), now);
+                Some(Ok(event))
+            }
+            Err(error) => {
+                let error = error.to_string();
+                tracing::warn!(watch = %watch.name(), %error, "watch failed; retrying after a backoff");
+                watch.saw_error(&error, now);
+                None
+            }
+        })
+    })
+}
+
+/// Whether `Owner` controls `child` (its controller owner reference is of that kind).
+fn controlled_by<Owner: Resource<DynamicType = ()>>(child: &impl Resource) -> bool {
+    child.meta().owner_references.iter().flatten().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == Owner::kind(&())
+            && owner.api_version == Owner::api_version(&())
+    })
+}
+
+/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` synced once every
+/// watch cache has filled; gives up when that takes longer than the options allow.
+async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options.settings.clone(),
+        health.clone(),
+        Recorder::new(client.clone(), reporter),
+    ));
+    let cluster_watches = Watches {
+        client: &client,
+        options: &options,
+        health: &health,
+        controller: cluster::CONTROLLER,
+        progress: ctx.controller(cluster::CONTROLLER),
+    };
+    let pool_watches = Watches {
+        controller: pool::CONTROLLER,
+        progress: ctx.controller(pool::CONTROLLER),
+        ..cluster_watches
+    };
+    // One signal stops both controllers gracefully, and tells a requested stop from one
+    // that nobody asked for.
+    let shutdown = shutdown_signal().boxed().shared();
+    let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
+    let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
+
+    // A cluster reacts to its children, its pools (roles and routes follow them) and
+    // the Secrets it names.
+    let w = &cluster_watches;
+    let clusters_by_secret = cluster_store.clone();
+    let clusters = Controller::for_stream(w.main(cluster_writer), cluster_store.clone())
+        .owns_stream(w.owned::<Deployment, GrafanaCluster>())
+        .owns_stream(w.owned::<ConfigMap, GrafanaCluster>())
+        .owns_stream(w.owned::<Service, GrafanaCluster>())
+        .owns_stream(w.owned::<PodDisruptionBudget, GrafanaCluster>())
+        .owns_stream(w.owned::<ServiceAccount, GrafanaCluster>())
+        .owns_stream(w.owned::<Role, GrafanaCluster>())
+        .owns_stream(w.owned::<RoleBinding, GrafanaCluster>())
+        .watches_stream(
+            w.related::<DeserializeGuard<WorkerPool>>(watcher::Config::default()),
+            w.counted(|pool: DeserializeGuard<WorkerPool>| {
+                let pool = pool.0.ok()?;
+                let ns = pool.namespace()?;
+                Some(ObjectRef::new(&pool.spec.cluster_ref).within(&ns))
+            }),
+        )
+        .watches_stream(
+            w.secrets(),
+            w.counted(move |secret: PartialObjectMeta<Secret>| {
+                clusters_using_secret(&clusters_by_secret, &secret.metadata)
+            }),
+        )
+        .graceful_shutdown_on(shutdown.clone());
+
+    // A pool reacts to its own children, its cluster, the cluster's shared config and
+    // the Secrets its workers read.
+    let w = &pool_watches;
+    let (pools_by_cluster, pools_by_config, pools_by_secret) =
+        (pool_store.clone(), pool_store.clone(), pool_store.clone());
+    let clusters_for_pools = cluster_store.clone();
+    let config_label = format!(
+        "{MANAGED_BY}={MANAGER},{COMPONENT}={}",
+        Component::Config.as_str()
+    );
+    let pools = Controller::for_stream(w.main(pool_writer), pool_store.clone())
+        .owns_stream(w.owned::<StatefulSet, WorkerPool>())
+        .owns_stream(w.owned::<Service, WorkerPool>())
+        .owns_stream(w.owned::<PodDisruptionBudget, WorkerPool>())
+        .watches_stream(
+            w.related::<PartialObjectMeta<GrafanaCluster>>(watcher::Config::default()),
+            w.counted(move |cluster: PartialObjectMeta<GrafanaCluster>| {
+                let ns = cluster.namespace().unwrap_or_default();
+                pools_of(&pools_by_cluster, &ns, &cluster.name_any())
+            }),
+        )
+        .watches_stream(
+            w.related::<PartialObjectMeta<ConfigMap>>(
+                watcher::Config::default().labels(&config_label),
+            ),
+            w.counted(move |config: PartialObjectMeta<ConfigMap>| {
+                let ns = config.namespace().unwrap_or_default();
+                let cluster = config.labels().get(CLUSTER).cloned().unwrap_or_default();
+                pools_of(&pools_by_config, &ns, &cluster)
+            }),
+        )
+        .watches_stream(
+            w.secrets(),
+            w.counted(move |secret: PartialObjectMeta<Secret>| {
+                clusters_using_secret(&clusters_for_pools, &secret.metadata)
+                    .flat_map(|cluster| {
+                        pools_of(
+                            &pools_by_secret,
+                            cluster.namespace.as_deref().unwrap_or_default(),
+                            &cluster.name,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        )
+        .graceful_shutdown_on(shutdown.clone());
+
+    let cluster_progress = cluster_watches.progress.clone();
+    let pool_progress = pool_watches.progress.clone();
+    let controllers = async {
+        futures::join!(
+            clusters
+                .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+                .for_each(|result| {
+                    report(&cluster_progress, result);
+                    ready(())
+                }),
+            pools
+                .run(pool::reconcile, pool::error_policy, ctx.clone())
+                .for_each(|result| {
+                    report(&pool_progress, result);
+                    ready(())
+                }),
+        )
+    };
+    let mut controllers = std::pin::pin!(controllers);
+    // Awaited in the controllers' own task, never in another: a store's readiness keeps a
+    // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
+    // the wake-up from the controller that also waits for it, or lose its own.
+    let synced = tokio::time::timeout(options.cache_sync_timeout, async {
+        cluster_store.wait_until_ready().await.is_ok()
+            && pool_store.wait_until_ready().await.is_ok()
+    });
+    tokio::select! {
+        _ = &mut controllers => return stopped(&ctx, shutdown.peek().is_some()),
+        // No reconcile runs before the caches filled, so there is nothing to finish; and
+        // kube-runtime's graceful shutdown would wait for caches that stopped filling.
+        _ = shutdown.clone() => {
+            tracing::info!("stopping before the caches filled");
+            return Ok(());
+        }
+        synced = synced => match synced {
+            Ok(true) => {
+                health.progress.set_synced(true);
+                tracing::info!("watch caches synced; ready");
+            }
+            // The controllers dropped their stores: they are stopping.
+            Ok(false) => {}
+            Err(_) => return Err(RunError::CachesNotSynced(options.cache_sync_timeout)),
+        },
+    }
+    controllers.await;
+    stopped(&ctx, shutdown.peek().is_some())
+}
+
+/// The controllers' streams ended: a clean stop when a signal asked for it, else an error
+/// that ends the process, so that Kubernetes restarts it.
+fn stopped(ctx: &Context, signalled: bool) -> Result<(), RunError> {
+    if signalled {
+        return Ok(());
+    }
+    ctx.controllers_stopped();
+    Err(RunError::ControllersStopped)
+}
+
+/// Logs the outcome of one reconcile and notes that the controller answered.
+fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
+    progress: &ControllerProgress,
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
+) {
+    use kube::runtime::controller::Error as Run;
+    match result {
+        Ok((object, _)) => {
+            progress.answered();
+            tracing::debug!(controller = progress.name(), %object, "reconciled");
+        }
+        // A child's event arrived after its owner was deleted: nothing to do.
+        Err(Run::ObjectNotFound(object)) => {
+            progress.answered();
+            tracing::debug!(controller = progress.name(), %object, "gone");
+        }
+        Err(Run::ReconcilerFailed(error, object)) => {
+            progress.answered();
+            tracing::warn!(controller = progress.name(), %object, %error, "reconcile failed");
+        }
+        Err(error) => tracing::warn!(controller = progress.name(), %error, "controller error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn service(owner_kind: &str, controller: bool) -> Service {
+        let mut service = Service::default();
+        service.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "lgtm.coordinated.dev/v1alpha1".into(),
+            kind: owner_kind.into(),
+            name: "x".into(),
+            uid: "u".into(),
+            controller: Some(controller),
+            ..OwnerReference::default()
+        }]);
+        service
+    }
+
+    #[test]
+    fn children_go_to_the_controller_of_their_owner_kind() {
+        assert!(controlled_by::<GrafanaCluster>(&service(
+            "GrafanaCluster",
+            true
+        )));
+        assert!(!controlled_by::<WorkerPool>(&service(
+            "GrafanaCluster",
+            true
+        )));
+        assert!(controlled_by::<WorkerPool>(&service("WorkerPool", true)));
+        assert!(!controlled_by::<WorkerPool>(&service("WorkerPool", false)));
+        assert!(!controlled_by::<WorkerPool>(&Service::default()));
+    }
+
+    #[tokio::test]
+    async fn a_watch_records_its_errors_and_passes_only_its_events_on() {
+        let health = Health::default();
+        health.progress.set_synced(true);
+        let watch = health
+            .progress
+            .watch(&health.metrics, "workerpool", "StatefulSet");
+        let events: Vec<watcher::Result<watcher::Event<Service>>> = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+            Err(watcher::Error::NoResourceVersion),
+        ];
+        let passed: Vec<_> = tracked(futures::stream::iter(events), watch)
+            .collect()
+            .await;
+        assert_eq!(passed.len(), 2, "the error stays with the watch");
+        assert!(passed.iter().all(Result::is_ok));
+        let unready = health
+            .progress
+            .readiness(Instant::now())
+            .expect_err("the watch fails now");
+        assert!(unready.contains("workerpool StatefulSet"), "{unready}");
+        let text = health.metrics.encode();
+        assert!(
+            text.contains(
+                "lgtm_operator_watch_errors_total{controller=\"workerpool\",kind=\"StatefulSet\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "lgtm_operator_watch_lists_total{controller=\"workerpool\",kind=\"StatefulSet\"} 1"
+        ));
+    }
+
+    #[test]
+    fn a_watch_retries_within_its_failing_window_and_starts_over_after_an_event() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = WatchBackoff::new();
+        let delays: Vec<_> = (&mut backoff).take(20).collect();
+        assert!(delays[0] >= WATCH_RETRY_MIN && delays[0] <= 2 * WATCH_RETRY_MIN);
+        assert!(delays.iter().all(|d| *d <= 2 * WATCH_RETRY_MAX));
+        assert!(delays[19] >= WATCH_RETRY_MAX);
+        backoff.reset();
+        assert!(backoff.next().is_some_and(|d| d <= 2 * WATCH_RETRY_MIN));
+    }
+}
