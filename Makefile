@@ -6,7 +6,7 @@ TEST_THREADS ?= 6
 
 .DEFAULT_GOAL := help
 .PHONY: help run stop test lint fmt-check clippy crds crds-check helm-lint unit nginx \
-	integration e2e bench cluster-up cluster-down kubeconfig tools
+	integration e2e faults bench cluster-up cluster-down kubeconfig tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,7 +17,10 @@ run: ## Local control plane + CRDs + operator + samples, until they are Consiste
 stop: ## Stop what `make run` started, control plane included
 	@e2e/run.sh stop
 
-test: lint unit nginx integration e2e ## Every test layer that runs here (what CI runs)
+# The fault tests' own control plane (e2e/faults.env), so that breaking it disturbs nothing else.
+FAULTS_ENV := $(shell grep -v '^\#' e2e/faults.env)
+
+test: lint unit nginx integration e2e faults ## Every test layer that runs here (what CI runs)
 	@echo "make test: all layers passed"
 
 lint: fmt-check clippy crds-check helm-lint ## The gates: formatting, clippy, CRD drift, helm lint
@@ -53,6 +56,10 @@ integration: cluster-up ## The operator and the control plane's own checks, agai
 
 e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, chainsaw scenarios
 	@e2e/e2e.sh
+
+faults: ## API server restarted and down, watches expired, etcd restarted, operator killed: changes still converge
+	@status=0; $(CARGO) test --test faults -- --test-threads 1 --nocapture || status=$$?; \
+	  env $(FAULTS_ENV) $(CLUSTER) down; exit $$status
 
 bench: ## Benchmarks (rendering and consistency computation)
 	$(CARGO) bench --bench render

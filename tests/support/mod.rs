@@ -11,6 +11,10 @@
 //! [`DeleteOnDrop`]) after a test, for debugging.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod operator_process;
+#[allow(unused_imports)] // not every test binary runs the operator as a process
+pub use operator_process::OperatorProcess;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,41 +36,124 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Starts the control plane if it is not running (`e2e/cluster.sh up`: fast, and locked so
-/// that parallel test binaries don't race) and returns its kubeconfig path. Runs once per
-/// test binary; other tests wait for the first one.
-pub fn ensure_control_plane() -> &'static Path {
-    static KUBECONFIG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = KUBECONFIG.get_or_init(|| {
+/// A local control plane started by `e2e/cluster.sh`: the shared one, or one of its own
+/// (another state dir and other ports) for tests that break it.
+pub struct ControlPlane {
+    /// `LGTM_*` variables for `cluster.sh`; empty for the shared control plane.
+    env: Vec<(String, String)>,
+    kubeconfig: OnceLock<Result<PathBuf, String>>,
+}
+
+impl ControlPlane {
+    /// The control plane every test binary shares.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| ControlPlane {
+            env: Vec::new(),
+            kubeconfig: OnceLock::new(),
+        })
+    }
+
+    /// The fault tests' own control plane, as `e2e/faults.env` sets it.
+    pub fn faults() -> &'static ControlPlane {
+        static FAULTS: OnceLock<ControlPlane> = OnceLock::new();
+        FAULTS.get_or_init(|| {
+            let path = repo_root().join("e2e/faults.env");
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let env = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| {
+                    let v = if k == "LGTM_STATE_DIR" {
+                        repo_root().join(v).display().to_string()
+                    } else {
+                        v.to_string()
+                    };
+                    (k.to_string(), v)
+                })
+                .collect();
+            ControlPlane {
+                env,
+                kubeconfig: OnceLock::new(),
+            }
+        })
+    }
+
+    /// Runs `e2e/cluster.sh ARGS` against this control plane and returns its stdout; its
+    /// stderr (progress, and on failure the log to read) goes to the test's output.
+    pub fn cluster_sh(&self, args: &[&str]) -> Result<String, String> {
         let script = repo_root().join("e2e/cluster.sh");
-        // stderr is inherited: a first run builds for minutes and reports each step there,
-        // and on failure it names the log to read and shows its last lines.
         let out = Command::new(&script)
-            .arg("up")
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "`{} up` failed ({}); its messages above say why and name the log to read",
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "`{} {}` failed ({}); its messages above say why and name the log to read",
                 script.display(),
+                args.join(" "),
                 out.status
-            ));
+            ))
         }
+    }
+
+    /// Starts the control plane (or whatever part of it is not running: `up` is
+    /// idempotent) and returns its kubeconfig path; panics when it cannot.
+    pub fn up(&self) -> PathBuf {
+        let stdout = self
+            .cluster_sh(&["up"])
+            .unwrap_or_else(|e| panic!("the local control plane is not available: {e}"));
         stdout
             .lines()
             .rev()
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .map(|p| PathBuf::from(p.trim()))
-            .ok_or_else(|| {
-                format!("`cluster.sh up` printed no `export KUBECONFIG=` line:\n{stdout}")
+            .unwrap_or_else(|| {
+                panic!("`cluster.sh up` printed no `export KUBECONFIG=` line:\n{stdout}")
             })
-    });
-    match result {
-        Ok(path) => path,
-        Err(e) => panic!("the local control plane is not available: {e}"),
     }
+
+    /// The kubeconfig, starting the control plane once per test binary if needed (the
+    /// first caller starts it; the others wait).
+    pub fn kubeconfig(&self) -> &Path {
+        let result = self.kubeconfig.get_or_init(|| {
+            std::panic::catch_unwind(|| self.up()).map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "cluster.sh up failed".into())
+            })
+        });
+        match result {
+            Ok(path) => path,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A client for this control plane as cluster admin.
+    pub async fn client(&self) -> Client {
+        let path = self.kubeconfig();
+        let kubeconfig = Kubeconfig::read_from(path)
+            .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", path.display()));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("invalid kubeconfig {}: {e}", path.display()));
+        Client::try_from(config).expect("cannot build a kube client from the kubeconfig")
+    }
+}
+
+/// Starts the shared control plane if it is not running (`e2e/cluster.sh up`: fast, and
+/// locked so that parallel test binaries don't race) and returns its kubeconfig path.
+pub fn ensure_control_plane() -> &'static Path {
+    ControlPlane::shared().kubeconfig()
 }
 
 /// The admin kubeconfig of the local control plane (starting it if needed).
@@ -86,7 +173,7 @@ pub async fn config() -> Config {
 
 /// A client for the local control plane as cluster admin, starting it if needed.
 pub async fn client() -> Client {
-    Client::try_from(config().await).expect("cannot build a kube client from the kubeconfig")
+    ControlPlane::shared().client().await
 }
 
 /// A client that authenticates with a bearer token (for example a ServiceAccount token)
@@ -98,6 +185,50 @@ pub async fn client_with_token(token: &str) -> Client {
         ..Default::default()
     };
     Client::try_from(config).expect("cannot build a token client")
+}
+
+/// Installs (or upgrades) the operator's CRDs with server-side apply and waits until the
+/// API server serves them.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::{CustomResourceExt, ResourceExt};
+    use lgtm_operator::api::{GrafanaCluster, WorkerPool};
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [GrafanaCluster::crd(), WorkerPool::crd()] {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("lgtm-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot install CRD {name}: {e}"));
+        wait_for(
+            &format!("CRD {name} established"),
+            Duration::from_secs(120),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(if established {
+                        Check::Done(())
+                    } else {
+                        Check::Pending("not established".into())
+                    })
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// A name unique across tests, test binaries and runs: `prefix-<pid><time><counter>`,
@@ -316,9 +447,18 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    kubectl_at(kubeconfig_path(), args).await
+}
+
+/// Runs kubectl against the control plane of `kubeconfig`.
+pub async fn kubectl_at<I, S>(kubeconfig: &Path, args: I) -> anyhow::Result<KubectlOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let out = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(kubeconfig_path())
+        .arg(kubeconfig)
         .args(args)
         .output()
         .await

@@ -1,0 +1,373 @@
+//! Faults of the control plane under a running operator. For each fault, a change made
+//! after recovery (a pool scaled, the cluster's gateway scaled) must reach the StatefulSet,
+//! the Deployment and the pool's status; the time it took is printed
+//! (`converged … after recovery`).
+//!
+//! These tests stop and restart kube-apiserver and etcd, so they use a control plane of
+//! their own (`e2e/faults.env`: another state dir and other ports) and run one at a time.
+//! The operator runs as a child process, as Kubernetes would run it, with a watch timeout
+//! of 10 seconds so that an outage can outlast it within a short test.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use lgtm_operator::api::{GrafanaCluster, WorkerPool};
+use support::{Check, ControlPlane, OperatorProcess, TestNamespace, kubectl_at, wait_for};
+use tokio::sync::Mutex;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+/// The operator's watch timeout in these tests, in seconds.
+const WATCH_TIMEOUT: u64 = 10;
+const CLUSTER: &str = "logs";
+const POOL: &str = "logs-all";
+
+/// One test at a time: each breaks the control plane they share.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// A namespace on the fault control plane with the Loki sample in it, Available, and an
+/// operator process watching it.
+struct Scenario {
+    plane: &'static ControlPlane,
+    kubeconfig: PathBuf,
+    client: Client,
+    ns: TestNamespace,
+    operator: OperatorProcess,
+}
+
+impl Scenario {
+    async fn new(prefix: &str) -> Self {
+        let plane = ControlPlane::faults();
+        let kubeconfig = plane.up();
+        let client = plane.client().await;
+        support::install_crds(&client).await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let operator = start_operator(&kubeconfig, ns.name()).await;
+        let scenario = Self {
+            plane,
+            kubeconfig,
+            client,
+            ns,
+            operator,
+        };
+        for sample in ["s3-credentials.yaml", "loki-monolithic.yaml"] {
+            scenario.kubectl_apply_sample(sample).await;
+        }
+        scenario
+            .wait_until_converged(1, 1, "the sample to be Available")
+            .await;
+        scenario
+    }
+
+    async fn kubectl_apply_sample(&self, sample: &str) {
+        let path = support::repo_root().join("deploy/samples").join(sample);
+        let out = kubectl_at(
+            &self.kubeconfig,
+            [
+                "apply",
+                "-n",
+                self.ns.name(),
+                "-f",
+                path.to_str().expect("utf-8"),
+            ],
+        )
+        .await
+        .expect("kubectl runs");
+        assert!(out.success, "kubectl apply {sample}: {}", out.stderr);
+    }
+
+    /// Brings every stopped component back with one `cluster.sh up`: it must not need a
+    /// second try, even while a stopped component is still shutting down.
+    fn recover(&self) -> Instant {
+        self.plane.up();
+        Instant::now()
+    }
+
+    /// Scales the pool and the gateway by one (a change a user makes after the fault) and
+    /// waits until both reach the workloads and the pool's status; prints how long that
+    /// took after `recovered`.
+    async fn change_and_converge(&self, fault: &str, recovered: Instant) {
+        let pools: Api<WorkerPool> = Api::namespaced(self.client.clone(), self.ns.name());
+        let clusters: Api<GrafanaCluster> = Api::namespaced(self.client.clone(), self.ns.name());
+        let replicas = current_replicas(&pools).await + 1;
+        let gateway = replicas; // the gateway follows, so each step is a real change
+        merge_patch(&pools, POOL, serde_json::json!({ "replicas": replicas })).await;
+        merge_patch(
+            &clusters,
+            CLUSTER,
+            serde_json::json!({ "gateway": { "replicas": gateway } }),
+        )
+        .await;
+        let changed = Instant::now();
+        let applied = self
+            .wait_until_converged(replicas, gateway, &format!("the change after {fault}"))
+            .await;
+        println!(
+            "fault {fault}: change applied by the operator {:.1}s after it was made ({:.1}s after recovery); converged, pods ready and status reported, {:.1}s after recovery",
+            applied.duration_since(changed).as_secs_f64(),
+            applied.duration_since(recovered).as_secs_f64(),
+            recovered.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Waits until the pool's StatefulSet asks for and has `replicas` ready workers, the
+    /// pool's status says so, and the gateway Deployment asks for `gateway` replicas.
+    /// Returns when the operator had written both workloads' specs (the rest is the
+    /// control plane's: pods created and made ready).
+    async fn wait_until_converged(&self, replicas: i32, gateway: i32, what: &str) -> Instant {
+        let applied = std::sync::Mutex::new(None::<Instant>);
+        let applied = &applied;
+        let ns = self.ns.name();
+        let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let pools: Api<WorkerPool> = Api::namespaced(self.client.clone(), ns);
+        wait_for(what, TIMEOUT, || {
+            let (statefulsets, deployments, pools) =
+                (statefulsets.clone(), deployments.clone(), pools.clone());
+            async move {
+                let sts = statefulsets.get(POOL).await?;
+                let asked = sts.spec.as_ref().and_then(|s| s.replicas);
+                let ready = sts.status.as_ref().and_then(|s| s.ready_replicas);
+                let pool = pools.get(POOL).await?;
+                let reported = pool.status.as_ref().map(|s| s.ready_replicas);
+                let gw = deployments
+                    .get(&format!("{CLUSTER}-gateway"))
+                    .await?
+                    .spec
+                    .and_then(|s| s.replicas);
+                let state = format!(
+                    "StatefulSet asks {asked:?} has {ready:?} ready; pool reports {reported:?}; gateway asks {gw:?}"
+                );
+                if asked == Some(replicas) && gw == Some(gateway) {
+                    let mut applied = applied.lock().unwrap_or_else(|p| p.into_inner());
+                    applied.get_or_insert_with(Instant::now);
+                }
+                Ok(
+                    if asked == Some(replicas)
+                        && ready == Some(replicas)
+                        && reported == Some(replicas)
+                        && gw == Some(gateway)
+                    {
+                        Check::Done(())
+                    } else {
+                        Check::Pending(state)
+                    },
+                )
+            }
+        })
+        .await;
+        let applied = *applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.unwrap_or_else(Instant::now)
+    }
+
+    async fn finish(self) {
+        self.ns.cleanup().await;
+    }
+}
+
+async fn start_operator(kubeconfig: &std::path::Path, ns: &str) -> OperatorProcess {
+    OperatorProcess::start(
+        kubeconfig,
+        ns,
+        &["--watch-timeout-seconds", &WATCH_TIMEOUT.to_string()],
+    )
+    .await
+}
+
+/// Merges `spec` into object `name`, retrying while the API server is still warming up.
+async fn merge_patch<K>(api: &Api<K>, name: &str, spec: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({ "spec": spec });
+    wait_for(&format!("{name} to take {spec}"), TIMEOUT, || {
+        let (api, patch) = (api.clone(), patch.clone());
+        async move {
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Check::Done(()))
+        }
+    })
+    .await;
+}
+
+async fn current_replicas(pools: &Api<WorkerPool>) -> i32 {
+    pools.get(POOL).await.expect("the pool").spec.replicas
+}
+
+/// Polls `/readyz` and `/healthz` until readiness reads `ready`; returns the last answers.
+async fn wait_readiness(
+    operator: &OperatorProcess,
+    ready: bool,
+    timeout: Duration,
+) -> ((u16, String), (u16, String)) {
+    let want = if ready { 200 } else { 503 };
+    wait_for(&format!("/readyz to answer {want}"), timeout, || async {
+        let readyz = operator.get("/readyz").await?;
+        let healthz = operator.get("/healthz").await?;
+        Ok(if readyz.0 == want {
+            Check::Done((readyz, healthz))
+        } else {
+            Check::Pending(format!("/readyz {readyz:?}, /healthz {healthz:?}"))
+        })
+    })
+    .await
+}
+
+/// The issue that started this file: kube-apiserver stopped with SIGTERM under a running
+/// operator, and `up` run at once, while the old process still drains (about a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_converges_after_the_api_server_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = Scenario::new("apiserver-restart").await;
+    let pid = std::fs::read_to_string(
+        scenario
+            .kubeconfig
+            .parent()
+            .expect("state dir")
+            .join("run/kube-apiserver.pid"),
+    )
+    .expect("kube-apiserver pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .expect("SIGTERM kube-apiserver");
+    let recovered = scenario.recover();
+    scenario
+        .change_and_converge("kube-apiserver restarted", recovered)
+        .await;
+    scenario.finish().await;
+}
+
+/// An outage longer than the watch timeout: every watch request is gone and must be
+/// started anew. Readiness drops while the API server is away; liveness does not, since a
+/// restart would not bring the API server back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_converges_after_an_outage_longer_than_the_watch_timeout() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = Scenario::new("apiserver-outage").await;
+    let (readyz, _) = wait_readiness(&scenario.operator, true, TIMEOUT).await;
+    assert_eq!(readyz.1, "ok");
+    scenario
+        .plane
+        .cluster_sh(&["stop", "kube-apiserver", "KILL"])
+        .expect("stop kube-apiserver");
+    let down = Instant::now();
+    let (readyz, healthz) = wait_readiness(&scenario.operator, false, TIMEOUT).await;
+    assert!(readyz.1.contains("watches failing"), "{readyz:?}");
+    assert_eq!(healthz, (200, "ok".to_string()), "liveness holds");
+    let outage = Duration::from_secs(WATCH_TIMEOUT * 2);
+    tokio::time::sleep(outage.saturating_sub(down.elapsed())).await;
+    println!(
+        "fault kube-apiserver down {:.0}s (watch timeout {WATCH_TIMEOUT}s)",
+        down.elapsed().as_secs_f64()
+    );
+    let recovered = scenario.recover();
+    scenario
+        .change_and_converge("kube-apiserver down past the watch timeout", recovered)
+        .await;
+    let (readyz, healthz) = wait_readiness(&scenario.operator, true, TIMEOUT).await;
+    println!(
+        "fault kube-apiserver down past the watch timeout: ready again {:.1}s after recovery",
+        recovered.elapsed().as_secs_f64()
+    );
+    assert_eq!((readyz.0, healthz.0), (200, 200));
+    scenario.finish().await;
+}
+
+/// A watch that cannot resume (410 Gone): etcd's history is compacted past every
+/// resource version the operator holds and the API server restarts with an empty watch
+/// cache. The operator relists and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_converges_after_a_watch_expires() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = Scenario::new("watch-expired").await;
+    let lists_before = scenario
+        .operator
+        .metric("lgtm_operator_watch_lists_total", &["kind=\"WorkerPool\""])
+        .await;
+    scenario
+        .plane
+        .cluster_sh(&["stop", "kube-apiserver", "KILL"])
+        .expect("stop kube-apiserver");
+    scenario
+        .plane
+        .cluster_sh(&["compact"])
+        .expect("compact etcd");
+    let recovered = scenario.recover();
+    scenario
+        .change_and_converge("watch expired (410 Gone)", recovered)
+        .await;
+    let lists_after = scenario
+        .operator
+        .metric("lgtm_operator_watch_lists_total", &["kind=\"WorkerPool\""])
+        .await;
+    assert!(
+        lists_after > lists_before,
+        "the WorkerPool watches relisted: {lists_before} lists before, {lists_after} after\n{}",
+        scenario.operator.log()
+    );
+    assert!(
+        scenario.operator.log().contains("410")
+            || scenario.operator.log().contains("Expired")
+            || scenario.operator.log().contains("compacted"),
+        "the operator saw its watches expire:\n{}",
+        scenario.operator.log()
+    );
+    scenario.finish().await;
+}
+
+/// etcd restarted under a running API server and operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_converges_after_etcd_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = Scenario::new("etcd-restart").await;
+    scenario
+        .plane
+        .cluster_sh(&["stop", "etcd", "TERM"])
+        .expect("stop etcd");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recovered = scenario.recover();
+    scenario
+        .change_and_converge("etcd restarted", recovered)
+        .await;
+    scenario.finish().await;
+}
+
+/// The operator killed with SIGKILL in the middle of its work, then started again: it
+/// converges, and every child exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_converges_after_the_operator_is_killed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut scenario = Scenario::new("operator-killed").await;
+    // A change, and the kill before the operator can have finished with it.
+    let pools: Api<WorkerPool> = Api::namespaced(scenario.client.clone(), scenario.ns.name());
+    let replicas = current_replicas(&pools).await + 2;
+    merge_patch(&pools, POOL, serde_json::json!({ "replicas": replicas })).await;
+    let status = scenario.operator.signal("KILL").await;
+    assert!(!status.success(), "killed: {status}");
+    scenario.operator = start_operator(&scenario.kubeconfig, scenario.ns.name()).await;
+    let recovered = Instant::now();
+    scenario
+        .wait_until_converged(replicas, 1, "the change made before the kill")
+        .await;
+    scenario
+        .change_and_converge("operator killed with SIGKILL", recovered)
+        .await;
+    let statefulsets: Api<StatefulSet> =
+        Api::namespaced(scenario.client.clone(), scenario.ns.name());
+    let names: Vec<String> = statefulsets
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(names, [POOL], "one StatefulSet, the pool's");
+    scenario.finish().await;
+}
