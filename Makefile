@@ -6,7 +6,7 @@ TEST_THREADS ?= 6
 
 .DEFAULT_GOAL := help
 .PHONY: help run stop test lint fmt-check clippy crds crds-check helm-lint unit nginx \
-	integration e2e faults bench cluster-up cluster-down kubeconfig tools
+	integration e2e faults docs bench cluster-up cluster-down kubeconfig tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ clippy: ## cargo clippy, warnings are errors
 
 crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
 	$(CARGO) run --quiet --bin crdgen
+
+docs: ## Regenerate docs/runtime-contract.md from the products' run-time contracts
+	$(CARGO) run --quiet --bin docgen
 
 crds-check: ## Fail when the checked-in CRDs differ from the Rust types
 	$(CARGO) run --quiet --bin crdgen -- --check

@@ -77,6 +77,9 @@ enum Command {
         /// Render alert rules as a Prometheus Operator PrometheusRule (else a ConfigMap).
         #[arg(long)]
         prometheus_rules: bool,
+        /// Render for a cluster whose pods have IPv6 addresses only.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Print the CustomResourceDefinitions.
     Crds,
@@ -128,12 +131,14 @@ async fn main() -> anyhow::Result<()> {
             files,
             namespace,
             prometheus_rules,
+            ipv6,
         } => render(
             &files,
             &namespace,
             &offline::Target {
                 settings,
                 prometheus_rules,
+                ipv6,
             },
         ),
         Command::Crds => {

@@ -108,6 +108,8 @@ pub struct Target {
     /// The Prometheus Operator's PrometheusRule CRD is installed: alert rules become a
     /// PrometheusRule rather than a ConfigMap.
     pub prometheus_rules: bool,
+    /// Pods get IPv6 addresses only (the operator reads it from its Services' families).
+    pub ipv6: bool,
 }
 
 /// Renders every child the operator would create for `inputs`.
@@ -184,6 +186,7 @@ pub fn render(inputs: &Inputs, options: &Target) -> Result<Rendered, OfflineErro
                 settings,
                 retention,
                 loki_schema_from.as_deref(),
+                options.ipv6,
             );
             Some(
                 render::shared_config(&view, &inputs).map_err(|e| {
@@ -244,7 +247,8 @@ pub fn render(inputs: &Inputs, options: &Target) -> Result<Rendered, OfflineErro
             .map(|s| (s.name_any(), Some(s.clone())))
             .collect();
         let needed = secrets::storage_needs(&cluster.spec.storage.s3);
-        let storage = secrets::check(&needed, &secrets_by_name);
+        let storage =
+            secrets::check_storage(product, &cluster.spec.storage.s3, &needed, &secrets_by_name);
         if let Some(problem) = &storage.problem {
             notes.push(format!(
                 "GrafanaCluster {ns}/{name}: {} (the checksum annotation on worker pods will differ from the operator's)",

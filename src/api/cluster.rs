@@ -94,10 +94,40 @@ pub struct GrafanaClusterSpec {
     #[schemars(schema_with = "crate::api::schema::free_form_object")]
     pub config_overrides: Option<serde_json::Value>,
 
+    /// Who the data belongs to. Every cluster runs its product single-tenant today: all
+    /// data belongs to the product's one tenant (Mimir `anonymous`, Loki `fake`, Tempo
+    /// `single-tenant`), the gateway drops any X-Scope-OrgID a client sends, and that
+    /// header is no security boundary. Control who reaches the gateway instead.
+    #[serde(default)]
+    pub tenancy: TenancySpec,
+
+    /// Send the product's anonymous usage statistics to Grafana Labs
+    /// (stats.grafana.org). Off by default: the products retry for ever where the
+    /// internet is out of reach.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_reporting: bool,
+
     /// When true the operator keeps computing and reporting status but changes
     /// nothing in the cluster's objects or its pools' objects.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+}
+
+/// How a cluster's data is split among tenants.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TenancySpec {
+    /// `SingleTenant`, the only mode so far.
+    #[serde(default)]
+    pub mode: TenancyMode,
+}
+
+/// A tenancy mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TenancyMode {
+    /// Multi-tenancy off in the product: one tenant holds everything.
+    #[default]
+    SingleTenant,
 }
 
 /// Where the workers keep their data.

@@ -149,8 +149,8 @@ macro_rules! role_toggles {
 
 role_toggles! {
     /// Mimir role toggles. Several may be true; meta-roles (read, write, backend, all)
-    /// stand for their groups of roles.
-    #[schemars(transform = crate::api::schema::at_least_one_toggle)]
+    /// stand for their groups of roles. `flusher` is refused: it is a one-off job.
+    #[schemars(transform = crate::api::schema::mimir_toggles)]
     MimirRoles {
         /// Compacts blocks in object storage and applies retention.
         compactor => "compactor",
@@ -172,7 +172,8 @@ role_toggles! {
         overrides_exporter => "overrides-exporter",
         /// Queues queries between frontends and queriers (optional).
         query_scheduler => "query-scheduler",
-        /// Flushes an ingester's data on shutdown (optional, special purpose).
+        /// Refused in pools: the flusher flushes an ingester's WAL once and then stops
+        /// its process, so run it as a Job.
         flusher => "flusher",
         /// Meta-role: querier and query-frontend.
         read => "read",
@@ -187,8 +188,9 @@ role_toggles! {
 }
 
 role_toggles! {
-    /// Loki role toggles (the simple scalable targets). Several may be true.
-    #[schemars(transform = crate::api::schema::at_least_one_toggle)]
+    /// Loki role toggles (the simple scalable targets). Exactly one is true: a process
+    /// that runs write beside read or backend sees only its own part of the index.
+    #[schemars(transform = crate::api::schema::loki_toggles)]
     LokiRoles {
         /// The read path: queriers and query frontends.
         read => "read",
@@ -203,7 +205,7 @@ role_toggles! {
 
 role_toggles! {
     /// Tempo role toggles. Exactly one is true: a Tempo worker runs one target.
-    #[schemars(transform = crate::api::schema::exactly_one_toggle)]
+    #[schemars(transform = crate::api::schema::tempo_toggles)]
     TempoRoles {
         /// Searches and fetches traces.
         querier => "querier",

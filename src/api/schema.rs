@@ -2,6 +2,9 @@
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
+use crate::product::Product;
+use crate::product::contract::Combinations;
+
 /// A free-form object kept as written: the API server stores unknown fields under it.
 pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -41,19 +44,73 @@ fn push_rule(schema: &mut Schema, rule: String, message: &str) {
     }
 }
 
-/// Schema transform for role toggle blocks: at least one toggle must be true.
-/// The rule is built from the block's own properties, so it cannot drift from them.
-pub fn at_least_one_toggle(schema: &mut Schema) {
-    let rule = format!("{}.exists(t, t)", toggle_list(schema));
-    push_rule(schema, rule, "set at least one role toggle to true");
+/// The JSON name of a catalogue role name (`query-frontend` → `queryFrontend`).
+fn json_name(role: &str) -> String {
+    let mut parts = role.split('-');
+    let mut name = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
+    }
+    name
 }
 
-/// Schema transform for role toggle blocks where a worker runs exactly one role (Tempo).
-pub fn exactly_one_toggle(schema: &mut Schema) {
-    let rule = format!("{}.filter(t, t).size() == 1", toggle_list(schema));
-    push_rule(
-        schema,
-        rule,
-        "tempo workers run exactly one role: set exactly one toggle to true (use `all` for a monolithic pool)",
-    );
+/// The admission rules of a product's toggle block, from its runtime contract, so that
+/// the API refuses exactly the combinations one process cannot run. Each rule is built
+/// from the block's own properties, so it cannot drift from them.
+fn toggle_rules(schema: &mut Schema, product: Product) {
+    let toggles = toggle_list(schema);
+    match product.contract().combinations {
+        Combinations::ExactlyOne(why) => push_rule(
+            schema,
+            format!("{toggles}.filter(t, t).size() == 1"),
+            &format!(
+                "a {product} pool runs exactly one role toggle (use `all` for a monolithic pool): {}",
+                why.what
+            ),
+        ),
+        Combinations::AnyBut(refused) => {
+            push_rule(
+                schema,
+                format!("{toggles}.exists(t, t)"),
+                "set at least one role toggle to true",
+            );
+            for r in refused {
+                let field = json_name(r.toggle);
+                push_rule(
+                    schema,
+                    format!("!has(self.{field}) || !self.{field}"),
+                    &format!("{field} cannot run in a pool: {}", r.why.what),
+                );
+            }
+        }
+    }
+}
+
+/// Schema transform of the Mimir toggles.
+pub fn mimir_toggles(schema: &mut Schema) {
+    toggle_rules(schema, Product::Mimir);
+}
+
+/// Schema transform of the Loki toggles.
+pub fn loki_toggles(schema: &mut Schema) {
+    toggle_rules(schema, Product::Loki);
+}
+
+/// Schema transform of the Tempo toggles.
+pub fn tempo_toggles(schema: &mut Schema) {
+    toggle_rules(schema, Product::Tempo);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_names_are_camel_case() {
+        assert_eq!(super::json_name("query-frontend"), "queryFrontend");
+        assert_eq!(super::json_name("flusher"), "flusher");
+        assert_eq!(super::json_name("overrides-exporter"), "overridesExporter");
+    }
 }

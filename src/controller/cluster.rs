@@ -19,7 +19,9 @@ use super::apply::{apply, apply_dynamic, apply_status, get_opt, prune, prune_dyn
 use super::conditions::{self, Observed};
 use super::error::{Error, Result};
 use super::{Context, guarded, report_problems, retry, secrets};
-use crate::api::{GrafanaCluster, GrafanaClusterStatus, RoleStatus, WorkerPool};
+use crate::api::{
+    GrafanaCluster, GrafanaClusterSpec, GrafanaClusterStatus, RoleStatus, WorkerPool,
+};
 use crate::product::{PoolView, Product, Topology};
 use crate::render::config::{ConfigInputs, Duration};
 use crate::render::labels::CLUSTER;
@@ -79,13 +81,22 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
 
     // Fetch.
     let pools = pools_of(ctx, &ns, &name).await?;
-    let storage = secrets::storage(client, &ns, &cluster.spec.storage.s3).await?;
+    let storage = secrets::storage(client, &ns, product, &cluster.spec.storage.s3).await?;
     let tls_problem = match &cluster.spec.tls {
         Some(tls) => secrets::tls(client, &ns, &tls.secret_name).await?,
         None => None,
     };
     let existing_config: Option<ConfigMap> =
         get_opt(client, &ns, &view.child_name("config")).await?;
+    // The pods' IP family decides the rings' address settings; the gossip Service shows
+    // it, so a new cluster gets that Service before its first configuration.
+    let gossip: Option<Service> = match get_opt(client, &ns, &view.child_name("gossip")).await? {
+        None if !cluster.spec.paused => {
+            Some(apply(client, &render::services::gossip(&view)).await?)
+        }
+        observed => observed,
+    };
+    let ipv6 = gossip.as_ref().is_some_and(render::services::ipv6_primary);
 
     // Validate.
     let views: Vec<PoolView> = pools.iter().map(pool_view).collect();
@@ -125,6 +136,7 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
                 &ctx.settings,
                 *retention,
                 loki_schema_from.as_deref(),
+                ipv6,
             );
             match render::shared_config(&view, &inputs) {
                 Ok(config) => Some(config),
@@ -479,16 +491,7 @@ fn status(
     });
 
     let generation = o.cluster.meta().generation;
-    let mut recommendations = topology.recommendations();
-    if view.product() == Product::Tempo
-        && topology.has_role("metrics-generator")
-        && spec.self_monitoring.metrics.is_none()
-    {
-        recommendations.push(
-            "metrics-generator: set spec.selfMonitoring.metrics.remoteWriteUrl, or it has nowhere to write span metrics"
-                .into(),
-        );
-    }
+    let recommendations = recommendations(view.product(), spec, topology);
     GrafanaClusterStatus {
         observed_generation: generation,
         product: Some(view.product()),
@@ -540,4 +543,60 @@ async fn write_status(
     )
     .await;
     apply_status(&ctx.client, cluster, &status).await
+}
+
+/// Advice for the user: roles below their recommended replicas, and settings that leave
+/// something without effect for this product.
+fn recommendations(
+    product: Product,
+    spec: &GrafanaClusterSpec,
+    topology: &Topology,
+) -> Vec<String> {
+    let mut recommendations = topology.recommendations();
+    if product == Product::Tempo
+        && topology.has_role("metrics-generator")
+        && spec.self_monitoring.metrics.is_none()
+    {
+        recommendations.push(
+            "metrics-generator: set spec.selfMonitoring.metrics.remoteWriteUrl, or it has nowhere to write span metrics"
+                .into(),
+        );
+    }
+    // Loki traces only through Jaeger variables (runtime contract): say so rather than
+    // leave a destination that silently receives nothing.
+    if product == Product::Loki
+        && spec.self_monitoring.traces.is_some()
+        && spec.self_monitoring.is_enabled()
+    {
+        recommendations.push(
+            "selfMonitoring.traces: Loki 3.5 exports its own traces only to a Jaeger agent or collector (JAEGER_* variables), not over OTLP, so its workers send none there; the gateway's and agent's telemetry still flows"
+                .into(),
+        );
+    }
+    recommendations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn loki_says_its_workers_send_no_traces_over_otlp() {
+        let traces_advice = |product: Product| {
+            let mut cluster = fixtures::minimal_cluster(product);
+            cluster.spec.self_monitoring.traces = Some(
+                serde_json::from_value(serde_json::json!({"otlpEndpoint": "tempo.obs.svc:4317"}))
+                    .expect("traces spec"),
+            );
+            let topology = fixtures::topology(product, &[("all", &["all"], 3)]);
+            recommendations(product, &cluster.spec, &topology)
+                .into_iter()
+                .filter(|r| r.starts_with("selfMonitoring.traces"))
+                .count()
+        };
+        assert_eq!(traces_advice(Product::Loki), 1);
+        assert_eq!(traces_advice(Product::Mimir), 0);
+        assert_eq!(traces_advice(Product::Tempo), 0);
+    }
 }

@@ -300,7 +300,8 @@ fn event_type(reason: &str) -> Option<EventType> {
         | "ClusterNotFound"
         | "InvalidRoles"
         | "InvalidPodOverrides"
-        | "StorageNotReady" => Some(EventType::Warning),
+        | "StorageNotReady"
+        | "RegionRequired" => Some(EventType::Warning),
         _ => None,
     }
 }

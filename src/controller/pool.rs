@@ -133,7 +133,8 @@ async fn deploy(
             ),
         }));
     };
-    let storage = secrets::storage(client, ns, &cluster.spec.storage.s3).await?;
+    let storage =
+        secrets::storage(client, ns, cluster.spec.product, &cluster.spec.storage.s3).await?;
     if let Some(problem) = storage.problem {
         return Ok(Some(Blocked::Waiting {
             reason: "StorageNotReady",

@@ -10,6 +10,7 @@ use kube::Client;
 use super::apply::get_opt;
 use super::error::Result;
 use crate::api::S3Storage;
+use crate::product::Product;
 use crate::render::checksum;
 
 /// Why a referenced Secret cannot be used.
@@ -123,12 +124,38 @@ async fn fetch(
     Ok(secrets)
 }
 
-/// Reads and checks the storage Secrets of a cluster.
-pub async fn storage(client: &Client, namespace: &str, s3: &S3Storage) -> Result<StorageSecrets> {
+/// Reads and checks the storage Secrets of a cluster, and the storage settings the
+/// product needs.
+pub async fn storage(
+    client: &Client,
+    namespace: &str,
+    product: Product,
+    s3: &S3Storage,
+) -> Result<StorageSecrets> {
     let needed = storage_needs(s3);
     let names: Vec<&str> = needed.iter().map(|n| n.name).collect();
     let secrets = fetch(client, namespace, &names).await?;
-    Ok(check(&needed, &secrets))
+    Ok(check_storage(product, s3, &needed, &secrets))
+}
+
+/// [`check`] of the storage Secrets, then of the settings the product needs beyond them
+/// (Loki needs a region to sign for on AWS).
+pub(crate) fn check_storage(
+    product: Product,
+    s3: &S3Storage,
+    needed: &[Needed],
+    secrets: &BTreeMap<String, Option<Secret>>,
+) -> StorageSecrets {
+    let mut checked = check(needed, secrets);
+    if checked.problem.is_none()
+        && let Err(message) = crate::render::storage::region(product, s3)
+    {
+        checked.problem = Some(SecretProblem {
+            reason: "RegionRequired",
+            message,
+        });
+    }
+    checked
 }
 
 /// Reads and checks the gateway's TLS Secret.

@@ -24,7 +24,6 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
         Role { name: "backend", required: true, recommended: THREE_FOR_HA },
     ],
     meta_roles: &[MetaRole { name: "all", roles: &["read", "write", "backend"], target: "all" }],
-    single_target: false,
     ports: Ports { http: 3100, grpc: 9095, memberlist: 7946 },
     listeners: &[Listener {
         port: 3100,
@@ -43,6 +42,18 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
                 to: RouteTo::Role("backend"),
                 handling: Handling::RewriteTo("/loki/api/v1/rules"),
             },
+            // Served by the compactor, which runs in backend (runtime contract).
+            Route { location: "= /loki/api/v1/delete", to: RouteTo::Role("backend"), handling: Handling::Proxy },
+            Route {
+                location: "= /loki/api/v1/cache/generation_numbers",
+                to: RouteTo::Role("backend"),
+                handling: Handling::Proxy,
+            },
+            // The legacy paths Loki 3.5 still serves, routed as its own chart does.
+            Route { location: "= /api/prom/push", to: RouteTo::Role("write"), handling: Handling::Proxy },
+            Route { location: "^~ /api/prom/rules", to: RouteTo::Role("backend"), handling: Handling::Proxy },
+            Route { location: "= /api/prom/tail", to: RouteTo::Role("read"), handling: Handling::WebSocket },
+            Route { location: "^~ /api/prom/", to: RouteTo::Role("read"), handling: Handling::Proxy },
             Route { location: "= /loki/api/v1/tail", to: RouteTo::Role("read"), handling: Handling::WebSocket },
             Route { location: "~ /loki/api/.*", to: RouteTo::Role("read"), handling: Handling::WebSocket },
             Route { location: "= /loki/api/v1/format_query", to: ANY_WORKER, handling: Handling::Proxy },

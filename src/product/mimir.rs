@@ -63,7 +63,6 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
             target: "all",
         },
     ],
-    single_target: false,
     ports: Ports { http: 8080, grpc: 9095, memberlist: 7946 },
     listeners: &[Listener {
         port: 8080,

@@ -2,6 +2,7 @@
 //! on (roles, meta-roles, required roles, recommended replicas, ports, gateway routes,
 //! default images), as data, one file per product. Everything else reads it from here.
 
+pub mod contract;
 mod loki;
 mod mimir;
 mod tempo;
@@ -37,6 +38,11 @@ impl Product {
         }
     }
 
+    /// What this product does at run time, at the catalogue's version.
+    pub fn contract(self) -> &'static contract::Contract {
+        contract::of(self)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Product::Mimir => "mimir",
@@ -64,8 +70,6 @@ pub struct Catalogue {
     pub roles: &'static [Role],
     /// Named groups of roles.
     pub meta_roles: &'static [MetaRole],
-    /// Whether a worker runs exactly one target (Tempo).
-    pub single_target: bool,
     pub ports: Ports,
     /// The gateway's servers, one per listening port.
     pub listeners: &'static [Listener],

@@ -47,7 +47,6 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
         roles: &["querier", "query-frontend", "ingester", "distributor", "compactor", "metrics-generator"],
         target: "scalable-single-binary",
     }],
-    single_target: true,
     ports: Ports { http: 3200, grpc: 9096, memberlist: 7946 },
     listeners: &[
         Listener { port: 3200, name: "http", protocol: Protocol::Http, upstream_port: 3200, routes: QUERY_FRONTEND },

@@ -23,21 +23,15 @@ pub fn expand(product: Product, toggles: &[&str]) -> BTreeSet<&'static str> {
 /// Why a pool's toggles cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToggleError {
-    NoneSet,
-    /// Tempo workers run exactly one target.
-    SeveralForSingleTarget(Vec<&'static str>),
+    /// One process cannot run these toggles (the runtime contract says why).
+    Refused(String),
     Unknown(String),
 }
 
 impl fmt::Display for ToggleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ToggleError::NoneSet => f.write_str("no role toggle is true; set at least one"),
-            ToggleError::SeveralForSingleTarget(t) => write!(
-                f,
-                "a worker of this product runs exactly one role, but {} are true; split them into one pool each",
-                t.join(", ")
-            ),
+            ToggleError::Refused(why) => f.write_str(why),
             ToggleError::Unknown(t) => write!(f, "unknown role {t:?}"),
         }
     }
@@ -53,12 +47,10 @@ pub fn validate_toggles(product: Product, toggles: &[&'static str]) -> Result<()
     {
         return Err(ToggleError::Unknown(unknown.to_string()));
     }
-    match toggles.len() {
-        0 => Err(ToggleError::NoneSet),
-        1 => Ok(()),
-        _ if catalogue.single_target => Err(ToggleError::SeveralForSingleTarget(toggles.to_vec())),
-        _ => Ok(()),
-    }
+    product
+        .contract()
+        .allows(toggles)
+        .map_err(ToggleError::Refused)
 }
 
 /// The value of `-target` for a set of toggles: meta-roles by the product's own name for
@@ -144,6 +136,8 @@ pub struct Topology {
     pub roles: BTreeMap<&'static str, Provision>,
     /// Pools that do not count, with the reason, sorted by name.
     pub invalid_pools: Vec<(String, PoolProblem)>,
+    /// The toggles of each valid pool.
+    pub toggles: BTreeMap<String, Vec<&'static str>>,
 }
 
 impl Topology {
@@ -160,6 +154,7 @@ impl Topology {
             })
             .collect();
         let mut invalid_pools = Vec::new();
+        let mut toggles = BTreeMap::new();
         let mut pools: Vec<&PoolView> = pools.iter().collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         for pool in pools {
@@ -167,6 +162,7 @@ impl Topology {
                 invalid_pools.push((pool.name.clone(), problem));
                 continue;
             }
+            toggles.insert(pool.name.clone(), pool.toggles.clone());
             for role in expand(product, &pool.toggles) {
                 let provision = roles.entry(role).or_default();
                 provision.pools.push(pool.name.clone());
@@ -178,7 +174,16 @@ impl Topology {
             product,
             roles,
             invalid_pools,
+            toggles,
         }
+    }
+
+    /// The toggles of valid pool `pool` (none for an unknown one).
+    pub fn pool_toggles(&self, pool: &str) -> &[&'static str] {
+        self.toggles
+            .get(pool)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     fn catalogue(&self) -> &'static Catalogue {
@@ -349,12 +354,15 @@ mod tests {
             pool("b", LOKI, &["backend"], 3),
         ];
         assert!(Topology::new(LOKI, &split).is_consistent());
+        // One process running write beside read runs its index shipper write-only
+        // (runtime contract): such a pool is invalid, and provides nothing.
         let two_in_one = [
             pool("rw", LOKI, &["read", "write"], 1),
             pool("b", LOKI, &["backend"], 1),
         ];
-        assert!(Topology::new(LOKI, &two_in_one).is_consistent());
-        assert_eq!(target_arg(LOKI, &["write", "read"]), "read,write");
+        let topology = Topology::new(LOKI, &two_in_one);
+        assert!(!topology.is_consistent());
+        assert_eq!(topology.invalid_pools[0].0, "rw");
     }
 
     #[test]
@@ -380,7 +388,7 @@ mod tests {
         let topology = Topology::new(TEMPO, &pools);
         assert!(matches!(
             topology.invalid_pools[0].1,
-            PoolProblem::Toggles(ToggleError::SeveralForSingleTarget(_))
+            PoolProblem::Toggles(ToggleError::Refused(_))
         ));
         assert!(topology.roles["querier"].pools.is_empty());
     }

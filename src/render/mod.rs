@@ -12,6 +12,9 @@ pub mod services;
 pub mod storage;
 pub mod workers;
 
+#[cfg(test)]
+mod contract_tests;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -112,6 +115,26 @@ pub fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The timeouts on the request path, in seconds, nested so that each layer gives up
+/// after the one below it: a query ends before the product's HTTP server stops writing
+/// its answer, and that before the gateway stops waiting. The runtime contract names the
+/// product keys each sets; `render::contract_tests` checks the nesting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeouts {
+    /// How long a query may run in the product.
+    pub query: u32,
+    /// The product's HTTP server write timeout.
+    pub server_write: u32,
+    /// The gateway's `proxy_read_timeout` and `grpc_read_timeout`.
+    pub gateway: u32,
+}
+
+pub const REQUEST_TIMEOUTS: RequestTimeouts = RequestTimeouts {
+    query: 120,
+    server_write: 180,
+    gateway: 300,
+};
 
 /// Annotation on pod templates with the checksum of the configuration they run.
 pub const CONFIG_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/config";

@@ -189,7 +189,11 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
     line(
         w,
         1,
-        r#"log_format lgtm '$remote_addr "$request" $status $body_bytes_sent $request_time upstream=$upstream_addr tenant=$lgtm_tenant';"#,
+        &format!(
+            r#"log_format lgtm '$remote_addr "$request" $status $body_bytes_sent $request_time upstream=$upstream_addr tenant={}';"#,
+            // Single-tenant: every request belongs to the product's one tenant.
+            product.contract().single_tenant_id
+        ),
     );
     line(w, 1, "access_log /dev/stdout lgtm;");
     if options.resolver_file {
@@ -201,28 +205,12 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
         &format!("client_max_body_size {};", catalogue.max_body_size),
     );
     line(w, 1, "proxy_http_version 1.1;");
-    line(w, 1, "proxy_read_timeout 300;");
+    // Longer than the products' own write timeouts, so the product answers first.
+    let gateway = crate::render::REQUEST_TIMEOUTS.gateway;
+    line(w, 1, &format!("proxy_read_timeout {gateway}s;"));
     line(w, 1, "proxy_connect_timeout 5s;");
-    line(w, 1, "grpc_read_timeout 300;");
+    line(w, 1, &format!("grpc_read_timeout {gateway}s;"));
     line(w, 1, "grpc_connect_timeout 5s;");
-    line(
-        w,
-        1,
-        "# Requests without a tenant are the single-tenant default.",
-    );
-    line(w, 1, "map $http_x_scope_orgid $lgtm_tenant {");
-    line(w, 2, "default $http_x_scope_orgid;");
-    line(w, 2, "\"\" anonymous;");
-    line(w, 1, "}");
-    line(
-        w,
-        1,
-        "# nginx 1.23+ joins repeated headers with \", \"; tenant IDs never hold a comma.",
-    );
-    line(w, 1, "map $http_x_scope_orgid $lgtm_tenant_repeated {");
-    line(w, 2, "default 0;");
-    line(w, 2, "\"~,\" 1;");
-    line(w, 1, "}");
     line(w, 1, "map $http_upgrade $lgtm_connection_upgrade {");
     line(w, 2, "default upgrade;");
     line(w, 2, "\"\" close;");
@@ -258,21 +246,7 @@ fn server(
         line(w, 2, &format!("ssl_certificate_key {};", tls.key));
         line(w, 2, "ssl_protocols TLSv1.2 TLSv1.3;");
     }
-    let refused_tenant = "send at most one X-Scope-OrgID header";
-    if grpc {
-        // A server-level `if` cannot set the headers a gRPC refusal needs: hand over to
-        // a location that can.
-        line(w, 2, "if ($lgtm_tenant_repeated) {");
-        line(w, 3, &format!("rewrite ^ {REFUSED_TENANT_LOCATION} last;"));
-        line(w, 2, "}");
-        line(w, 2, &format!("location = {REFUSED_TENANT_LOCATION} {{"));
-        line(w, 3, "internal;");
-        refuse(w, 3, Refusal::InvalidArgument, refused_tenant, true);
-        line(w, 2, "}");
-    } else {
-        line(w, 2, "if ($lgtm_tenant_repeated) {");
-        refuse(w, 3, Refusal::InvalidArgument, refused_tenant, false);
-        line(w, 2, "}");
+    if !grpc {
         line(w, 2, "location = / { return 200 \"OK\\n\"; }");
     }
     for route in listener.routes {
@@ -288,13 +262,9 @@ fn server(
     line(w, 1, "}");
 }
 
-/// Internal location answering a repeated tenant on gRPC servers.
-const REFUSED_TENANT_LOCATION: &str = "/.lgtm/refused-tenant";
-
 /// Why the gateway answers a request itself.
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
-    InvalidArgument,
     NotFound,
     Unavailable,
 }
@@ -302,16 +272,14 @@ enum Refusal {
 impl Refusal {
     fn http_status(self) -> u16 {
         match self {
-            Refusal::InvalidArgument => 400,
             Refusal::NotFound => 404,
             Refusal::Unavailable => 503,
         }
     }
 
-    /// The gRPC status code (INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE).
+    /// The gRPC status code (UNIMPLEMENTED, UNAVAILABLE).
     fn grpc_status(self) -> u8 {
         match self {
-            Refusal::InvalidArgument => 3,
             Refusal::NotFound => 12,
             Refusal::Unavailable => 14,
         }
@@ -386,13 +354,15 @@ fn location(
             line(w, 3, &format!("set $lgtm_upstream \"{address}\";"));
             if listener.protocol == Protocol::Grpc {
                 line(w, 3, "grpc_pass grpc://$lgtm_upstream;");
-                line(w, 3, "grpc_set_header X-Scope-OrgID $lgtm_tenant;");
+                // Single-tenant products ignore the tenant header; a client's is dropped
+                // so that nobody mistakes it for a boundary (ADR 7).
+                line(w, 3, "grpc_set_header X-Scope-OrgID \"\";");
             } else {
                 if let Handling::RewriteTo(path) = route.handling {
                     line(w, 3, &format!("rewrite ^ {path} break;"));
                 }
                 line(w, 3, "proxy_pass http://$lgtm_upstream;");
-                line(w, 3, "proxy_set_header X-Scope-OrgID $lgtm_tenant;");
+                line(w, 3, "proxy_set_header X-Scope-OrgID \"\";");
                 line(
                     w,
                     3,
@@ -542,9 +512,7 @@ mod tests {
         assert!(otlp_grpc.contains(
             "add_header grpc-message \"no worker pool of this cluster provides the distributor role\" always;"
         ));
-        assert!(otlp_grpc.contains("add_header grpc-status 3 always;"));
         assert!(!otlp_grpc.contains("return 503"), "{otlp_grpc}");
-        assert!(!otlp_grpc.contains("return 400"), "{otlp_grpc}");
         assert!(conf.contains(
             "return 503 \"no worker pool of this cluster provides the distributor role\\n\";"
         ));

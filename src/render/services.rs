@@ -58,6 +58,19 @@ pub fn gossip(cluster: &ClusterView) -> Service {
     )
 }
 
+/// Whether the cluster gives pods IPv6 addresses only, as the API server shows it in the
+/// families it assigned to a single-stack Service of the operator's (the gossip
+/// Service): IPv6 first means IPv6 is the pods' primary family, and the products' rings
+/// must then be told to register IPv6 addresses (runtime contract).
+pub fn ipv6_primary(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ip_families.as_ref())
+        .and_then(|f| f.first())
+        .is_some_and(|family| family == "IPv6")
+}
+
 /// `<c>-<role>` for every role some pool provides: what the gateway and other workers
 /// address a role by.
 pub fn roles(cluster: &ClusterView, topology: &Topology) -> Vec<Service> {

@@ -1,16 +1,20 @@
-//! Object storage as the workers see it: a normalised endpoint for the product config,
-//! and credentials that reach the workers only as environment variables.
+//! Object storage as the workers see it: a normalised endpoint and region for the
+//! product config, and credentials that reach the workers only as the environment
+//! variables the products read themselves (runtime contract: AWS_ACCESS_KEY_ID and
+//! AWS_SECRET_ACCESS_KEY, used when the config names no key), so no credential is ever
+//! substituted into a configuration file (ADR 6).
 
 use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
 use crate::api::S3Storage;
+use crate::product::Product;
 
-/// Environment variables the product configs reference (`${...}` with
-/// `-config.expand-env=true`).
-pub const ACCESS_KEY_ID_ENV: &str = "LGTM_S3_ACCESS_KEY_ID";
-pub const SECRET_ACCESS_KEY_ENV: &str = "LGTM_S3_SECRET_ACCESS_KEY";
+/// The standard AWS variables every product's S3 client reads when its configuration
+/// sets no key (runtime contract).
+pub const ACCESS_KEY_ID_ENV: &str = "AWS_ACCESS_KEY_ID";
+pub const SECRET_ACCESS_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
 
 /// Where the CA bundle is mounted. Go programs add every file of the directories in
 /// `SSL_CERT_DIR` to their trusted roots, so the products trust it without any
@@ -83,6 +87,60 @@ pub fn worker_env(s3: &S3Storage) -> Vec<EnvVar> {
         });
     }
     env
+}
+
+/// The region of an AWS S3 endpoint (`s3.eu-west-1.amazonaws.com`,
+/// `bucket.s3-us-west-2.amazonaws.com`, `s3.amazonaws.com` for us-east-1); `None` for
+/// any other endpoint.
+pub fn aws_region(endpoint: &Endpoint) -> Option<String> {
+    let host = endpoint
+        .host_port
+        .rsplit_once(':')
+        .map_or(endpoint.host_port.as_str(), |(host, _)| host);
+    let labels: Vec<&str> = host.split('.').collect();
+    let aws = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+    if !aws {
+        return None;
+    }
+    if host == "s3.amazonaws.com" || host.ends_with(".s3.amazonaws.com") {
+        return Some("us-east-1".into());
+    }
+    labels.iter().find_map(|label| {
+        let candidate = label.strip_prefix("s3-").unwrap_or(label);
+        is_region(candidate).then(|| candidate.to_string())
+    })
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`…
+fn is_region(label: &str) -> bool {
+    let parts: Vec<&str> = label.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+}
+
+/// The region a product signs its S3 requests for: the spec's, else one the endpoint
+/// names. Loki signs for `dummy` when none is set, which AWS rejects (runtime contract),
+/// so an AWS endpoint without a known region is an error for Loki.
+pub fn region(product: Product, s3: &S3Storage) -> Result<Option<String>, String> {
+    if let Some(region) = s3.region.as_ref().filter(|r| !r.is_empty()) {
+        return Ok(Some(region.clone()));
+    }
+    let endpoint = Endpoint::new(s3);
+    match aws_region(&endpoint) {
+        Some(region) => Ok(Some(region)),
+        None if product == Product::Loki && (endpoint.host_port.contains(".amazonaws.com")) => {
+            Err(format!(
+                "set spec.storage.s3.region: Loki signs S3 requests for region \"dummy\" when none is set, which AWS rejects, and {} names no region",
+                endpoint.host_port
+            ))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The CA bundle volume and its mount, when a CA Secret is named.
@@ -173,6 +231,58 @@ mod tests {
         assert_eq!(
             Endpoint::new(&s3("minio:9000")).without_default_port(),
             "minio:9000"
+        );
+    }
+
+    #[test]
+    fn aws_endpoints_give_their_region() {
+        let region = |endpoint: &str| aws_region(&Endpoint::new(&s3(endpoint)));
+        assert_eq!(
+            region("https://s3.eu-west-1.amazonaws.com"),
+            Some("eu-west-1".into())
+        );
+        assert_eq!(
+            region("s3-us-west-2.amazonaws.com"),
+            Some("us-west-2".into())
+        );
+        assert_eq!(
+            region("https://bucket.s3.dualstack.ap-southeast-2.amazonaws.com:443"),
+            Some("ap-southeast-2".into())
+        );
+        assert_eq!(region("s3.amazonaws.com"), Some("us-east-1".into()));
+        assert_eq!(
+            region("s3.us-gov-west-1.amazonaws.com"),
+            Some("us-gov-west-1".into())
+        );
+        assert_eq!(
+            region("s3.cn-north-1.amazonaws.com.cn"),
+            Some("cn-north-1".into())
+        );
+        assert_eq!(region("minio.minio.svc:9000"), None);
+        assert_eq!(region("eu-west-1.example.com"), None);
+    }
+
+    #[test]
+    fn loki_needs_a_region_on_aws_and_gets_one_where_it_can() {
+        let mut aws = s3("https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(region(Product::Loki, &aws), Ok(Some("eu-west-1".into())));
+        aws.endpoint = "https://bucket.s3-accelerate.amazonaws.com".into();
+        let error = region(Product::Loki, &aws).expect_err("no region to sign for");
+        assert!(
+            error.contains("spec.storage.s3.region") && error.contains("dummy"),
+            "{error}"
+        );
+        assert_eq!(
+            region(Product::Mimir, &aws),
+            Ok(None),
+            "Mimir asks the bucket"
+        );
+        aws.region = Some("eu-central-1".into());
+        assert_eq!(region(Product::Loki, &aws), Ok(Some("eu-central-1".into())));
+        assert_eq!(
+            region(Product::Loki, &s3("minio:9000")),
+            Ok(None),
+            "S3-compatible servers accept dummy"
         );
     }
 

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Service, ServicePort,
-    ServiceSpec, Volume, VolumeResourceRequirements,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -25,8 +25,10 @@ use crate::product::{RouteTo, expand, target_arg};
 
 /// UID and GID the workers run as (the Grafana images' own user).
 const WORKER_USER: i64 = 10001;
-/// Ingesters flush and hand over on shutdown; give them time.
-const TERMINATION_GRACE_SECONDS: i64 = 300;
+/// The OS temp dir of every worker: an emptyDir, since the root filesystem is read-only
+/// and some roles' code writes there (runtime contract: Loki's retention sweeper, Mimir's
+/// alertmanager and compactor).
+pub const TEMP_DIR: &str = "/tmp";
 
 /// A pool as the builders see it.
 #[derive(Debug, Clone)]
@@ -111,17 +113,25 @@ pub fn build(
     let s3 = &cluster.spec.storage.s3;
     let mut env = storage::worker_env(s3);
     env.extend(tracing_env(cluster, &pool.name));
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: cluster.child_name("config"),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cluster.child_name("config"),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
     let mut mounts = vec![
         mount("config", catalogue.config_dir, true),
         mount("data", DATA_DIR, false),
+        mount("tmp", TEMP_DIR, false),
     ];
     if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
         volumes.push(volume);
@@ -131,9 +141,10 @@ pub fn build(
     let container = Container {
         name: product.to_string(),
         image: Some(cluster.image()),
+        // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
+        // so a `$` in it stays a `$`.
         args: Some(vec![
             format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
-            "-config.expand-env=true".into(),
             format!("-target={}", target_arg(product, &pool.toggles)),
         ]),
         env: Some(env),
@@ -159,7 +170,12 @@ pub fn build(
             volumes: Some(volumes),
             // Workers never call the Kubernetes API.
             automount_service_account_token: Some(false),
-            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            // As long as the slowest of its roles needs to leave (runtime contract).
+            termination_grace_period_seconds: Some(
+                product
+                    .contract()
+                    .grace_seconds(&roles.iter().copied().collect::<Vec<_>>()),
+            ),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(WORKER_USER),
@@ -282,7 +298,9 @@ fn service_port(name: &str, port: u16) -> ServicePort {
     }
 }
 
-/// OpenTelemetry environment for the workers' own traces, when a destination is set.
+/// OpenTelemetry environment for the workers' own traces, when a destination is set:
+/// only the variables the product reads (Loki reads none: its traces are reported as
+/// unavailable instead).
 fn tracing_env(cluster: &ClusterView, pool: &str) -> Vec<EnvVar> {
     let Some(traces) = &cluster.spec.self_monitoring.traces else {
         return Vec::new();
@@ -309,6 +327,7 @@ fn tracing_env(cluster: &ClusterView, pool: &str) -> Vec<EnvVar> {
         ),
     ]
     .into_iter()
+    .filter(|(name, _)| cluster.product().contract().reads_env(name))
     .map(|(name, value)| EnvVar {
         name: name.into(),
         value: Some(value),
@@ -378,9 +397,79 @@ mod tests {
             args,
             [
                 "-config.file=/etc/mimir/config.yaml",
-                "-config.expand-env=true",
                 "-target=compactor,read"
             ]
+        );
+    }
+
+    #[test]
+    fn every_worker_has_a_writable_temp_dir() {
+        // Loki's retention sweeper retries for ever without one (runtime contract).
+        for (product, roles) in [
+            (Product::Loki, "roles: {loki: {backend: true}}"),
+            (Product::Mimir, "roles: {mimir: {alertmanager: true}}"),
+            (Product::Tempo, "roles: {tempo: {distributor: true}}"),
+        ] {
+            let pod = pod(&build_pool(&fixtures::minimal_cluster(product), roles));
+            let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
+            let tmp = mounts
+                .iter()
+                .find(|m| m.mount_path == TEMP_DIR)
+                .expect("a /tmp mount");
+            assert_ne!(tmp.read_only, Some(true));
+            let volume = pod
+                .volumes
+                .expect("volumes")
+                .into_iter()
+                .find(|v| v.name == tmp.name)
+                .expect("its volume");
+            assert!(volume.empty_dir.is_some(), "{product}");
+        }
+    }
+
+    #[test]
+    fn the_grace_period_covers_the_slowest_role() {
+        let grace = |yaml: &str| pod(&mimir(yaml)).termination_grace_period_seconds;
+        assert_eq!(grace("roles: {mimir: {querier: true}}"), Some(180));
+        assert_eq!(grace("roles: {mimir: {write: true}}"), Some(1200));
+        let loki = build_pool(
+            &fixtures::minimal_cluster(Product::Loki),
+            "roles: {loki: {read: true}}",
+        );
+        assert_eq!(pod(&loki).termination_grace_period_seconds, Some(30));
+    }
+
+    #[test]
+    fn trace_variables_are_the_ones_each_product_reads() {
+        let names = |product: Product, roles: &str| {
+            let mut cluster = fixtures::minimal_cluster(product);
+            cluster.spec.self_monitoring.traces = Some(crate::api::TracesDestination {
+                otlp_endpoint: "traces-gateway.obs:4317".into(),
+            });
+            pod(&build_pool(&cluster, roles)).containers[0]
+                .env
+                .clone()
+                .expect("env")
+                .into_iter()
+                .map(|e| e.name)
+                .filter(|n| n.starts_with("OTEL_"))
+                .collect::<Vec<_>>()
+        };
+        let mimir = names(Product::Mimir, "roles: {mimir: {all: true}}");
+        assert!(
+            mimir.contains(&"OTEL_SERVICE_NAME".to_string()),
+            "{mimir:?}"
+        );
+        assert!(mimir.contains(&"OTEL_EXPORTER_OTLP_ENDPOINT".to_string()));
+        let tempo = names(Product::Tempo, "roles: {tempo: {all: true}}");
+        assert!(tempo.contains(&"OTEL_EXPORTER_OTLP_ENDPOINT".to_string()));
+        assert!(
+            !tempo.contains(&"OTEL_SERVICE_NAME".to_string()),
+            "Tempo names its own service"
+        );
+        assert!(
+            names(Product::Loki, "roles: {loki: {all: true}}").is_empty(),
+            "Loki reads no OTEL_ variable"
         );
     }
 

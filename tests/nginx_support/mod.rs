@@ -79,30 +79,6 @@ pub fn nginx_binary() -> &'static Path {
     })
 }
 
-/// nginx's version as (major, minor, patch).
-pub fn nginx_version() -> (u32, u32, u32) {
-    static VERSION: OnceLock<(u32, u32, u32)> = OnceLock::new();
-    *VERSION.get_or_init(|| {
-        let output = Command::new(nginx_binary())
-            .arg("-v")
-            .output()
-            .expect("run nginx -v");
-        // nginx writes `nginx version: nginx/1.22.1` to stderr.
-        let text = String::from_utf8_lossy(&output.stderr).into_owned();
-        let version = text
-            .split("nginx/")
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected `nginx -v` output: {text}"));
-        let mut numbers = version.split('.').map(|n| {
-            n.parse::<u32>()
-                .unwrap_or_else(|_| panic!("version {version}"))
-        });
-        let mut next = || numbers.next().unwrap_or(0);
-        (next(), next(), next())
-    })
-}
-
 /// A private temporary directory: nginx's prefix and runtime directory.
 pub struct Workspace {
     dir: TempDir,

@@ -2,21 +2,80 @@
 
 use serde::Serialize;
 
-use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, Memberlist, Server, env_ref};
-use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
+use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, Memberlist, Server, seconds};
+use crate::render::REQUEST_TIMEOUTS;
+use crate::render::storage::{self, Endpoint};
 
 #[derive(Serialize)]
 pub(super) struct Config {
     auth_enabled: bool,
+    analytics: Analytics,
+    tracing: Tracing,
     server: Server,
     common: Common,
     memberlist: Memberlist,
     schema_config: SchemaConfig,
-    ingester: Ingester,
-    compactor: Compactor,
-    ruler: Ruler,
     #[serde(skip_serializing_if = "Option::is_none")]
-    limits_config: Option<Limits>,
+    storage_config: Option<StorageConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_gateway: Option<IndexGateway>,
+    ingester: Ingester,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distributor: Option<RingHolder>,
+    compactor: Compactor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_scheduler: Option<SchedulerRing>,
+    ruler: Ruler,
+    limits_config: Limits,
+}
+
+#[derive(Serialize)]
+struct Analytics {
+    reporting_enabled: bool,
+}
+
+#[derive(Serialize)]
+struct Tracing {
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+struct StorageConfig {
+    tsdb_shipper: TsdbShipper,
+}
+
+#[derive(Serialize)]
+struct TsdbShipper {
+    index_gateway_client: IndexGatewayClient,
+}
+
+#[derive(Serialize)]
+struct IndexGatewayClient {
+    server_address: String,
+}
+
+#[derive(Serialize)]
+struct IndexGateway {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<Ipv6Ring>,
+}
+
+/// A Loki ring that only needs IPv6 turned on (common.ring's is not copied to the
+/// others: runtime contract).
+#[derive(Serialize)]
+struct Ipv6Ring {
+    instance_enable_ipv6: bool,
+}
+
+#[derive(Serialize)]
+struct RingHolder {
+    ring: Ipv6Ring,
+}
+
+#[derive(Serialize)]
+struct SchedulerRing {
+    scheduler_ring: Ipv6Ring,
 }
 
 #[derive(Serialize)]
@@ -32,6 +91,8 @@ struct Common {
 #[derive(Serialize)]
 struct CommonRing {
     kvstore: KvStore,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    instance_enable_ipv6: bool,
 }
 
 #[derive(Serialize)]
@@ -52,8 +113,6 @@ struct S3 {
     region: Option<String>,
     insecure: bool,
     s3forcepathstyle: bool,
-    access_key_id: String,
-    secret_access_key: String,
 }
 
 #[derive(Serialize)]
@@ -79,6 +138,13 @@ struct Index {
 #[derive(Serialize)]
 struct Ingester {
     wal: Wal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifecycler: Option<Lifecycler>,
+}
+
+#[derive(Serialize)]
+struct Lifecycler {
+    enable_inet6: bool,
 }
 
 #[derive(Serialize)]
@@ -93,16 +159,22 @@ struct Compactor {
     retention_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     delete_request_store: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compactor_ring: Option<Ipv6Ring>,
 }
 
 #[derive(Serialize)]
 struct Ruler {
     rule_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<Ipv6Ring>,
 }
 
 #[derive(Serialize)]
 struct Limits {
-    retention_period: String,
+    query_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_period: Option<String>,
 }
 
 /// Loki's index (and so its retention) works in whole periods of this length.
@@ -126,8 +198,59 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         .loki_schema_from
         .expect("the controller fixes Loki's schema date before rendering")
         .to_string();
+    let ipv6 = inputs.ipv6;
+    let ipv6_ring = || {
+        ipv6.then_some(Ipv6Ring {
+            instance_enable_ipv6: true,
+        })
+    };
+    // Readers ask the backend's index gateways instead of downloading the whole index,
+    // but only when every pool running backend runs the gateway: `all` runs none
+    // (runtime contract), and a reader sent to one would fail.
+    let backend_pools = topology
+        .roles
+        .get("backend")
+        .map(|p| p.pools.as_slice())
+        .unwrap_or_default();
+    let gateways_everywhere = !backend_pools.is_empty()
+        && backend_pools
+            .iter()
+            .all(|pool| topology.pool_toggles(pool) == ["backend"]);
+    let (storage_config, index_gateway) = if gateways_everywhere {
+        (
+            Some(StorageConfig {
+                tsdb_shipper: TsdbShipper {
+                    index_gateway_client: IndexGatewayClient {
+                        server_address: format!(
+                            "dns+{}:{}",
+                            inputs.service_host("backend"),
+                            ports.grpc
+                        ),
+                    },
+                },
+            }),
+            Some(IndexGateway {
+                mode: "simple",
+                ring: ipv6_ring(),
+            }),
+        )
+    } else {
+        (
+            None,
+            ipv6.then(|| IndexGateway {
+                mode: "simple",
+                ring: ipv6_ring(),
+            }),
+        )
+    };
     Ok(Config {
         auth_enabled: false,
+        analytics: Analytics {
+            reporting_enabled: inputs.usage_reporting,
+        },
+        // Loki traces through Jaeger only, never OTLP (runtime contract): its tracer
+        // would only send to a localhost agent that is not there.
+        tracing: Tracing { enabled: false },
         server: inputs.server(),
         common: Common {
             path_prefix: DATA_DIR.to_string(),
@@ -140,16 +263,17 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
                 kvstore: KvStore {
                     store: "memberlist",
                 },
+                instance_enable_ipv6: ipv6,
             },
             storage: Storage {
                 s3: S3 {
                     endpoint: endpoint.host_port.clone(),
                     bucketnames: inputs.s3.bucket.clone(),
-                    region: inputs.s3.region.clone(),
+                    // An AWS endpoint's region where the spec names none; the
+                    // controller holds workers back when there is neither.
+                    region: storage::region(topology.product, inputs.s3).ok().flatten(),
                     insecure: endpoint.insecure,
                     s3forcepathstyle: true,
-                    access_key_id: env_ref(ACCESS_KEY_ID_ENV),
-                    secret_access_key: env_ref(SECRET_ACCESS_KEY_ENV),
                 },
             },
         },
@@ -166,22 +290,39 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
                 },
             }],
         },
+        storage_config,
+        index_gateway,
         ingester: Ingester {
             wal: Wal {
                 dir: data("wal"),
-                flush_on_shutdown: true,
+                // Rollouts replay the WAL instead of flushing (ADR 5).
+                flush_on_shutdown: false,
             },
+            lifecycler: ipv6.then_some(Lifecycler { enable_inet6: true }),
         },
+        distributor: ipv6.then_some(RingHolder {
+            ring: Ipv6Ring {
+                instance_enable_ipv6: true,
+            },
+        }),
         compactor: Compactor {
             working_directory: data("compactor"),
             retention_enabled: inputs.retention.is_some(),
             delete_request_store: inputs.retention.map(|_| "s3"),
+            compactor_ring: ipv6_ring(),
         },
+        query_scheduler: ipv6.then_some(SchedulerRing {
+            scheduler_ring: Ipv6Ring {
+                instance_enable_ipv6: true,
+            },
+        }),
         ruler: Ruler {
             rule_path: data("rules-temp"),
+            ring: ipv6_ring(),
         },
-        limits_config: inputs.retention.map(|r| Limits {
-            retention_period: r.to_string(),
-        }),
+        limits_config: Limits {
+            query_timeout: seconds(REQUEST_TIMEOUTS.query),
+            retention_period: inputs.retention.map(|r| r.to_string()),
+        },
     })
 }

@@ -2,14 +2,18 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, Memberlist, Server, env_ref};
-use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
+use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use crate::render::REQUEST_TIMEOUTS;
+use crate::render::storage::Endpoint;
 
 #[derive(Serialize)]
 pub(super) struct Config {
     multitenancy_enabled: bool,
     no_auth_tenant: &'static str,
+    usage_stats: UsageStats,
+    activity_tracker: ActivityTracker,
     server: Server,
+    querier: Querier,
     common: Common,
     blocks_storage: BlocksStorage,
     ruler_storage: Prefixed,
@@ -21,10 +25,31 @@ pub(super) struct Config {
     compactor: Compactor,
     ruler: Ruler,
     #[serde(skip_serializing_if = "Option::is_none")]
-    frontend: Option<Frontend>,
+    distributor: Option<RingHolder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_scheduler: Option<RingHolder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overrides_exporter: Option<RingHolder>,
+    #[serde(skip_serializing_if = "Frontend::is_empty")]
+    frontend: Frontend,
     frontend_worker: FrontendWorker,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<Limits>,
+}
+
+#[derive(Serialize)]
+struct UsageStats {
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+struct ActivityTracker {
+    filepath: String,
+}
+
+#[derive(Serialize)]
+struct Querier {
+    timeout: String,
 }
 
 #[derive(Serialize)]
@@ -45,8 +70,6 @@ struct S3 {
     #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<String>,
     insecure: bool,
-    access_key_id: String,
-    secret_access_key: String,
 }
 
 #[derive(Serialize)]
@@ -76,9 +99,20 @@ struct Ingester {
     ring: Ring,
 }
 
-#[derive(Serialize)]
+/// A ring's settings: its replication factor where it replicates, and IPv6 addresses
+/// where the pods have no other (rings skip IPv6 by default: runtime contract).
+#[derive(Serialize, Default)]
 struct Ring {
-    replication_factor: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication_factor: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    instance_enable_ipv6: bool,
+}
+
+/// A component whose only setting here is its `ring`.
+#[derive(Serialize)]
+struct RingHolder {
+    ring: Ring,
 }
 
 #[derive(Serialize)]
@@ -95,6 +129,8 @@ struct Alertmanager {
 #[derive(Serialize)]
 struct Compactor {
     data_dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sharding_ring: Option<Ring>,
 }
 
 #[derive(Serialize)]
@@ -102,11 +138,22 @@ struct Ruler {
     rule_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     alertmanager_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<Ring>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Frontend {
-    scheduler_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler_address: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    instance_enable_ipv6: bool,
+}
+
+impl Frontend {
+    fn is_empty(&self) -> bool {
+        self.scheduler_address.is_none() && !self.instance_enable_ipv6
+    }
 }
 
 /// `frontend_address` exists in the pinned 2.17; Mimir 3.0 removes it and requires the
@@ -133,12 +180,24 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
 
     // Queriers pull work from the query-schedulers when there are any, else straight
     // from the query-frontends (which then queue the queries themselves).
+    let ipv6 = inputs.ipv6;
+    let replicated = |role: &str| Ring {
+        replication_factor: Some(topology.replication_factor(role)),
+        instance_enable_ipv6: ipv6,
+    };
+    let ring = || Ring {
+        replication_factor: None,
+        instance_enable_ipv6: ipv6,
+    };
+    // Rings that carry nothing but the IPv6 switch are written only when it is on.
+    let ipv6_ring = || ipv6.then(|| RingHolder { ring: ring() });
     let (frontend, frontend_worker) = if topology.has_role("query-scheduler") {
         let scheduler = grpc("query-scheduler");
         (
-            Some(Frontend {
-                scheduler_address: scheduler.clone(),
-            }),
+            Frontend {
+                scheduler_address: Some(scheduler.clone()),
+                instance_enable_ipv6: ipv6,
+            },
             FrontendWorker {
                 scheduler_address: Some(scheduler),
                 frontend_address: None,
@@ -146,7 +205,10 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         )
     } else {
         (
-            None,
+            Frontend {
+                scheduler_address: None,
+                instance_enable_ipv6: ipv6,
+            },
             FrontendWorker {
                 scheduler_address: None,
                 frontend_address: Some(grpc("query-frontend")),
@@ -156,8 +218,19 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
 
     Config {
         multitenancy_enabled: false,
-        no_auth_tenant: "anonymous",
+        no_auth_tenant: topology.product.contract().single_tenant_id,
+        usage_stats: UsageStats {
+            enabled: inputs.usage_reporting,
+        },
+        // Every target opens it at start and exits when it cannot (runtime contract);
+        // on the data volume it survives a crash, which is what it is for.
+        activity_tracker: ActivityTracker {
+            filepath: data("metrics-activity.log"),
+        },
         server: inputs.server(),
+        querier: Querier {
+            timeout: seconds(REQUEST_TIMEOUTS.query),
+        },
         common: Common {
             storage: Bucket {
                 backend: "s3",
@@ -166,8 +239,6 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                     bucket_name: inputs.s3.bucket.clone(),
                     region: inputs.s3.region.clone(),
                     insecure: endpoint.insecure,
-                    access_key_id: env_ref(ACCESS_KEY_ID_ENV),
-                    secret_access_key: env_ref(SECRET_ACCESS_KEY_ENV),
                 },
             },
         },
@@ -186,23 +257,18 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         },
         memberlist: inputs.memberlist(),
         ingester: Ingester {
-            ring: Ring {
-                replication_factor: topology.replication_factor("ingester"),
-            },
+            ring: replicated("ingester"),
         },
         store_gateway: StoreGateway {
-            sharding_ring: Ring {
-                replication_factor: topology.replication_factor("store-gateway"),
-            },
+            sharding_ring: replicated("store-gateway"),
         },
         alertmanager: Alertmanager {
             data_dir: data("alertmanager"),
-            sharding_ring: Ring {
-                replication_factor: topology.replication_factor("alertmanager"),
-            },
+            sharding_ring: replicated("alertmanager"),
         },
         compactor: Compactor {
             data_dir: data("compactor"),
+            sharding_ring: ipv6.then(ring),
         },
         ruler: Ruler {
             rule_path: data("ruler"),
@@ -213,7 +279,11 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                     ports.http
                 )
             }),
+            ring: ipv6.then(ring),
         },
+        distributor: ipv6_ring(),
+        query_scheduler: ipv6_ring(),
+        overrides_exporter: ipv6_ring(),
         frontend,
         frontend_worker,
         limits: inputs.retention.map(|r| Limits {

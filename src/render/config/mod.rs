@@ -1,7 +1,10 @@
 //! The one product configuration every worker of a cluster runs with (the `<c>-config`
 //! ConfigMap). Typed models of what the operator writes, per product, serialised to
-//! YAML, with the user's `configOverrides` merged last. No secrets: credentials are
-//! `${ENV}` references that `-config.expand-env=true` fills from the Secret.
+//! YAML, with the user's `configOverrides` merged last. No secrets: the products read
+//! their S3 credentials from the standard AWS variables, which the workers get from the
+//! Secret, so nothing is substituted into the file ([ADR 6]).
+//!
+//! [ADR 6]: ../../../docs/decisions/0006-credentials-from-the-products-own-variables.md
 
 mod duration;
 mod loki;
@@ -16,6 +19,7 @@ pub use overrides::merge;
 
 use crate::api::S3Storage;
 use crate::product::{Product, Topology};
+use crate::render::REQUEST_TIMEOUTS;
 
 /// The file name of the configuration inside the ConfigMap and the worker's config dir.
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -38,6 +42,10 @@ pub struct ConfigInputs<'a> {
     /// Where Tempo's metrics-generator writes span metrics.
     pub remote_write_url: Option<&'a str>,
     pub overrides: Option<&'a serde_json::Value>,
+    /// Whether the product may send usage statistics to Grafana Labs.
+    pub usage_reporting: bool,
+    /// Whether pods have IPv6 addresses only (rings must then register them).
+    pub ipv6: bool,
 }
 
 impl<'a> ConfigInputs<'a> {
@@ -49,6 +57,7 @@ impl<'a> ConfigInputs<'a> {
         settings: &'a crate::render::Settings,
         retention: Option<Duration>,
         loki_schema_from: Option<&'a str>,
+        ipv6: bool,
     ) -> Self {
         let spec = cluster.spec;
         Self {
@@ -65,6 +74,8 @@ impl<'a> ConfigInputs<'a> {
                 .as_ref()
                 .map(|m| m.remote_write_url.as_str()),
             overrides: spec.config_overrides.as_ref(),
+            usage_reporting: spec.usage_reporting,
+            ipv6,
         }
     }
 
@@ -76,12 +87,14 @@ impl<'a> ConfigInputs<'a> {
         )
     }
 
-    /// The `server` block: the product's ports from the catalogue.
+    /// The `server` block: the product's ports from the catalogue, and a write timeout
+    /// longer than any query (see [`crate::render::REQUEST_TIMEOUTS`]).
     fn server(&self) -> Server {
         let ports = self.topology.product.catalogue().ports;
         Server {
             http_listen_port: ports.http,
             grpc_listen_port: ports.grpc,
+            http_server_write_timeout: seconds(REQUEST_TIMEOUTS.server_write),
         }
     }
 
@@ -93,8 +106,15 @@ impl<'a> ConfigInputs<'a> {
         Memberlist {
             join_members: vec![format!("dns+{}:{port}", self.service_host("gossip"))],
             cluster_label: format!("{}.{}", self.cluster, self.namespace),
+            // Memberlist binds 0.0.0.0 unless told otherwise (runtime contract).
+            bind_addr: self.ipv6.then(|| vec!["::".to_string()]),
         }
     }
+}
+
+/// A duration in seconds as the products write it (`120s`).
+fn seconds(seconds: u32) -> String {
+    format!("{seconds}s")
 }
 
 /// The `server` block every product shares.
@@ -102,6 +122,7 @@ impl<'a> ConfigInputs<'a> {
 struct Server {
     http_listen_port: u16,
     grpc_listen_port: u16,
+    http_server_write_timeout: String,
 }
 
 /// The `memberlist` block every product shares.
@@ -109,6 +130,8 @@ struct Server {
 struct Memberlist {
     join_members: Vec<String>,
     cluster_label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind_addr: Option<Vec<String>>,
 }
 
 /// Why a configuration cannot be rendered. Each is the user's to fix.
@@ -135,11 +158,6 @@ pub fn render(inputs: &ConfigInputs) -> Result<String, ConfigError> {
 
 fn to_value(config: impl Serialize) -> serde_json::Value {
     serde_json::to_value(config).expect("config models always serialize")
-}
-
-/// `${VAR}` for `-config.expand-env=true`.
-fn env_ref(var: &str) -> String {
-    format!("${{{var}}}")
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, Memberlist, Server, env_ref};
-use crate::render::storage::{ACCESS_KEY_ID_ENV, Endpoint, SECRET_ACCESS_KEY_ENV};
+use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use crate::render::REQUEST_TIMEOUTS;
+use crate::render::storage::Endpoint;
 
 #[derive(Serialize)]
 pub(super) struct Config {
@@ -14,8 +15,8 @@ pub(super) struct Config {
     distributor: Distributor,
     ingester: Ingester,
     storage: Storage,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    compactor: Option<Compactor>,
+    compactor: Compactor,
+    query_frontend: QueryFrontend,
     querier: Querier,
     metrics_generator: MetricsGenerator,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -30,6 +31,19 @@ struct UsageReport {
 #[derive(Serialize)]
 struct Distributor {
     receivers: Receivers,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<Inet6>,
+}
+
+/// A ring that registers IPv6 addresses (Tempo's rings skip them by default).
+#[derive(Serialize)]
+struct Inet6 {
+    enable_inet6: bool,
+}
+
+#[derive(Serialize)]
+struct QueryFrontend {
+    api_timeout: String,
 }
 
 #[derive(Serialize)]
@@ -76,6 +90,8 @@ struct Ingester {
 #[derive(Serialize)]
 struct Lifecycler {
     ring: Ring,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    enable_inet6: bool,
 }
 
 #[derive(Serialize)]
@@ -93,7 +109,6 @@ struct Trace {
     backend: &'static str,
     s3: S3,
     wal: Path,
-    local: Path,
 }
 
 #[derive(Serialize)]
@@ -104,8 +119,6 @@ struct S3 {
     region: Option<String>,
     insecure: bool,
     forcepathstyle: bool,
-    access_key: String,
-    secret_key: String,
 }
 
 #[derive(Serialize)]
@@ -115,7 +128,21 @@ struct Path {
 
 #[derive(Serialize)]
 struct Compactor {
-    compaction: Compaction,
+    ring: CompactorRing,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction: Option<Compaction>,
+}
+
+#[derive(Serialize)]
+struct CompactorRing {
+    kvstore: KvStore,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    enable_inet6: bool,
+}
+
+#[derive(Serialize)]
+struct KvStore {
+    store: &'static str,
 }
 
 #[derive(Serialize)]
@@ -137,6 +164,8 @@ struct FrontendWorker {
 struct MetricsGenerator {
     storage: GeneratorStorage,
     traces_storage: Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<Inet6>,
 }
 
 #[derive(Serialize)]
@@ -173,20 +202,12 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let endpoint = Endpoint::new(inputs.s3);
     let data = |dir: &str| format!("{DATA_DIR}/{dir}");
 
-    // A querier that runs in the same process as a query-frontend (`all`) talks to it
-    // locally; otherwise through the query-frontend Service.
-    let queriers_are_frontends = topology.roles.get("querier").is_some_and(|querier| {
-        let frontends = topology.roles.get("query-frontend");
-        querier
-            .pools
-            .iter()
-            .all(|pool| frontends.is_some_and(|f| f.pools.contains(pool)))
-    });
-    let frontend_host = if queriers_are_frontends {
-        "127.0.0.1".to_string()
-    } else {
-        inputs.service_host("query-frontend")
-    };
+    // Every querier connects to every address the query-frontend Service resolves to:
+    // it is headless, publishes not-ready pods (a frontend is ready only once a querier
+    // connected) and selects every pod running a frontend, `all` pods included, so no
+    // frontend is left without queriers (runtime contract).
+    let frontend_host = inputs.service_host("query-frontend");
+    let inet6 = || inputs.ipv6.then_some(Inet6 { enable_inet6: true });
 
     // The metrics-generator only has a job when it can remote-write what it derives.
     let remote_write: Vec<RemoteWrite> = inputs
@@ -208,7 +229,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     Config {
         multitenancy_enabled: false,
         usage_report: UsageReport {
-            reporting_enabled: false,
+            reporting_enabled: inputs.usage_reporting,
         },
         server: inputs.server(),
         memberlist: inputs.memberlist(),
@@ -228,12 +249,14 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                     },
                 },
             },
+            ring: inet6(),
         },
         ingester: Ingester {
             lifecycler: Lifecycler {
                 ring: Ring {
                     replication_factor: topology.replication_factor("ingester"),
                 },
+                enable_inet6: inputs.ipv6,
             },
         },
         storage: Storage {
@@ -245,20 +268,26 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                     region: inputs.s3.region.clone(),
                     insecure: endpoint.insecure,
                     forcepathstyle: true,
-                    access_key: env_ref(ACCESS_KEY_ID_ENV),
-                    secret_key: env_ref(SECRET_ACCESS_KEY_ENV),
                 },
                 wal: Path { path: data("wal") },
-                local: Path {
-                    path: data("blocks"),
-                },
             },
         },
-        compactor: inputs.retention.map(|r| Compactor {
-            compaction: Compaction {
-                block_retention: r.to_string(),
+        // Sharded over memberlist, so that two compactors do not both compact every
+        // block (unsharded is the default outside scalable-single-binary).
+        compactor: Compactor {
+            ring: CompactorRing {
+                kvstore: KvStore {
+                    store: "memberlist",
+                },
+                enable_inet6: inputs.ipv6,
             },
-        }),
+            compaction: inputs.retention.map(|r| Compaction {
+                block_retention: r.to_string(),
+            }),
+        },
+        query_frontend: QueryFrontend {
+            api_timeout: seconds(REQUEST_TIMEOUTS.query),
+        },
         querier: Querier {
             frontend_worker: FrontendWorker {
                 frontend_address: format!("{frontend_host}:{}", ports.grpc),
@@ -272,6 +301,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
             traces_storage: Path {
                 path: data("generator/traces"),
             },
+            ring: inet6(),
         },
         overrides,
     }

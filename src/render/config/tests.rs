@@ -19,6 +19,8 @@ fn inputs<'a>(cluster: &'a crate::api::GrafanaCluster, topology: &'a Topology) -
         loki_schema_from: Some("2026-11-18"),
         remote_write_url: None,
         overrides: None,
+        usage_reporting: false,
+        ipv6: false,
     }
 }
 
@@ -51,14 +53,37 @@ fn every_product_joins_memberlist_through_the_gossip_service() {
 }
 
 #[test]
-fn credentials_are_environment_references_never_values() {
+fn no_credential_and_nothing_to_substitute_is_in_the_config() {
+    // The products read AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY themselves (runtime
+    // contract), so the file needs no substitution: an odd secret cannot break it, and
+    // workers run without -config.expand-env.
     for product in Product::ALL {
         let cluster = fixtures::minimal_cluster(product);
         let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
         let yaml = render(&inputs(&cluster, &topology)).expect("renders");
-        assert!(yaml.contains("${LGTM_S3_ACCESS_KEY_ID}"), "{product}");
-        assert!(yaml.contains("${LGTM_S3_SECRET_ACCESS_KEY}"), "{product}");
+        assert!(!yaml.contains('$'), "{product}:\n{yaml}");
+        for key in ["access_key", "secret", "password"] {
+            assert!(!yaml.contains(key), "{product} writes a {key} key:\n{yaml}");
+        }
     }
+}
+
+#[test]
+fn a_dollar_in_overrides_stays_a_dollar() {
+    // Mimir's -config.expand-env has no escape ($1 and $$ become empty: runtime
+    // contract); with nothing to substitute the workers run without it.
+    let mut cluster = fixtures::minimal_cluster(Product::Mimir);
+    cluster.spec.config_overrides = Some(serde_json::json!({
+        "limits": {"metric_relabel_configs": [{"replacement": "$1", "target_label": "x"}]}
+    }));
+    let topology = fixtures::topology(Product::Mimir, &[("all", &["all"], 1)]);
+    let mut inputs = inputs(&cluster, &topology);
+    inputs.overrides = cluster.spec.config_overrides.as_ref();
+    let config = rendered(&inputs);
+    assert_eq!(
+        at(&config, "limits.metric_relabel_configs.0.replacement"),
+        "$1"
+    );
 }
 
 #[test]
@@ -147,7 +172,8 @@ fn loki_uses_the_fixed_schema_date_and_path_style_s3() {
     assert_eq!(at(&config, "common.storage.s3.s3forcepathstyle"), true);
     assert_eq!(at(&config, "common.replication_factor"), 3);
     assert_eq!(at(&config, "common.path_prefix"), "/data");
-    assert_eq!(at(&config, "ingester.wal.flush_on_shutdown"), true);
+    // Rollouts replay the WAL (ADR 5).
+    assert_eq!(at(&config, "ingester.wal.flush_on_shutdown"), false);
     assert_eq!(
         at(&config, "common.compactor_address"),
         "http://metrics-backend.obs.svc.cluster.local:3100"
@@ -183,7 +209,7 @@ fn loki_retention_must_be_whole_days() {
 }
 
 #[test]
-fn tempo_queriers_reach_the_frontend_service_or_localhost_when_they_are_one() {
+fn tempo_queriers_reach_every_frontend_through_the_frontend_service() {
     let cluster = fixtures::minimal_cluster(Product::Tempo);
     let split = fixtures::topology(
         Product::Tempo,
@@ -204,12 +230,18 @@ fn tempo_queriers_reach_the_frontend_service_or_localhost_when_they_are_one() {
         at(&config, "ingester.lifecycler.ring.replication_factor"),
         3
     );
-    let mono = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
-    let config = rendered(&inputs(&cluster, &mono));
+    // A standalone frontend beside `all` pools: the queriers of the `all` pods connect
+    // to it too, since the Service selects every pod running a frontend.
+    let mixed = fixtures::topology(
+        Product::Tempo,
+        &[("all", &["all"], 2), ("qf", &["query-frontend"], 1)],
+    );
+    let config = rendered(&inputs(&cluster, &mixed));
     assert_eq!(
         at(&config, "querier.frontend_worker.frontend_address"),
-        "127.0.0.1:9096"
+        "metrics-query-frontend.obs.svc.cluster.local:9096"
     );
+    assert_eq!(at(&config, "compactor.ring.kvstore.store"), "memberlist");
 }
 
 #[test]
@@ -351,6 +383,8 @@ fn layouts(product: Product) -> Vec<Topology> {
             ],
             // No backend pool: no compactor address.
             &[("read", &["read"], 1), ("write", &["write"], 1)],
+            // An `all` pool beside readers: no index gateway to send them to.
+            &[("all", &["all"], 1), ("read", &["read"], 2)],
         ],
         Product::Tempo => &[
             &[("all", &["all"], 1)],
@@ -394,10 +428,13 @@ fn written_keys(product: Product) -> BTreeSet<String> {
         for cluster in storages(product) {
             for retention in [None, Some(retention)] {
                 for remote_write_url in [None, Some("http://prom:9090/api/v1/write")] {
-                    let mut inputs = inputs(&cluster, &topology);
-                    inputs.retention = retention;
-                    inputs.remote_write_url = remote_write_url;
-                    key_paths(&rendered(&inputs), "", &mut keys);
+                    for ipv6 in [false, true] {
+                        let mut inputs = inputs(&cluster, &topology);
+                        inputs.retention = retention;
+                        inputs.remote_write_url = remote_write_url;
+                        inputs.ipv6 = ipv6;
+                        key_paths(&rendered(&inputs), "", &mut keys);
+                    }
                 }
             }
         }
@@ -487,5 +524,115 @@ fn rendered_configs_for_review() {
         let yaml = render(&inputs).expect("renders");
         assert!(yaml.contains("dns+metrics-gossip.obs.svc.cluster.local:7946"));
         insta::assert_snapshot!(format!("config-{product}"), yaml);
+    }
+}
+
+#[test]
+fn loki_readers_ask_the_index_gateways_only_where_every_backend_runs_one() {
+    let cluster = fixtures::minimal_cluster(Product::Loki);
+    let address = "dns+metrics-backend.obs.svc.cluster.local:9095";
+    let client = "storage_config.tsdb_shipper.index_gateway_client.server_address";
+    let split = fixtures::topology(
+        Product::Loki,
+        &[
+            ("read", &["read"], 2),
+            ("write", &["write"], 3),
+            ("backend", &["backend"], 1),
+        ],
+    );
+    let config = rendered(&inputs(&cluster, &split));
+    assert_eq!(at(&config, client), address);
+    assert_eq!(at(&config, "index_gateway.mode"), "simple");
+    // The backend Service also selects `all` pods, which run no index gateway: readers
+    // keep downloading the index themselves rather than ask a pod that cannot answer.
+    let mixed = fixtures::topology(
+        Product::Loki,
+        &[
+            ("all", &["all"], 1),
+            ("read", &["read"], 2),
+            ("backend", &["backend"], 1),
+        ],
+    );
+    assert_eq!(
+        at(&rendered(&inputs(&cluster, &mixed)), client),
+        &Value::Null
+    );
+    let monolithic = fixtures::topology(Product::Loki, &[("all", &["all"], 1)]);
+    assert_eq!(
+        at(&rendered(&inputs(&cluster, &monolithic)), client),
+        &Value::Null
+    );
+}
+
+#[test]
+fn usage_reporting_is_off_unless_the_spec_turns_it_on() {
+    let key = |product| match product {
+        Product::Mimir => "usage_stats.enabled",
+        Product::Loki => "analytics.reporting_enabled",
+        Product::Tempo => "usage_report.reporting_enabled",
+    };
+    for product in Product::ALL {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let mut inputs = inputs(&cluster, &topology);
+        assert_eq!(at(&rendered(&inputs), key(product)), false, "{product}");
+        inputs.usage_reporting = true;
+        assert_eq!(at(&rendered(&inputs), key(product)), true, "{product}");
+    }
+}
+
+#[test]
+fn on_ipv6_every_ring_registers_an_ipv6_address_and_memberlist_binds_it() {
+    // The ring keys each product reads (runtime contract, IPv6 notes).
+    let rings: &[(Product, &[&str])] = &[
+        (
+            Product::Mimir,
+            &[
+                "ingester.ring.instance_enable_ipv6",
+                "distributor.ring.instance_enable_ipv6",
+                "store_gateway.sharding_ring.instance_enable_ipv6",
+                "compactor.sharding_ring.instance_enable_ipv6",
+                "ruler.ring.instance_enable_ipv6",
+                "alertmanager.sharding_ring.instance_enable_ipv6",
+                "query_scheduler.ring.instance_enable_ipv6",
+                "overrides_exporter.ring.instance_enable_ipv6",
+                "frontend.instance_enable_ipv6",
+            ],
+        ),
+        (
+            Product::Loki,
+            &[
+                "common.ring.instance_enable_ipv6",
+                "ingester.lifecycler.enable_inet6",
+                "distributor.ring.instance_enable_ipv6",
+            ],
+        ),
+        (
+            Product::Tempo,
+            &[
+                "ingester.lifecycler.enable_inet6",
+                "compactor.ring.enable_inet6",
+                "metrics_generator.ring.enable_inet6",
+                "distributor.ring.enable_inet6",
+            ],
+        ),
+    ];
+    for (product, keys) in rings {
+        let cluster = fixtures::minimal_cluster(*product);
+        let topology = fixtures::topology(*product, &[("all", &["all"], 1)]);
+        let mut inputs = inputs(&cluster, &topology);
+        let ipv4 = rendered(&inputs);
+        inputs.ipv6 = true;
+        let ipv6 = rendered(&inputs);
+        for key in *keys {
+            assert_eq!(at(&ipv6, key), true, "{product} {key}");
+            assert_ne!(at(&ipv4, key), true, "{product} {key}");
+        }
+        assert_eq!(
+            at(&ipv6, "memberlist.bind_addr"),
+            &serde_json::json!(["::"]),
+            "{product}"
+        );
+        assert_eq!(at(&ipv4, "memberlist.bind_addr"), &Value::Null, "{product}");
     }
 }

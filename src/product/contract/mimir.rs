@@ -1,0 +1,357 @@
+//! Grafana Mimir 2.17.0, read at tag `mimir-2.17.0` (commit e150acbc8f60).
+
+use super::*;
+
+const fn fact(what: &'static str, reference: &'static str) -> Fact {
+    Fact { what, reference }
+}
+
+pub(super) static CONTRACT: Contract = Contract {
+    version: "2.17.0",
+    source: "github.com/grafana/mimir tag mimir-2.17.0 (commit e150acbc8f6061b1995bff5105f786843c6a5277)",
+    other_sources: &[
+        "dskit@d916df8a: github.com/grafana/dskit v0.0.0-20250805180558-d916df8a1fad, as go.mod@mimir-2.17.0 pins it",
+        "mimir-distributed-5.8.0: the Helm chart for 2.17.0 (commit 195852d3c194), operations/helm/charts/mimir-distributed/ in the same repository",
+        "refdoc: docs/sources/mimir/configure/configuration-parameters/index.md",
+    ],
+    image: Image {
+        workdir: "/",
+        user: fact(
+            "no USER: the distroless static base runs as root from `/`; pods here run as uid 10001 with a read-only root filesystem",
+            "cmd/mimir/Dockerfile@mimir-2.17.0:5-14",
+        ),
+        reference: "cmd/mimir/Dockerfile@mimir-2.17.0:5-14",
+    },
+    combinations: Combinations::AnyBut(&[Refused {
+        toggle: "flusher",
+        why: fact(
+            "the flusher replays the WAL, flushes, and then stops the process (-flusher.exit-after-flush defaults to true), so in a StatefulSet it restarts for ever and takes every role of its pod down with it; run it as a one-off Job",
+            "pkg/flusher/flusher.go@mimir-2.17.0:31,92-93; pkg/mimir/mimir.go@mimir-2.17.0:1011-1021",
+        ),
+    }]),
+    writes: &[
+        Write {
+            key: "activity_tracker.filepath",
+            default: "./metrics-activity.log",
+            roles: &[],
+            persistent: false,
+            what: fact(
+                "every target opens and mmaps the activity file at start, and exits with status 1 when it cannot (\"failed to create activity file\")",
+                "pkg/util/activitytracker/activity_tracker.go@mimir-2.17.0:50,174-177; pkg/mimir/modules.go@mimir-2.17.0:179-182,1312",
+            ),
+        },
+        Write {
+            key: "blocks_storage.tsdb.dir",
+            default: "./tsdb/",
+            roles: &["ingester"],
+            persistent: true,
+            what: fact(
+                "the ingester's TSDB: WAL, head and blocks not yet shipped, and the shutdown marker",
+                "refdoc@mimir-2.17.0:4799; pkg/util/shutdownmarker/shutdown_marker.go@mimir-2.17.0:16,58",
+            ),
+        },
+        Write {
+            key: "blocks_storage.bucket_store.sync_dir",
+            default: "./tsdb-sync/",
+            roles: &["store-gateway"],
+            persistent: false,
+            what: fact(
+                "the store-gateway's index headers (rebuilt from the bucket when lost)",
+                "refdoc@mimir-2.17.0:4519; pkg/storegateway/bucket_stores.go@mimir-2.17.0:440",
+            ),
+        },
+        Write {
+            key: "compactor.data_dir",
+            default: "./data-compactor/",
+            roles: &["compactor"],
+            persistent: false,
+            what: fact(
+                "the compactor's scratch space: blocks being compacted and block uploads",
+                "refdoc@mimir-2.17.0:5003; pkg/compactor/compactor.go@mimir-2.17.0:841; pkg/compactor/block_upload.go@mimir-2.17.0:532",
+            ),
+        },
+        Write {
+            key: "ruler.rule_path",
+            default: "./data-ruler/",
+            roles: &["ruler"],
+            persistent: false,
+            what: fact(
+                "the ruler's per-tenant rule files",
+                "refdoc@mimir-2.17.0:1992; pkg/ruler/mapper.go@mimir-2.17.0:89,167",
+            ),
+        },
+        Write {
+            key: "alertmanager.data_dir",
+            default: "./data-alertmanager/",
+            roles: &["alertmanager"],
+            persistent: true,
+            what: fact(
+                "the alertmanager's per-tenant state (silences, notification log); start fails when it cannot be created",
+                "refdoc@mimir-2.17.0:2333; pkg/alertmanager/multitenant.go@mimir-2.17.0:363-366",
+            ),
+        },
+    ],
+    temp_dir: &[
+        TempDirUse {
+            roles: &["alertmanager"],
+            what: fact(
+                "configuration uploads are validated with their templates in os.MkdirTemp(\"\")",
+                "pkg/alertmanager/api.go@mimir-2.17.0:242",
+            ),
+        },
+        TempDirUse {
+            roles: &["compactor"],
+            what: fact(
+                "block repair (Prometheus issue 347) works in os.MkdirTemp(\"\")",
+                "pkg/compactor/bucket_compactor.go@mimir-2.17.0:657",
+            ),
+        },
+    ],
+    ports: &[
+        Port {
+            name: "http",
+            port: 8080,
+            key: "server.http_listen_port",
+            what: fact(
+                "HTTP API, /ready and /metrics (Mimir's default)",
+                "pkg/mimir/mimir.go@mimir-2.17.0:597",
+            ),
+        },
+        Port {
+            name: "grpc",
+            port: 9095,
+            key: "server.grpc_listen_port",
+            what: fact(
+                "gRPC between components",
+                "server/server.go@dskit@d916df8a:196",
+            ),
+        },
+        Port {
+            name: "memberlist",
+            port: 7946,
+            key: "memberlist.bind_port",
+            what: fact(
+                "ring gossip; there is no alertmanager cluster port since 2.0",
+                "kv/memberlist/tcp_transport.go@dskit@d916df8a:77; CHANGELOG.md@mimir-2.17.0:3413-3422",
+            ),
+        },
+    ],
+    readiness: fact(
+        "GET /ready: 503 after SIGTERM or while a module is not running; an ingester also waits for its ring (every member ACTIVE, then min_ready_duration 15s); a query-frontend without a scheduler waits for a querier to connect",
+        "pkg/mimir/mimir.go@mimir-2.17.0:1027-1069; pkg/frontend/v1/frontend.go@mimir-2.17.0:372-382",
+    ),
+    env: &[
+        EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            what: fact(
+                "turns OTLP trace export on (as do OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), unless a JAEGER_AGENT_HOST, JAEGER_ENDPOINT or JAEGER_SAMPLER_MANAGER_HOST_PORT is set",
+                "cmd/mimir/main.go@mimir-2.17.0:199; tracing/otel_jaeger.go@dskit@d916df8a:53-66; tracing/otel.go@dskit@d916df8a:37-47",
+            ),
+        },
+        EnvVar {
+            name: "OTEL_EXPORTER_OTLP_PROTOCOL",
+            what: fact(
+                "read by the OpenTelemetry autoexport exporter Mimir uses",
+                "tracing/otel.go@dskit@d916df8a:37-47",
+            ),
+        },
+        EnvVar {
+            name: "OTEL_TRACES_EXPORTER",
+            what: fact(
+                "chooses the exporter (otlp)",
+                "tracing/otel.go@dskit@d916df8a:38",
+            ),
+        },
+        EnvVar {
+            name: "OTEL_SERVICE_NAME",
+            what: fact(
+                "the traces' service name (else mimir-<target>)",
+                "cmd/mimir/main.go@mimir-2.17.0:186-197",
+            ),
+        },
+        EnvVar {
+            name: "OTEL_RESOURCE_ATTRIBUTES",
+            what: fact(
+                "resource attributes, through the SDK's default resource (its fromEnv detector)",
+                "tracing/otel.go@dskit@d916df8a:153-161; vendor/go.opentelemetry.io/otel/sdk/resource/resource.go@mimir-2.17.0:234-241",
+            ),
+        },
+        EnvVar {
+            name: "AWS_ACCESS_KEY_ID",
+            what: fact(
+                "S3 access key, read when common.storage.s3.access_key_id is empty",
+                "vendor/github.com/thanos-io/objstore/providers/s3/s3.go@mimir-2.17.0:234-244; vendor/github.com/minio/minio-go/v7/pkg/credentials/env_aws.go@mimir-2.17.0:43",
+            ),
+        },
+        EnvVar {
+            name: "AWS_SECRET_ACCESS_KEY",
+            what: fact(
+                "S3 secret key, likewise",
+                "vendor/github.com/minio/minio-go/v7/pkg/credentials/env_aws.go@mimir-2.17.0:48",
+            ),
+        },
+        EnvVar {
+            name: "SSL_CERT_DIR",
+            what: fact(
+                "directories of trusted CA certificates, read by Go's crypto/x509 (the image is a static Go binary)",
+                "src/crypto/x509/root_unix.go@go1.24:19,25",
+            ),
+        },
+    ],
+    expand_env: fact(
+        "-config.expand-env (default false) runs os.Expand over the raw file: $VAR and ${VAR} (and ${VAR:default}) are replaced, unset ones by nothing; there is no escape: $$ and $1 become empty",
+        "cmd/mimir/main.go@mimir-2.17.0:110,282-296,318-337",
+    ),
+    timeouts: Timeouts {
+        query: &[Timeout {
+            key: "querier.timeout",
+            default: "2m",
+            what: fact(
+                "how long a query may run; the query-frontend's engine uses the same setting",
+                "refdoc@mimir-2.17.0:1627; pkg/querier/engine/config.go@mimir-2.17.0:47",
+            ),
+        }],
+        server_write: Timeout {
+            key: "server.http_server_write_timeout",
+            default: "2m",
+            what: fact(
+                "Mimir raises dskit's 30s default to 2m",
+                "pkg/mimir/mimir.go@mimir-2.17.0:598",
+            ),
+        },
+        enforced: Some(fact(
+            "start fails when querier.timeout exceeds server.http_server_write_timeout",
+            "pkg/mimir/mimir.go@mimir-2.17.0:287-290",
+        )),
+    },
+    shutdown: &[
+        Shutdown {
+            roles: &["ingester"],
+            grace_seconds: 1200,
+            what: fact(
+                "leaves the ring (unregister_on_shutdown true) and closes its TSDB; it flushes blocks only after /ingester/prepare-shutdown, which can take long: the chart gives 1200s",
+                "refdoc@mimir-2.17.0:1153,4876; pkg/ingester/ingester.go@mimir-2.17.0:692-717; values.yaml@mimir-distributed-5.8.0:1123",
+            ),
+        },
+        Shutdown {
+            roles: &["compactor"],
+            grace_seconds: 900,
+            what: fact(
+                "finishes or abandons a compaction; the chart gives 900s",
+                "values.yaml@mimir-distributed-5.8.0:2521",
+            ),
+        },
+        Shutdown {
+            roles: &["alertmanager"],
+            grace_seconds: 900,
+            what: fact(
+                "the chart gives the alertmanager 900s",
+                "values.yaml@mimir-distributed-5.8.0:732",
+            ),
+        },
+        Shutdown {
+            roles: &["ruler"],
+            grace_seconds: 600,
+            what: fact(
+                "the chart gives the ruler 600s",
+                "values.yaml@mimir-distributed-5.8.0:1455",
+            ),
+        },
+        Shutdown {
+            roles: &["query-frontend"],
+            grace_seconds: 390,
+            what: fact(
+                "lets running queries finish; the chart gives 390s",
+                "values.yaml@mimir-distributed-5.8.0:2040",
+            ),
+        },
+        Shutdown {
+            roles: &["querier", "query-scheduler"],
+            grace_seconds: 180,
+            what: fact(
+                "the chart gives 180s",
+                "values.yaml@mimir-distributed-5.8.0:1921,2131",
+            ),
+        },
+        Shutdown {
+            roles: &["store-gateway"],
+            grace_seconds: 120,
+            what: fact(
+                "leaves the ring; the chart gives 120s",
+                "values.yaml@mimir-distributed-5.8.0:2280",
+            ),
+        },
+        Shutdown {
+            roles: &["distributor"],
+            grace_seconds: 100,
+            what: fact(
+                "the chart gives 100s",
+                "values.yaml@mimir-distributed-5.8.0:975",
+            ),
+        },
+        Shutdown {
+            roles: &[],
+            grace_seconds: 30,
+            what: fact(
+                "SIGTERM makes /ready answer 503, waits shutdown_delay (0) and stops every module",
+                "pkg/mimir/mimir.go@mimir-2.17.0:986-997",
+            ),
+        },
+    ],
+    lifecycle: &[
+        Lifecycle {
+            roles: &["ingester"],
+            method: "POST",
+            path: "/ingester/prepare-shutdown",
+            what: fact(
+                "writes a marker so that the next shutdown leaves the ring and flushes its blocks; 204; GET answers set/unset, DELETE undoes it",
+                "pkg/ingester/ingester.go@mimir-2.17.0:3816-3884",
+            ),
+        },
+        Lifecycle {
+            roles: &["ingester"],
+            method: "POST",
+            path: "/ingester/shutdown",
+            what: fact(
+                "flushes, leaves the ring and stops the ingester; answers 204 once done (the process keeps running)",
+                "pkg/ingester/ingester.go@mimir-2.17.0:4035-4050",
+            ),
+        },
+        Lifecycle {
+            roles: &["store-gateway"],
+            method: "POST",
+            path: "/store-gateway/prepare-shutdown",
+            what: fact(
+                "makes the next shutdown leave the ring; 204",
+                "pkg/storegateway/gateway_prepare_shutdown_http.go@mimir-2.17.0:26-87",
+            ),
+        },
+    ],
+    single_tenant_id: "anonymous",
+    single_tenant: fact(
+        "with multitenancy_enabled false every request belongs to no_auth_tenant, `anonymous` by default, whatever X-Scope-OrgID says",
+        "refdoc@mimir-2.17.0:114-118; pkg/mimir/mimir.go@mimir-2.17.0:173-174",
+    ),
+    notes: &[
+        fact(
+            "usage_stats.enabled defaults to true: a seed object in the bucket and a report to stats.grafana.org every 4h, retried each minute without internet",
+            "pkg/usagestats/reporter.go@mimir-2.17.0:58,174-197",
+        ),
+        fact(
+            "ruler and alertmanager storage in the blocks bucket need a storage_prefix of their own, else start fails",
+            "pkg/mimir/mimir.go@mimir-2.17.0:379-431",
+        ),
+        fact(
+            "the data directories (tsdb, sync, compactor, ruler, alertmanager) must not overlap, else start fails",
+            "pkg/mimir/mimir.go@mimir-2.17.0:434-566,570-581",
+        ),
+        fact(
+            "ring addresses skip IPv6 unless <ring>.instance_enable_ipv6 is true (ingester, distributor, store_gateway.sharding_ring, compactor.sharding_ring, ruler, alertmanager.sharding_ring, query_scheduler, overrides_exporter, and frontend.instance_enable_ipv6); memberlist binds 0.0.0.0 unless memberlist.bind_addr is set",
+            "netutil/netutil.go@dskit@d916df8a:62-124; kv/memberlist/tcp_transport.go@dskit@d916df8a:36,133",
+        ),
+        fact(
+            "with no scheduler address, a querier running in a query-frontend's process connects to 127.0.0.1 only: a read pool's queriers serve their own frontend",
+            "pkg/mimir/modules.go@mimir-2.17.0:649-657",
+        ),
+    ],
+};
