@@ -410,6 +410,110 @@ mod tests {
         );
     }
 
+    /// The rendering pinned, so that a refactor shows every byte it changes: the samples,
+    /// a gateway with one and two replicas, TLS, and every role toggle the API allows
+    /// (one pool each) plus meta-role combinations.
+    mod pinned {
+        use super::*;
+
+        fn manifests(sources: &[&str]) -> String {
+            let mut inputs = Inputs::new("obs");
+            for (i, source) in sources.iter().enumerate() {
+                inputs.add(&format!("input{i}"), source).expect("parses");
+            }
+            // Loki's schema date is chosen from the clock for a new cluster: fix it.
+            for cluster in &mut inputs.clusters {
+                if cluster.spec.product == Product::Loki {
+                    cluster.status.get_or_insert_default().loki_schema_from =
+                        Some("2026-11-18".into());
+                }
+            }
+            let out = render(&inputs, &Target::default()).expect("renders");
+            format!("# notes: {:?}\n{}", out.notes, out.manifests)
+        }
+
+        fn cluster(name: &str, product: Product, extra: &str) -> String {
+            format!(
+                "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: {name}}}\nspec: {{product: {product}, storage: {{s3: {{endpoint: minio.minio.svc:9000, bucket: b, credentialsSecret: {{name: s3-credentials}}}}}}{extra}}}\n"
+            )
+        }
+
+        fn pool(
+            cluster: &str,
+            name: &str,
+            product: Product,
+            toggles: &[&str],
+            replicas: i32,
+        ) -> String {
+            let roles: Vec<String> = toggles.iter().map(|t| format!("{t}: true")).collect();
+            format!(
+                "---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: {name}}}\nspec: {{clusterRef: {cluster}, replicas: {replicas}, roles: {{{product}: {{{}}}}}}}\n",
+                roles.join(", ")
+            )
+        }
+
+        /// The JSON name of a catalogue name (`query-frontend` → `queryFrontend`).
+        fn camel(name: &str) -> String {
+            let mut parts = name.split('-');
+            let mut out = parts.next().unwrap_or_default().to_string();
+            for part in parts {
+                let mut chars = part.chars();
+                if let Some(first) = chars.next() {
+                    out.extend(first.to_uppercase());
+                    out.push_str(chars.as_str());
+                }
+            }
+            out
+        }
+
+        #[test]
+        fn the_samples() {
+            insta::assert_snapshot!("samples", manifests(&[SECRET, MIMIR, LOKI, TEMPO]));
+        }
+
+        #[test]
+        fn gateway_with_one_and_two_replicas_and_tls() {
+            let mut yaml = cluster("one", Product::Mimir, "");
+            yaml += &pool("one", "one-all", Product::Mimir, &["all"], 1);
+            yaml += "---\n";
+            yaml += &cluster(
+                "two",
+                Product::Mimir,
+                ", gateway: {replicas: 2}, tls: {secretName: two-tls}",
+            );
+            yaml += &pool("two", "two-all", Product::Mimir, &["all"], 2);
+            insta::assert_snapshot!("gateway-replicas-tls", manifests(&[SECRET, &yaml]));
+        }
+
+        #[test]
+        fn every_allowed_toggle_in_a_pool_of_its_own() {
+            for product in Product::ALL {
+                let name = format!("{product}");
+                let mut yaml = cluster(&name, product, "");
+                for toggle in product.catalogue().toggle_names() {
+                    if product.contract().allows(&[toggle]).is_err() {
+                        continue;
+                    }
+                    let pool_name = format!("{name}-{toggle}");
+                    yaml += &pool(&name, &pool_name, product, &[&camel(toggle)], 2);
+                }
+                if product == Product::Mimir {
+                    // Combinations one process runs: two concrete roles, and a meta-role
+                    // with an extra role.
+                    yaml += &pool(
+                        &name,
+                        "mimir-pair",
+                        product,
+                        &["querier", "queryFrontend"],
+                        1,
+                    );
+                    yaml += &pool(&name, "mimir-read-ruler", product, &["read", "ruler"], 1);
+                }
+                insta::assert_snapshot!(format!("toggles-{product}"), manifests(&[SECRET, &yaml]));
+            }
+        }
+    }
+
     #[test]
     fn unparseable_input_names_its_source() {
         let mut inputs = Inputs::new("obs");
