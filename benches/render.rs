@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lgtm_operator::offline::{Inputs, Target, render};
-use lgtm_operator::product::{PoolView, Product, Topology, expand};
+use lgtm_operator::product::{PoolSummary, Product, Topology, expand};
 use lgtm_operator::render::nginx::{self, NginxOptions};
 
 const SAMPLES: [&str; 4] = [
@@ -17,10 +17,10 @@ const SAMPLES: [&str; 4] = [
 ];
 
 /// A big Mimir: 200 pools, every role split many times over.
-fn many_pools() -> Vec<PoolView> {
+fn many_pools() -> Vec<PoolSummary> {
     let roles = Product::Mimir.catalogue().roles;
     (0..200)
-        .map(|i| PoolView {
+        .map(|i| PoolSummary {
             name: format!("pool-{i}"),
             product: Some(Product::Mimir),
             toggles: vec![roles[i % roles.len()].name],

@@ -1,7 +1,7 @@
 //! Small CR fixtures for unit tests, written as users write manifests.
 
 use crate::api::{GrafanaCluster, WorkerPool};
-use crate::product::{PoolView, Product, Topology};
+use crate::product::{PoolSummary, Product, Topology};
 
 /// A GrafanaCluster `metrics` in namespace `obs` from a YAML spec.
 pub fn cluster(spec_yaml: &str) -> GrafanaCluster {
@@ -33,9 +33,9 @@ pub type PoolSpec<'a> = (&'a str, &'a [&'static str], i32);
 
 /// The topology of some pools.
 pub fn topology(product: Product, pools: &[PoolSpec]) -> Topology {
-    let views: Vec<PoolView> = pools
+    let views: Vec<PoolSummary> = pools
         .iter()
-        .map(|(name, toggles, replicas)| PoolView {
+        .map(|(name, toggles, replicas)| PoolSummary {
             name: name.to_string(),
             product: Some(product),
             toggles: toggles.to_vec(),
@@ -48,4 +48,52 @@ pub fn topology(product: Product, pools: &[PoolSpec]) -> Topology {
 
 fn indent(yaml: &str) -> String {
     yaml.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A WorkerPool of cluster `metrics` running `toggles` (catalogue names) of `product`,
+/// with every replica ready.
+pub fn ready_pool(name: &str, product: Product, toggles: &[&str], replicas: i32) -> WorkerPool {
+    let toggles: Vec<String> = toggles
+        .iter()
+        .map(|t| format!("{}: true", camel(t)))
+        .collect();
+    let mut pool = pool(
+        name,
+        &format!(
+            "replicas: {replicas}\nroles: {{{product}: {{{}}}}}",
+            toggles.join(", ")
+        ),
+    );
+    pool.status = Some(crate::api::WorkerPoolStatus {
+        replicas,
+        ready_replicas: replicas,
+        updated_replicas: replicas,
+        ..Default::default()
+    });
+    pool
+}
+
+/// The Secrets `minimal_cluster` references, with every key it reads.
+pub fn storage_secrets()
+-> std::collections::BTreeMap<String, Option<k8s_openapi::api::core::v1::Secret>> {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "s3-credentials", "namespace": "obs"},
+        "stringData": {"access-key-id": "id", "secret-access-key": "key"},
+    }))
+    .expect("fixture secret");
+    std::collections::BTreeMap::from([("s3-credentials".to_string(), Some(secret))])
+}
+
+/// The JSON name of a catalogue name (`query-frontend` → `queryFrontend`).
+fn camel(name: &str) -> String {
+    let mut parts = name.split('-');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod controller;
 pub mod offline;
+pub mod plan;
 pub mod product;
 pub mod render;
 pub mod telemetry;

@@ -1,20 +1,24 @@
 //! `lgtm-operator render`: what the operator would create for some manifests, without a
 //! cluster, as YAML that `kubectl apply` accepts. For review, GitOps and debugging.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use k8s_openapi::jiff::{Timestamp, tz::TimeZone};
+
 use crate::api::{GrafanaCluster, WorkerPool};
-use crate::controller::cluster::{new_loki_schema_date, pool_view};
-use crate::controller::secrets;
-use crate::product::{Product, Topology, validate_pool};
-use crate::render::config::{ConfigInputs, Duration};
-use crate::render::workers::{self, Checksums, PoolView};
-use crate::render::{self, Alerts, ClusterView, Settings};
+use crate::plan::{
+    self,
+    cluster::ClusterInputs,
+    pool::{Blocked, PoolAction, PoolInputs},
+    secrets::Secrets,
+};
+use crate::render::agent::Agent;
+use crate::render::gateway::Gateway;
+use crate::render::workers::Workers;
+use crate::render::{Alerts, ClusterChildren, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -112,13 +116,11 @@ pub struct Target {
     pub ipv6: bool,
 }
 
-/// Renders every child the operator would create for `inputs`.
+/// Renders every child the operator would create for `inputs`, through the same plan
+/// as the controllers. Offline, every pool is taken to be fully ready.
 pub fn render(inputs: &Inputs, options: &Target) -> Result<Rendered, OfflineError> {
-    let settings = &options.settings;
     let mut documents: Vec<Value> = Vec::new();
     let mut notes = Vec::new();
-    let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
-
     for pool in &inputs.pools {
         let ns = namespace_of(pool.namespace());
         if !inputs
@@ -133,157 +135,178 @@ pub fn render(inputs: &Inputs, options: &Target) -> Result<Rendered, OfflineErro
             ));
         }
     }
-
     for cluster in &inputs.clusters {
-        let view = ClusterView::new(cluster);
-        let (ns, name) = (view.namespace.clone(), view.name.clone());
-        let product = view.product();
-        let pools: Vec<&WorkerPool> = inputs
-            .pools
-            .iter()
-            .filter(|p| p.spec.cluster_ref == name && namespace_of(p.namespace()) == ns)
-            .collect();
-        // Offline, every pool is taken to be fully ready.
-        let views: Vec<_> = pools
-            .iter()
-            .map(|p| {
-                let mut v = pool_view(p);
-                v.ready_replicas = v.replicas;
-                v
-            })
-            .collect();
-        let topology = Topology::new(product, &views);
-        for (pool, problem) in &topology.invalid_pools {
-            notes.push(format!("WorkerPool {ns}/{pool}: not deployed: {problem}"));
-        }
-
-        let retention = cluster
-            .spec
-            .retention
-            .as_deref()
-            .map(Duration::parse)
-            .transpose()
-            .map_err(|e| {
-                OfflineError::Invalid(format!("GrafanaCluster {ns}/{name}: spec.retention: {e}"))
-            })?;
-        let loki_schema_from = (product == Product::Loki).then(|| {
-            cluster
-                .status
-                .as_ref()
-                .and_then(|s| s.loki_schema_from.clone())
-                .unwrap_or_else(|| {
-                    let date = new_loki_schema_date();
-                    notes.push(format!(
-                        "GrafanaCluster {ns}/{name}: Loki schema starts {date} (the operator fixes it once, at the first consistent reconcile)"
-                    ));
-                    date
-                })
-        });
-        let shared_config = if topology.is_consistent() {
-            let inputs = ConfigInputs::for_cluster(
-                &view,
-                &topology,
-                settings,
-                retention,
-                loki_schema_from.as_deref(),
-                options.ipv6,
-            );
-            Some(
-                render::shared_config(&view, &inputs).map_err(|e| {
-                    OfflineError::Invalid(format!("GrafanaCluster {ns}/{name}: {e}"))
-                })?,
-            )
-        } else {
-            notes.push(format!(
-                "GrafanaCluster {ns}/{name}: not consistent (missing {}): no product configuration, and its pools wait for one",
-                topology.missing_roles().join(", ")
-            ));
-            None
-        };
-
-        let children = render::cluster_children(
-            &view,
-            &topology,
-            shared_config,
-            settings,
-            options.prometheus_rules,
-        );
-        if let Some(config) = &children.shared_config {
-            push(config);
-        }
-        push(&children.gateway.config);
-        push(&children.gateway.deployment);
-        push(&children.gateway.service);
-        if let Some(pdb) = &children.gateway.pdb {
-            push(pdb);
-        }
-        push(&children.gossip);
-        for service in &children.role_services {
-            push(service);
-        }
-        for dashboard in &children.dashboards {
-            push(dashboard);
-        }
-        match &children.alerts {
-            Some(Alerts::PrometheusRule(rule)) => push(rule),
-            Some(Alerts::ConfigMap(rules)) => push(rules),
-            None => {}
-        }
-        if let Some(agent) = &children.agent {
-            push(&agent.config);
-            push(&agent.service_account);
-            push(&agent.role);
-            push(&agent.role_binding);
-            push(&agent.peers);
-        }
-
-        let Some(config) = &children.shared_config else {
-            continue;
-        };
-        let secrets_by_name: BTreeMap<String, Option<Secret>> = inputs
-            .secrets
-            .iter()
-            .filter(|s| namespace_of(s.namespace()) == ns)
-            .map(|s| (s.name_any(), Some(s.clone())))
-            .collect();
-        let needed = secrets::storage_needs(&cluster.spec.storage.s3);
-        let storage =
-            secrets::check_storage(product, &cluster.spec.storage.s3, &needed, &secrets_by_name);
-        if let Some(problem) = &storage.problem {
-            notes.push(format!(
-                "GrafanaCluster {ns}/{name}: {} (the checksum annotation on worker pods will differ from the operator's)",
-                problem.message
-            ));
-        }
-        let checksums = Checksums {
-            config: render::config_checksum(config),
-            secrets: storage.checksum,
-        };
-        for pool in pools {
-            let view_of_pool = pool_view(pool);
-            if validate_pool(product, &view_of_pool).is_err() {
-                continue;
-            }
-            let pool_view = PoolView {
-                name: pool.name_any(),
-                spec: &pool.spec,
-                owner: None,
-                toggles: view_of_pool.toggles,
-            };
-            let built = workers::build(&view, &pool_view, &checksums).map_err(|e| {
-                OfflineError::Invalid(format!("WorkerPool {ns}/{}: {e}", pool.name_any()))
-            })?;
-            push(&built.statefulset);
-            push(&built.service);
-            if let Some(pdb) = &built.pdb {
-                push(pdb);
-            }
-        }
+        render_cluster(inputs, options, cluster, &mut documents, &mut notes)?;
     }
-
     let manifests = serde_saphyr::to_string_multiple(&documents)
         .map_err(|e| OfflineError::Invalid(format!("cannot write YAML: {e}")))?;
     Ok(Rendered { manifests, notes })
+}
+
+/// Plans one cluster and its pools, pushing their children onto `documents`.
+fn render_cluster(
+    inputs: &Inputs,
+    options: &Target,
+    cluster: &GrafanaCluster,
+    documents: &mut Vec<Value>,
+    notes: &mut Vec<String>,
+) -> Result<(), OfflineError> {
+    let ns = namespace_of(cluster.namespace());
+    let name = cluster.name_any();
+    let label = format!("GrafanaCluster {ns}/{name}");
+    let pools: Vec<WorkerPool> = inputs
+        .pools
+        .iter()
+        .filter(|p| p.spec.cluster_ref == name && namespace_of(p.namespace()) == ns)
+        .map(fully_ready)
+        .collect();
+    let secrets: Secrets = inputs
+        .secrets
+        .iter()
+        .filter(|s| namespace_of(s.namespace()) == ns)
+        .map(|s| (s.name_any(), Some(s.clone())))
+        .collect();
+    let cluster_inputs = ClusterInputs {
+        cluster,
+        pools: &pools,
+        secrets: &secrets,
+        current_config: None,
+        ipv6: options.ipv6,
+        prometheus_rules: options.prometheus_rules,
+        settings: &options.settings,
+        today: Timestamp::now().to_zoned(TimeZone::UTC).date(),
+    };
+    let plan = plan::cluster::plan(&cluster_inputs);
+    for (pool, problem) in &plan.topology.invalid_pools {
+        notes.push(format!("WorkerPool {ns}/{pool}: not deployed: {problem}"));
+    }
+    if let Some(problem) = &plan.config_problem {
+        return Err(OfflineError::Invalid(format!(
+            "{label}: {}",
+            problem.message
+        )));
+    }
+    if let Some(schema) = plan.loki_schema.as_ref().filter(|s| s.new) {
+        notes.push(format!(
+            "{label}: Loki schema starts {} (the operator fixes it once, at the first consistent reconcile)",
+            schema.from
+        ));
+    }
+    push_cluster_children(&plan.children, documents);
+    let Some(config) = &plan.children.shared_config else {
+        notes.push(format!(
+            "{label}: not consistent (missing {}): no product configuration, and its pools wait for one",
+            plan.topology.missing_roles().join(", ")
+        ));
+        return Ok(());
+    };
+    // Without the Secrets among the inputs the workers are rendered anyway, so that a
+    // review needs no credentials; only their checksum annotation differs.
+    let mut storage = plan.storage.clone();
+    if let Some(problem) = storage.problem.take() {
+        notes.push(format!(
+            "{label}: {} (the checksum annotation on worker pods will differ from the operator's)",
+            problem.message
+        ));
+    }
+    for pool in &pools {
+        let pool_plan = plan::pool::plan(&PoolInputs {
+            pool,
+            cluster: Some(cluster),
+            config: Some(config),
+            storage: &storage,
+        });
+        match pool_plan.action {
+            PoolAction::Apply(workers) => push_workers(&workers, documents),
+            PoolAction::Remove | PoolAction::Leave => {
+                if let Some(Blocked::Waiting { message, .. }) = pool_plan.blocked {
+                    return Err(OfflineError::Invalid(format!(
+                        "WorkerPool {ns}/{}: {message}",
+                        pool.name_any()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pool as the topology sees it once all its replicas are ready.
+fn fully_ready(pool: &WorkerPool) -> WorkerPool {
+    let mut pool = pool.clone();
+    let status = pool.status.get_or_insert_default();
+    status.ready_replicas = pool.spec.replicas;
+    pool
+}
+
+/// Every child of the cluster, in the order `kubectl apply` should create them.
+/// Destructured without `..`, like the controller's apply set.
+fn push_cluster_children(children: &ClusterChildren, documents: &mut Vec<Value>) {
+    let ClusterChildren {
+        gateway,
+        agent,
+        gossip,
+        role_services,
+        shared_config,
+        dashboards,
+        alerts,
+    } = children;
+    let Gateway {
+        config,
+        deployment,
+        service,
+        pdb,
+    } = gateway;
+    let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
+    if let Some(config) = shared_config {
+        push(config);
+    }
+    push(config);
+    push(deployment);
+    push(service);
+    if let Some(pdb) = pdb {
+        push(pdb);
+    }
+    push(gossip);
+    for service in role_services {
+        push(service);
+    }
+    for dashboard in dashboards {
+        push(dashboard);
+    }
+    match alerts {
+        Some(Alerts::PrometheusRule(rule)) => push(rule),
+        Some(Alerts::ConfigMap(rules)) => push(rules),
+        None => {}
+    }
+    if let Some(Agent {
+        config,
+        service_account,
+        role,
+        role_binding,
+        peers,
+    }) = agent
+    {
+        push(config);
+        push(service_account);
+        push(role);
+        push(role_binding);
+        push(peers);
+    }
+}
+
+fn push_workers(workers: &Workers, documents: &mut Vec<Value>) {
+    let Workers {
+        statefulset,
+        service,
+        pdb,
+    } = workers;
+    let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
+    push(statefulset);
+    push(service);
+    if let Some(pdb) = pdb {
+        push(pdb);
+    }
 }
 
 /// Lets objects of different kinds go into one list.
@@ -415,6 +438,7 @@ mod tests {
     /// (one pool each) plus meta-role combinations.
     mod pinned {
         use super::*;
+        use crate::product::Product;
 
         fn manifests(sources: &[&str]) -> String {
             let mut inputs = Inputs::new("obs");

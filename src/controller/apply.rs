@@ -57,49 +57,80 @@ pub async fn apply<K: Child>(client: &Client, object: &K) -> Result<K> {
     })
 }
 
-/// Deletes the objects of kind `K` that carry `selector`, are controlled by the object
-/// with `owner_uid`, and are not named in `keep`. Returns the names deleted.
+/// The children a reconcile wants, by kind and name: pruning deletes the others. Keyed
+/// by kind too, since children of different kinds share names (the gateway's
+/// ConfigMap, Service and PodDisruptionBudget are all `<c>-gateway`).
+#[derive(Debug, Default)]
+pub struct Kept(BTreeSet<(String, String)>);
+
+impl Kept {
+    /// Keeps `object`.
+    pub fn add<K: Resource<DynamicType = ()>>(&mut self, object: &K) {
+        self.add_named::<K>(object.name_any());
+    }
+
+    /// Keeps the object of kind `K` named `name`, whether or not it was applied now.
+    pub fn add_named<K: Resource<DynamicType = ()>>(&mut self, name: String) {
+        self.0.insert((K::kind(&()).to_string(), name));
+    }
+
+    /// Keeps an object of a kind known only at run time.
+    pub fn add_dynamic(&mut self, resource: &ApiResource, name: String) {
+        self.0.insert((resource.kind.clone(), name));
+    }
+
+    fn names_of(&self, kind: &str) -> BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+}
+
+/// Applies `object` and keeps it.
+pub async fn apply_kept<K: Child>(client: &Client, kept: &mut Kept, object: &K) -> Result<K> {
+    let applied = apply(client, object).await?;
+    kept.add(&applied);
+    Ok(applied)
+}
+
+/// Whose children to prune: those carrying `selector` and controlled by `owner_uid`.
+pub struct Owner<'a> {
+    pub namespace: &'a str,
+    pub selector: &'a str,
+    pub uid: &'a str,
+}
+
+/// Deletes the objects of kind `K` of `owner` that `kept` does not name. Returns the
+/// names deleted.
 pub async fn prune<K: Child>(
     client: &Client,
-    namespace: &str,
-    selector: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
+    owner: &Owner<'_>,
+    kept: &Kept,
 ) -> Result<Vec<String>> {
-    prune_in(
-        Api::<K>::namespaced(client.clone(), namespace),
-        selector,
-        owner_uid,
-        keep,
-    )
-    .await
+    let api = Api::<K>::namespaced(client.clone(), owner.namespace);
+    prune_in(api, owner, &kept.names_of(K::kind(&()).as_ref())).await
 }
 
 /// [`prune`] for a kind known only at run time (a PrometheusRule).
 pub async fn prune_dynamic(
     client: &Client,
-    namespace: &str,
     resource: &ApiResource,
-    selector: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
+    owner: &Owner<'_>,
+    kept: &Kept,
 ) -> Result<Vec<String>> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
-    prune_in(api, selector, owner_uid, keep).await
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), owner.namespace, resource);
+    prune_in(api, owner, &kept.names_of(&resource.kind)).await
 }
 
-async fn prune_in<K>(
-    api: Api<K>,
-    selector: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>>
+async fn prune_in<K>(api: Api<K>, owner: &Owner<'_>, keep: &BTreeSet<String>) -> Result<Vec<String>>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
     let kind = api.resource_url().to_string();
     let existing = api
-        .list_metadata(&ListParams::default().labels(selector))
+        .list_metadata(&ListParams::default().labels(owner.selector))
         .await
         .map_err(Error::read(kind.clone()))?;
     let mut deleted = Vec::new();
@@ -108,7 +139,7 @@ where
         let controlled = object
             .owner_references()
             .iter()
-            .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+            .any(|o| o.controller == Some(true) && o.uid == owner.uid);
         if !controlled || keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -127,12 +158,14 @@ where
     Ok(deleted)
 }
 
-/// [`apply`] for a kind known only at run time (a PrometheusRule).
+/// [`apply`] for a kind known only at run time (a PrometheusRule); keeps it.
 pub async fn apply_dynamic(
     client: &Client,
+    kept: &mut Kept,
     object: &DynamicObject,
     resource: &ApiResource,
 ) -> Result<DynamicObject> {
+    kept.add_dynamic(resource, object.name_any());
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, resource);

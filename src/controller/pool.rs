@@ -1,7 +1,6 @@
-//! Reconciles a WorkerPool: its StatefulSet, headless Service and PodDisruptionBudget,
-//! built against its cluster's shared configuration and storage Secrets.
+//! Reconciles a WorkerPool: read its cluster, configuration and Secrets, plan (pure, in
+//! [`crate::plan::pool`]), apply or remove its workload, write the status.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -9,28 +8,23 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 
-use super::apply::{apply, apply_status, get_opt, prune};
-use super::cluster::pool_view;
-use super::conditions::{self, Observed};
+use super::apply::{Kept, Owner, apply_kept, apply_status, get_opt, prune};
+use super::context::{guarded, retry};
 use super::error::{Error, Result};
-use super::{Context, guarded, report_problems, retry, secrets};
+use super::events::report_problems;
+use super::{Context, read};
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
-use crate::product::{PoolProblem, expand, validate_pool};
+use crate::plan::pool::{PoolAction, PoolInputs, plan};
+use crate::plan::secrets::{self, StorageSecrets};
+use crate::render::ClusterView;
 use crate::render::labels::POOL;
-use crate::render::workers::{self, Checksums, PoolView};
-use crate::render::{self, ClusterView};
+use crate::render::workers::Workers;
 
 pub(super) const CONTROLLER: &str = "workerpool";
-
-/// The condition types of a WorkerPool.
-pub mod condition {
-    pub const ROLES_VALID: &str = "RolesValid";
-    pub const READY: &str = "Ready";
-}
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<WorkerPool>>,
@@ -47,234 +41,107 @@ pub fn error_policy(
     retry(&guard, error, &ctx, CONTROLLER)
 }
 
-/// Why a pool's workers are not (or no longer) being deployed.
-enum Blocked {
-    /// The pool cannot run in this cluster: its workload is removed.
-    Invalid {
-        reason: &'static str,
-        message: String,
-    },
-    /// The pool is valid but must wait: its workload is left as it is.
-    Waiting {
-        reason: &'static str,
-        message: String,
-    },
-}
-
 async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let ns = pool.namespace().unwrap_or_default();
-    let view = pool_view(pool);
 
-    // Fetch and validate.
+    // Read.
     let cluster: Option<GrafanaCluster> = get_opt(client, &ns, &pool.spec.cluster_ref).await?;
-    let mut statefulset: Option<StatefulSet> = get_opt(client, &ns, &view.name).await?;
-    let paused = cluster.as_ref().is_some_and(|c| c.spec.paused);
-    let blocked = match &cluster {
-        None => Some(Blocked::Invalid {
-            reason: "ClusterNotFound",
-            message: format!(
-                "GrafanaCluster {:?} does not exist in namespace {ns}: create it, or recreate this pool with the right clusterRef",
-                pool.spec.cluster_ref
-            ),
-        }),
-        Some(cluster) => match validate_pool(cluster.spec.product, &view) {
-            Err(problem) => Some(Blocked::Invalid {
-                reason: match problem {
-                    PoolProblem::ProductMismatch { .. } => "ProductMismatch",
-                    _ => "InvalidRoles",
-                },
-                message: problem.to_string(),
-            }),
-            // Build and apply.
-            Ok(()) => deploy(ctx, pool, cluster, view.toggles.clone(), &mut statefulset).await?,
-        },
+    let statefulset: Option<StatefulSet> = get_opt(client, &ns, &pool.name_any()).await?;
+    let (config, storage) = match &cluster {
+        Some(cluster) => read_cluster_inputs(ctx, cluster).await?,
+        None => (None, StorageSecrets::default()),
     };
-    if let Some(Blocked::Invalid { .. }) = &blocked
-        && !paused
-    {
-        // Nothing of a pool that cannot run stays; its volumes do.
-        prune_workload(ctx, pool, &BTreeSet::new(), true).await?;
-        statefulset = None;
-    }
+
+    // Plan.
+    let plan = plan(&PoolInputs {
+        pool,
+        cluster: cluster.as_ref(),
+        config: config.as_ref(),
+        storage: &storage,
+    });
+
+    // Apply.
+    let statefulset = match &plan.action {
+        PoolAction::Apply(workers) => Some(apply_workers(ctx, pool, workers).await?),
+        PoolAction::Remove => {
+            prune_workload(ctx, pool, &Kept::default(), true).await?;
+            None
+        }
+        PoolAction::Leave => statefulset,
+    };
 
     // Status.
-    let status = status(
+    let status = plan.status(
         pool,
         cluster.as_ref(),
         statefulset.as_ref(),
-        blocked.as_ref(),
         &Time(Timestamp::now()),
     );
     write_status(ctx, pool, status).await?;
     Ok(Action::await_change())
 }
 
-/// Deploys a valid pool against its cluster's shared configuration and storage Secrets,
-/// replacing `statefulset` with what was applied; or says why the pool waits, leaving
-/// any running workload as it is.
-async fn deploy(
+/// The cluster's shared configuration and its storage Secrets, checked.
+async fn read_cluster_inputs(
     ctx: &Context,
-    pool: &WorkerPool,
     cluster: &GrafanaCluster,
-    toggles: Vec<&'static str>,
-    statefulset: &mut Option<StatefulSet>,
-) -> Result<Option<Blocked>> {
-    let client = &ctx.client;
-    let cluster_view = ClusterView::new(cluster);
-    let ns = &cluster_view.namespace;
-    let config: Option<ConfigMap> = get_opt(client, ns, &cluster_view.child_name("config")).await?;
-    let Some(config) = config else {
-        return Ok(Some(Blocked::Waiting {
-            reason: "WaitingForClusterConfig",
-            message: format!(
-                "cluster {} has no configuration yet: it is written once every required role has a pool (see the cluster's Consistent condition); workers start then",
-                cluster_view.name
-            ),
-        }));
-    };
-    let storage =
-        secrets::storage(client, ns, cluster.spec.product, &cluster.spec.storage.s3).await?;
-    if let Some(problem) = storage.problem {
-        return Ok(Some(Blocked::Waiting {
-            reason: "StorageNotReady",
-            message: format!("{}; workers start once it is fixed", problem.message),
-        }));
-    }
-    if cluster.spec.paused {
-        return Ok(None);
-    }
-    let checksums = Checksums {
-        config: render::config_checksum(&config),
-        secrets: storage.checksum,
-    };
-    let pool_view = PoolView {
-        name: pool.name_any(),
-        spec: &pool.spec,
-        owner: pool.controller_owner_ref(&()),
-        toggles,
-    };
-    let built = match workers::build(&cluster_view, &pool_view, &checksums) {
-        Ok(built) => built,
-        Err(message) => {
-            return Ok(Some(Blocked::Waiting {
-                reason: "InvalidPodOverrides",
-                message,
-            }));
-        }
-    };
-    *statefulset = Some(apply(client, &built.statefulset).await?);
-    let mut keep = BTreeSet::from([pool_view.name.clone()]);
-    keep.insert(apply(client, &built.service).await?.name_any());
-    if let Some(pdb) = &built.pdb {
-        keep.insert(apply(client, pdb).await?.name_any());
-    }
-    prune_workload(ctx, pool, &keep, false).await?;
-    Ok(None)
+) -> Result<(Option<ConfigMap>, StorageSecrets)> {
+    let view = ClusterView::new(cluster);
+    let ns = &view.namespace;
+    let config = get_opt(&ctx.client, ns, &view.child_name("config")).await?;
+    let s3 = &cluster.spec.storage.s3;
+    let names = secrets::referenced(&cluster.spec);
+    let found = read::secrets(&ctx.client, ns, &names).await?;
+    Ok((
+        config,
+        secrets::check_storage(cluster.spec.product, s3, &found),
+    ))
 }
 
-/// Deletes the pool's children not in `keep`; the StatefulSet only when `with_statefulset`.
+/// Applies the pool's objects and deletes a PodDisruptionBudget no longer wanted.
+/// Destructured without `..`: an object added to [`Workers`] does not compile until it
+/// is applied here. Returns the StatefulSet as applied.
+async fn apply_workers(ctx: &Context, pool: &WorkerPool, workers: &Workers) -> Result<StatefulSet> {
+    let client = &ctx.client;
+    let Workers {
+        statefulset,
+        service,
+        pdb,
+    } = workers;
+    let mut kept = Kept::default();
+    let statefulset = apply_kept(client, &mut kept, statefulset).await?;
+    apply_kept(client, &mut kept, service).await?;
+    if let Some(pdb) = pdb {
+        apply_kept(client, &mut kept, pdb).await?;
+    }
+    prune_workload(ctx, pool, &kept, false).await?;
+    Ok(statefulset)
+}
+
+/// Deletes the pool's children that `kept` does not name: its PodDisruptionBudget, and
+/// with `with_statefulset` its StatefulSet and Service too. Volumes are never deleted.
 async fn prune_workload(
     ctx: &Context,
     pool: &WorkerPool,
-    keep: &BTreeSet<String>,
+    kept: &Kept,
     with_statefulset: bool,
 ) -> Result<()> {
     let client = &ctx.client;
-    let ns = pool.namespace().unwrap_or_default();
+    let namespace = pool.namespace().unwrap_or_default();
     let uid = pool.uid().unwrap_or_default();
     let selector = format!("{POOL}={}", pool.name_any());
-    if with_statefulset {
-        prune::<StatefulSet>(client, &ns, &selector, &uid, keep).await?;
-        prune::<Service>(client, &ns, &selector, &uid, keep).await?;
-    }
-    prune::<PodDisruptionBudget>(client, &ns, &selector, &uid, keep).await?;
-    Ok(())
-}
-
-fn status(
-    pool: &WorkerPool,
-    cluster: Option<&GrafanaCluster>,
-    statefulset: Option<&StatefulSet>,
-    blocked: Option<&Blocked>,
-    now: &Time,
-) -> WorkerPoolStatus {
-    use condition::*;
-    let previous = pool.status.clone().unwrap_or_default();
-    let selected = pool.spec.roles.selected();
-    let targets: Vec<String> = match &selected {
-        Some((product, toggles)) => expand(*product, toggles)
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        None => Vec::new(),
+    let owner = Owner {
+        namespace: &namespace,
+        selector: &selector,
+        uid: &uid,
     };
-    let sts_status = statefulset
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    let sts_current =
-        statefulset.is_some_and(|s| sts_status.observed_generation == s.metadata.generation);
-    let replicas = sts_status.replicas;
-    let ready = sts_status.ready_replicas.unwrap_or(0);
-    let updated = sts_status.updated_replicas.unwrap_or(0);
-
-    let mut observed = vec![match blocked {
-        Some(Blocked::Invalid { reason, message }) => {
-            Observed::new(ROLES_VALID, false, reason, message.clone())
-        }
-        _ => Observed::new(
-            ROLES_VALID,
-            true,
-            "Valid",
-            format!(
-                "runs {} in cluster {}",
-                targets.join(", "),
-                cluster.map(|c| c.name_any()).unwrap_or_default()
-            ),
-        ),
-    }];
-    observed.push(match blocked {
-        Some(Blocked::Invalid { reason, message }) | Some(Blocked::Waiting { reason, message }) => {
-            Observed::new(READY, false, reason, message.clone())
-        }
-        None if !sts_current => Observed::new(
-            READY,
-            false,
-            "Updating",
-            "the StatefulSet has not yet seen its latest spec",
-        ),
-        None if ready >= pool.spec.replicas && updated >= pool.spec.replicas => Observed::new(
-            READY,
-            true,
-            "AllReplicasReady",
-            format!("{ready}/{} workers ready", pool.spec.replicas),
-        ),
-        None => Observed::new(
-            READY,
-            false,
-            if updated < pool.spec.replicas {
-                "RollingUpdate"
-            } else {
-                "ReplicasNotReady"
-            },
-            format!(
-                "{ready}/{} workers ready, {updated} updated",
-                pool.spec.replicas
-            ),
-        ),
-    });
-
-    let generation = pool.meta().generation;
-    WorkerPoolStatus {
-        observed_generation: generation,
-        product: selected.map(|(product, _)| product),
-        targets_summary: targets.join(","),
-        targets,
-        replicas,
-        ready_replicas: ready,
-        updated_replicas: updated,
-        conditions: conditions::merge(&previous.conditions, observed, generation, now),
+    if with_statefulset {
+        prune::<StatefulSet>(client, &owner, kept).await?;
+        prune::<Service>(client, &owner, kept).await?;
     }
+    prune::<PodDisruptionBudget>(client, &owner, kept).await?;
+    Ok(())
 }
 
 async fn write_status(ctx: &Context, pool: &WorkerPool, status: WorkerPoolStatus) -> Result<()> {

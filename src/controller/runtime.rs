@@ -29,7 +29,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{Context, Options, RunError, cluster, clusters_using_secret, leader, pool, pools_of};
+use super::{Context, Options, RunError, cluster, leader, pool};
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
@@ -468,6 +468,41 @@ fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
         }
         Err(error) => tracing::warn!(controller = progress.name(), %error, "controller error"),
     }
+}
+
+/// Clusters (from the cache) that name the Secret.
+fn clusters_using_secret(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> std::vec::IntoIter<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    let name = secret.name.clone().unwrap_or_default();
+    let ns = secret.namespace.clone().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|cluster| {
+            cluster.namespace().as_deref() == Some(ns.as_str())
+                && crate::plan::secrets::referenced(&cluster.spec).contains(&name.as_str())
+        })
+        .map(|cluster| ObjectRef::new(&cluster.name_any()).within(&ns))
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Pools (from the cache) that belong to cluster `ns/name`.
+fn pools_of(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<WorkerPool>>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<DeserializeGuard<WorkerPool>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|pool| pool.namespace().as_deref() == Some(ns) && pool.spec.cluster_ref == name)
+        .map(|pool| ObjectRef::new(&pool.name_any()).within(ns))
+        .collect()
 }
 
 #[cfg(test)]

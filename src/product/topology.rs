@@ -72,9 +72,9 @@ pub fn target_arg(product: Product, toggles: &[&str]) -> String {
     targets.into_iter().collect::<Vec<_>>().join(",")
 }
 
-/// A pool as the topology computation sees it.
+/// A pool summed up for the topology: its roles, replicas and readiness.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolView {
+pub struct PoolSummary {
     pub name: String,
     /// Product of the pool's role block; `None` when the block is missing.
     pub product: Option<Product>,
@@ -107,7 +107,7 @@ impl fmt::Display for PoolProblem {
 }
 
 /// Checks that a pool can run in a cluster of `cluster` product.
-pub fn validate_pool(cluster: Product, pool: &PoolView) -> Result<(), PoolProblem> {
+pub fn validate_pool(cluster: Product, pool: &PoolSummary) -> Result<(), PoolProblem> {
     let product = pool.product.ok_or(PoolProblem::NoRoleBlock)?;
     if product != cluster {
         return Err(PoolProblem::ProductMismatch {
@@ -141,7 +141,7 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(product: Product, pools: &[PoolView]) -> Self {
+    pub fn new(product: Product, pools: &[PoolSummary]) -> Self {
         let catalogue = product.catalogue();
         let mut roles: BTreeMap<&'static str, Provision> = catalogue
             .required_roles()
@@ -155,7 +155,7 @@ impl Topology {
             .collect();
         let mut invalid_pools = Vec::new();
         let mut toggles = BTreeMap::new();
-        let mut pools: Vec<&PoolView> = pools.iter().collect();
+        let mut pools: Vec<&PoolSummary> = pools.iter().collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         for pool in pools {
             if let Err(problem) = validate_pool(product, pool) {
@@ -259,8 +259,8 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn pool(name: &str, product: Product, toggles: &[&'static str], replicas: i32) -> PoolView {
-        PoolView {
+    fn pool(name: &str, product: Product, toggles: &[&'static str], replicas: i32) -> PoolSummary {
+        PoolSummary {
             name: name.into(),
             product: Some(product),
             toggles: toggles.to_vec(),

@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::Reason;
 use crate::api::condition_status::{FALSE, TRUE};
 
 /// What a reconcile concluded about one condition.
@@ -10,7 +11,7 @@ use crate::api::condition_status::{FALSE, TRUE};
 pub struct Observed {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -18,13 +19,13 @@ impl Observed {
     pub fn new(
         type_: &'static str,
         status: bool,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.to_string(),
+            reason,
             message: message.into(),
         }
     }
@@ -50,7 +51,7 @@ pub fn merge(
             Condition {
                 type_: o.type_.to_string(),
                 status: status.to_string(),
-                reason: o.reason,
+                reason: o.reason.as_str().to_string(),
                 message: o.message,
                 observed_generation: generation,
                 last_transition_time,
@@ -95,20 +96,35 @@ mod tests {
     fn transition_time_moves_only_with_the_status() {
         let first = merge(
             &[],
-            vec![Observed::new("Ready", false, "NotReady", "0/1")],
+            vec![Observed::new(
+                "Ready",
+                false,
+                Reason::ReplicasNotReady,
+                "0/1",
+            )],
             Some(1),
             &at(10),
         );
         let same = merge(
             &first,
-            vec![Observed::new("Ready", false, "NotReady", "0/1")],
+            vec![Observed::new(
+                "Ready",
+                false,
+                Reason::ReplicasNotReady,
+                "0/1",
+            )],
             Some(1),
             &at(20),
         );
         assert_eq!(first, same);
         let flipped = merge(
             &same,
-            vec![Observed::new("Ready", true, "Ready", "1/1")],
+            vec![Observed::new(
+                "Ready",
+                true,
+                Reason::AllReplicasReady,
+                "1/1",
+            )],
             Some(1),
             &at(30),
         );
@@ -120,15 +136,20 @@ mod tests {
     fn only_new_problems_are_reported() {
         let before = merge(
             &[],
-            vec![Observed::new("Consistent", true, "AllRolesPresent", "")],
+            vec![Observed::new(
+                "Consistent",
+                true,
+                Reason::AllRequiredRolesPresent,
+                "",
+            )],
             None,
             &at(1),
         );
         let after = merge(
             &before,
             vec![
-                Observed::new("Consistent", false, "MissingRoles", "ruler"),
-                Observed::new("Degraded", true, "PoolsNotReady", "read"),
+                Observed::new("Consistent", false, Reason::MissingRoles, "ruler"),
+                Observed::new("Degraded", true, Reason::PoolsNotReady, "read"),
             ],
             None,
             &at(2),

@@ -5,24 +5,25 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 
-use super::apply::get_opt;
-use super::error::Result;
-use crate::api::S3Storage;
+use super::Reason;
+use crate::api::{GrafanaClusterSpec, S3Storage};
 use crate::product::Product;
 use crate::render::checksum;
+
+/// The Secrets of a namespace as read, by name; `None` for one that does not exist.
+pub type Secrets = BTreeMap<String, Option<Secret>>;
 
 /// Why a referenced Secret cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretProblem {
-    /// `SecretNotFound` or `SecretKeyMissing`.
-    pub reason: &'static str,
+    /// `SecretNotFound`, `SecretKeyMissing` or `RegionRequired`.
+    pub reason: Reason,
     pub message: String,
 }
 
 /// The state of the Secrets a cluster's workers read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageSecrets {
     pub problem: Option<SecretProblem>,
     /// Checksum of the keys the workers read (empty input when a problem exists).
@@ -30,23 +31,20 @@ pub struct StorageSecrets {
 }
 
 /// A secret name and the keys of it that are used.
-pub(crate) struct Needed<'a> {
+struct Needed<'a> {
     what: &'a str,
     name: &'a str,
     keys: Vec<&'a str>,
 }
 
 /// Checks that each Secret exists and holds its keys; hashes the used values in order.
-pub(crate) fn check(
-    needed: &[Needed],
-    secrets: &BTreeMap<String, Option<Secret>>,
-) -> StorageSecrets {
+fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
     let mut parts: Vec<Vec<u8>> = Vec::new();
     for need in needed {
         let Some(Some(secret)) = secrets.get(need.name) else {
             return StorageSecrets {
                 problem: Some(SecretProblem {
-                    reason: "SecretNotFound",
+                    reason: Reason::SecretNotFound,
                     message: format!(
                         "{} Secret {:?} does not exist: create it in this namespace",
                         need.what, need.name
@@ -70,7 +68,7 @@ pub(crate) fn check(
                 None => {
                     return StorageSecrets {
                         problem: Some(SecretProblem {
-                            reason: "SecretKeyMissing",
+                            reason: Reason::SecretKeyMissing,
                             message: format!(
                                 "{} Secret {:?} has no key {key:?}: add it, or name the right key in the GrafanaCluster",
                                 need.what, need.name
@@ -88,7 +86,7 @@ pub(crate) fn check(
     }
 }
 
-pub(crate) fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
+fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
     let mut needed = vec![Needed {
         what: "S3 credentials",
         name: &s3.credentials_secret.name,
@@ -107,71 +105,34 @@ pub(crate) fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
     needed
 }
 
-async fn fetch(
-    client: &Client,
-    namespace: &str,
-    names: &[&str],
-) -> Result<BTreeMap<String, Option<Secret>>> {
-    let mut secrets = BTreeMap::new();
-    for name in names {
-        if !secrets.contains_key(*name) {
-            secrets.insert(
-                name.to_string(),
-                get_opt::<Secret>(client, namespace, name).await?,
-            );
-        }
-    }
-    Ok(secrets)
-}
-
-/// Reads and checks the storage Secrets of a cluster, and the storage settings the
-/// product needs.
-pub async fn storage(
-    client: &Client,
-    namespace: &str,
-    product: Product,
-    s3: &S3Storage,
-) -> Result<StorageSecrets> {
-    let needed = storage_needs(s3);
-    let names: Vec<&str> = needed.iter().map(|n| n.name).collect();
-    let secrets = fetch(client, namespace, &names).await?;
-    Ok(check_storage(product, s3, &needed, &secrets))
-}
-
 /// [`check`] of the storage Secrets, then of the settings the product needs beyond them
 /// (Loki needs a region to sign for on AWS).
-pub(crate) fn check_storage(
-    product: Product,
-    s3: &S3Storage,
-    needed: &[Needed],
-    secrets: &BTreeMap<String, Option<Secret>>,
-) -> StorageSecrets {
-    let mut checked = check(needed, secrets);
+pub fn check_storage(product: Product, s3: &S3Storage, secrets: &Secrets) -> StorageSecrets {
+    let mut checked = check(&storage_needs(s3), secrets);
     if checked.problem.is_none()
         && let Err(message) = crate::render::storage::region(product, s3)
     {
         checked.problem = Some(SecretProblem {
-            reason: "RegionRequired",
+            reason: Reason::RegionRequired,
             message,
         });
     }
     checked
 }
 
-/// Reads and checks the gateway's TLS Secret.
-pub async fn tls(client: &Client, namespace: &str, name: &str) -> Result<Option<SecretProblem>> {
+/// Checks the gateway's TLS Secret `name`.
+pub fn check_tls(name: &str, secrets: &Secrets) -> Option<SecretProblem> {
     let needed = [Needed {
         what: "TLS",
         name,
         keys: vec!["tls.crt", "tls.key"],
     }];
-    let secrets = fetch(client, namespace, &[name]).await?;
-    Ok(check(&needed, &secrets).problem)
+    check(&needed, secrets).problem
 }
 
 /// Names of the Secrets a cluster references (for the watches that map a Secret change
 /// to the clusters and pools using it).
-pub fn referenced(spec: &crate::api::GrafanaClusterSpec) -> Vec<&str> {
+pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
     let s3 = &spec.storage.s3;
     let mut names = vec![s3.credentials_secret.name.as_str()];
     names.extend(s3.ca_secret.as_ref().map(|c| c.name.as_str()));
@@ -203,14 +164,14 @@ mod tests {
         let needed = storage_needs(&cluster.spec.storage.s3);
         let none = BTreeMap::from([("s3-credentials".to_string(), None)]);
         let problem = check(&needed, &none).problem.expect("problem");
-        assert_eq!(problem.reason, "SecretNotFound");
+        assert_eq!(problem.reason, Reason::SecretNotFound);
         assert!(problem.message.contains("\"s3-credentials\""));
         let partial = BTreeMap::from([(
             "s3-credentials".to_string(),
             secret(&[("access-key-id", "a")]),
         )]);
         let problem = check(&needed, &partial).problem.expect("problem");
-        assert_eq!(problem.reason, "SecretKeyMissing");
+        assert_eq!(problem.reason, Reason::SecretKeyMissing);
         assert!(
             problem.message.contains("\"secret-access-key\""),
             "{}",

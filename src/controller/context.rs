@@ -1,0 +1,178 @@
+//! What every reconcile shares ([`Context`]), and the wrapper each reconcile runs in:
+//! timing, progress for the health endpoints, and the retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::{Client, Resource};
+
+use super::Error;
+use super::{cluster, pool};
+use crate::render::Settings;
+use crate::telemetry::{ControllerProgress, Health, Metrics, backoff};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// The progress of each controller, by name, for the health endpoints.
+    controllers: HashMap<&'static str, Arc<ControllerProgress>>,
+    pub(super) recorder: Recorder,
+    /// Consecutive failures per object, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Whether the PrometheusRule CRD is installed, and when that was last looked up.
+    prometheus_rules: Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Context {
+    pub(super) fn new(
+        client: Client,
+        settings: Settings,
+        health: Health,
+        recorder: Recorder,
+    ) -> Self {
+        let controllers = [cluster::CONTROLLER, pool::CONTROLLER]
+            .into_iter()
+            .map(|name| (name, health.progress.controller(name)))
+            .collect();
+        Self {
+            client,
+            settings,
+            metrics: health.metrics,
+            controllers,
+            recorder,
+            failures: Mutex::default(),
+            prometheus_rules: Mutex::default(),
+        }
+    }
+
+    /// The progress record of `controller` (one of the two controllers' names).
+    pub(super) fn controller(&self, controller: &'static str) -> Arc<ControllerProgress> {
+        self.controllers
+            .get(controller)
+            .cloned()
+            .unwrap_or_else(|| panic!("no controller named {controller}"))
+    }
+
+    /// Marks every controller stopped, so `/healthz` fails until the process exits.
+    pub(super) fn controllers_stopped(&self) {
+        for progress in self.controllers.values() {
+            progress.stopped();
+        }
+    }
+
+    /// Whether the Prometheus Operator's PrometheusRule kind is served, looked up through
+    /// API discovery at most once a minute (CRDs come and go rarely).
+    pub(super) async fn prometheus_rules_installed(&self) -> bool {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+        let cached = *self
+            .prometheus_rules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, installed)) = cached
+            && at.elapsed() < FRESH
+        {
+            return installed;
+        }
+        let resource = crate::render::observability::prometheus_rule_resource();
+        let installed = match self
+            .client
+            .list_api_group_resources(&resource.api_version)
+            .await
+        {
+            Ok(list) => list.resources.iter().any(|r| r.name == resource.plural),
+            Err(kube::Error::Api(e)) if e.code == 404 => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether PrometheusRules are served");
+                cached.is_some_and(|(_, installed)| installed)
+            }
+        };
+        *self
+            .prometheus_rules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((std::time::Instant::now(), installed));
+        installed
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(key);
+    }
+
+    fn retry_after_failure(&self, key: String) -> Action {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(key).or_default();
+        let delay = backoff(*count);
+        *count = count.saturating_add(1);
+        Action::requeue(delay)
+    }
+}
+
+/// Runs `reconcile` on an object read through a [`DeserializeGuard`], timing it. An
+/// object that cannot be read as its kind is logged and waits for an edit; a success
+/// resets the object's retry backoff.
+pub(super) async fn guarded<'a, K, F, Fut>(
+    guard: &'a DeserializeGuard<K>,
+    ctx: &'a Context,
+    controller: &'static str,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(&'a K) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let _timer = ctx.metrics.reconcile_started(controller);
+    let _under_way = ctx.controller(controller).reconciling(
+        format!(
+            "{}/{}",
+            guard.meta().namespace.as_deref().unwrap_or_default(),
+            guard.meta().name.as_deref().unwrap_or_default()
+        ),
+        std::time::Instant::now(),
+    );
+    let object = match &guard.0 {
+        Ok(object) => object,
+        Err(invalid) => {
+            tracing::warn!(controller, error = %invalid.error, "cannot read the object; waiting for an edit");
+            return Ok(Action::await_change());
+        }
+    };
+    let action = reconcile(object).await?;
+    ctx.succeeded(&backoff_key(object));
+    Ok(action)
+}
+
+/// The error policy of both controllers: count the failure, retry with growing backoff.
+pub(super) fn retry<K: Resource<DynamicType = ()>>(
+    guard: &DeserializeGuard<K>,
+    error: &Error,
+    ctx: &Context,
+    controller: &'static str,
+) -> Action {
+    ctx.metrics.failed(controller, error.metric_label());
+    match &guard.0 {
+        Ok(object) => ctx.retry_after_failure(backoff_key(object)),
+        Err(_) => Action::await_change(),
+    }
+}
+
+/// The key the retry backoff is counted under.
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}

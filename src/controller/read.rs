@@ -1,0 +1,42 @@
+//! Reads: what a reconcile needs besides the object itself, fetched before the plan.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::core::DeserializeGuard;
+use kube::{Client, Resource};
+
+use super::Context;
+use super::apply::get_opt;
+use super::error::{Error, Result};
+use crate::api::WorkerPool;
+use crate::plan::secrets::Secrets;
+
+/// The cluster's pools: WorkerPools of its namespace that name it (malformed ones are
+/// left out; their own reconciler reports them, and so are those being deleted).
+pub async fn pools_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<WorkerPool>> {
+    let api: Api<DeserializeGuard<WorkerPool>> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::read(format!("WorkerPools in {ns}")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|guard| guard.0.ok())
+        .filter(|pool| pool.spec.cluster_ref == name && pool.meta().deletion_timestamp.is_none())
+        .collect())
+}
+
+/// The Secrets named `names` in `namespace`, each read once.
+pub async fn secrets(client: &Client, namespace: &str, names: &[&str]) -> Result<Secrets> {
+    let mut secrets = Secrets::new();
+    for name in names {
+        if !secrets.contains_key(*name) {
+            secrets.insert(
+                name.to_string(),
+                get_opt::<Secret>(client, namespace, name).await?,
+            );
+        }
+    }
+    Ok(secrets)
+}

@@ -1,0 +1,260 @@
+//! A GrafanaCluster's plan: from what was read about it to the children that should
+//! exist. Its status follows from the plan and the gateway ([`ClusterPlan::status`]).
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::ToSpan;
+use k8s_openapi::jiff::civil::Date;
+use kube::ResourceExt;
+
+use super::Reason;
+use super::secrets::{self, SecretProblem, Secrets, StorageSecrets};
+use crate::api::{GrafanaCluster, WorkerPool};
+use crate::product::{PoolSummary, Product, Topology};
+use crate::render::config::{ConfigError, ConfigInputs, Duration};
+use crate::render::{self, ClusterChildren, ClusterView, LOKI_SCHEMA_FROM, Settings};
+
+/// What the plan of a cluster is made from: everything read, nothing fetched here.
+pub struct ClusterInputs<'a> {
+    pub cluster: &'a GrafanaCluster,
+    /// The WorkerPools that name the cluster, except those being deleted.
+    pub pools: &'a [WorkerPool],
+    /// The Secrets the cluster references ([`secrets::referenced`]), as read.
+    pub secrets: &'a Secrets,
+    /// The shared configuration ConfigMap as it is, if it exists.
+    pub current_config: Option<&'a ConfigMap>,
+    /// The pods get IPv6 addresses only (read from the gossip Service's IP families).
+    pub ipv6: bool,
+    /// The Prometheus Operator's PrometheusRule CRD is installed.
+    pub prometheus_rules: bool,
+    pub settings: &'a Settings,
+    /// Today (UTC), from which a new Loki cluster's schema date is chosen.
+    pub today: Date,
+}
+
+/// Why the spec gives no valid product configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `InvalidRetention` or `InvalidConfigOverrides`.
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// Loki's schema start date, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LokiSchema {
+    pub from: String,
+    /// Chosen by this plan (no status or configuration recorded one yet).
+    pub new: bool,
+}
+
+/// What should exist for a cluster, and what was found on the way.
+pub struct ClusterPlan<'a> {
+    pub view: ClusterView<'a>,
+    pub topology: Topology,
+    pub children: ClusterChildren,
+    pub storage: StorageSecrets,
+    /// Set when the cluster asks for TLS and its Secret is not usable.
+    pub tls_problem: Option<SecretProblem>,
+    pub config_problem: Option<ConfigProblem>,
+    pub loki_schema: Option<LokiSchema>,
+    /// Checksum of the configuration the workers run once the plan is applied.
+    pub config_hash: Option<String>,
+}
+
+/// A pool summed up for the topology: its roles, replicas, and the readiness its own
+/// reconciler reported.
+pub fn summarize(pool: &WorkerPool) -> PoolSummary {
+    let selected = pool.spec.roles.selected();
+    PoolSummary {
+        name: pool.name_any(),
+        product: selected.as_ref().map(|(product, _)| *product),
+        toggles: selected.map(|(_, toggles)| toggles).unwrap_or_default(),
+        replicas: pool.spec.replicas,
+        ready_replicas: pool.status.as_ref().map_or(0, |s| s.ready_replicas),
+    }
+}
+
+/// `today` minus a week: Loki rejects samples older than a week by default, so any
+/// sample it accepts falls after the schema's start.
+pub fn new_loki_schema_date(today: Date) -> String {
+    today.checked_sub(7.days()).unwrap_or(today).to_string()
+}
+
+/// Plans a cluster. The shared configuration is in the plan only for a consistent
+/// cluster with a valid spec; otherwise the last one keeps running (ADR 2).
+pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
+    let cluster = inputs.cluster;
+    let view = ClusterView::new(cluster);
+    let product = view.product();
+    let summaries: Vec<PoolSummary> = inputs.pools.iter().map(summarize).collect();
+    let topology = Topology::new(product, &summaries);
+    let loki_schema = (product == Product::Loki).then(|| loki_schema(inputs));
+    let (shared_config, config_problem) = shared_config(
+        inputs,
+        &view,
+        &topology,
+        loki_schema.as_ref().map(|s| s.from.as_str()),
+    );
+    let config_hash = match (&shared_config, cluster.spec.paused) {
+        (Some(config), false) => Some(render::config_checksum(config)),
+        _ => inputs.current_config.map(render::config_checksum),
+    };
+    let children = render::cluster_children(
+        &view,
+        &topology,
+        shared_config,
+        inputs.settings,
+        inputs.prometheus_rules,
+    );
+    let tls_problem = cluster
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| secrets::check_tls(&tls.secret_name, inputs.secrets));
+    ClusterPlan {
+        storage: secrets::check_storage(product, &cluster.spec.storage.s3, inputs.secrets),
+        view,
+        topology,
+        children,
+        tls_problem,
+        config_problem,
+        // Recorded once a configuration using it exists.
+        loki_schema: loki_schema.filter(|_| config_hash.is_some()),
+        config_hash,
+    }
+}
+
+/// The schema date: kept in status, else in the configuration's annotation (should the
+/// status be lost), else chosen now.
+fn loki_schema(inputs: &ClusterInputs) -> LokiSchema {
+    let recorded = inputs
+        .cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.loki_schema_from.clone())
+        .or_else(|| {
+            inputs
+                .current_config
+                .and_then(|c| c.annotations().get(LOKI_SCHEMA_FROM).cloned())
+        });
+    match recorded {
+        Some(from) => LokiSchema { from, new: false },
+        None => LokiSchema {
+            from: new_loki_schema_date(inputs.today),
+            new: true,
+        },
+    }
+}
+
+/// The shared configuration to write, or why there is none to write.
+fn shared_config(
+    inputs: &ClusterInputs,
+    view: &ClusterView,
+    topology: &Topology,
+    loki_schema_from: Option<&str>,
+) -> (Option<ConfigMap>, Option<ConfigProblem>) {
+    let problem = |reason, message| Some(ConfigProblem { reason, message });
+    let retention = match view
+        .spec
+        .retention
+        .as_deref()
+        .map(Duration::parse)
+        .transpose()
+    {
+        Ok(retention) => retention,
+        Err(error) => {
+            return (
+                None,
+                problem(Reason::InvalidRetention, format!("spec.retention: {error}")),
+            );
+        }
+    };
+    if !topology.is_consistent() {
+        return (None, None);
+    }
+    let config_inputs = ConfigInputs::for_cluster(
+        view,
+        topology,
+        inputs.settings,
+        retention,
+        loki_schema_from,
+        inputs.ipv6,
+    );
+    match render::shared_config(view, &config_inputs) {
+        Ok(config) => (Some(config), None),
+        Err(error) => {
+            let reason = match error {
+                ConfigError::Retention(_) => Reason::InvalidRetention,
+                ConfigError::Overrides(_) => Reason::InvalidConfigOverrides,
+            };
+            (None, problem(reason, error.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    /// Plans `cluster` with `pools`, its Secrets present, on 2026-12-01.
+    fn plan_of<T>(
+        cluster: &GrafanaCluster,
+        pools: &[WorkerPool],
+        then: impl FnOnce(&ClusterPlan) -> T,
+    ) -> T {
+        let secrets = fixtures::storage_secrets();
+        let settings = Settings::default();
+        let plan = plan(&ClusterInputs {
+            cluster,
+            pools,
+            secrets: &secrets,
+            current_config: None,
+            ipv6: false,
+            prometheus_rules: false,
+            settings: &settings,
+            today: Date::constant(2026, 12, 1),
+        });
+        then(&plan)
+    }
+
+    #[test]
+    fn a_new_loki_cluster_starts_its_schema_a_week_ago() {
+        let cluster = fixtures::minimal_cluster(Product::Loki);
+        let pools = [fixtures::ready_pool("logs-all", Product::Loki, &["all"], 1)];
+        plan_of(&cluster, &pools, |plan| {
+            assert_eq!(
+                plan.loki_schema,
+                Some(LokiSchema {
+                    from: "2026-11-24".into(),
+                    new: true
+                })
+            );
+            assert!(plan.children.shared_config.is_some());
+        });
+    }
+
+    #[test]
+    fn an_inconsistent_cluster_plans_no_configuration_and_records_no_schema() {
+        let cluster = fixtures::minimal_cluster(Product::Loki);
+        plan_of(&cluster, &[], |plan| {
+            assert!(plan.children.shared_config.is_none());
+            assert_eq!(plan.loki_schema, None);
+            assert_eq!(plan.config_hash, None);
+            assert_eq!(plan.config_problem, None);
+        });
+    }
+
+    #[test]
+    fn a_bad_retention_is_a_config_problem_even_without_pools() {
+        let mut cluster = fixtures::minimal_cluster(Product::Mimir);
+        cluster.spec.retention = Some("forever".into());
+        let problem =
+            plan_of(&cluster, &[], |plan| plan.config_problem.clone()).expect("a problem");
+        assert_eq!(problem.reason, Reason::InvalidRetention);
+        assert!(
+            problem.message.starts_with("spec.retention: "),
+            "{problem:?}"
+        );
+    }
+}

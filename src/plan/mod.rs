@@ -1,0 +1,21 @@
+//! The reconcile's pure middle: from what was read about an object (a cluster, its
+//! pools, the Secrets, the current configuration) to the children that should exist and
+//! the status that follows. No client and no clock: the controllers and
+//! `lgtm-operator render` both call it, so they cannot disagree.
+//!
+//! - [`cluster`]: a GrafanaCluster's children, and [`cluster_status`] its conditions;
+//! - [`pool`]: a WorkerPool's workload and conditions;
+//! - [`secrets`]: whether referenced Secrets are usable;
+//! - [`Reason`]: every condition reason, with the Event it deserves.
+
+pub mod cluster;
+pub mod cluster_status;
+pub mod conditions;
+pub mod pool;
+mod reason;
+pub mod secrets;
+
+#[cfg(test)]
+mod status_tests;
+
+pub use reason::{Reason, Severity};

@@ -1,0 +1,257 @@
+//! A WorkerPool's plan: its StatefulSet, headless Service and PodDisruptionBudget,
+//! built against its cluster's shared configuration and storage Secrets; or why not.
+//! Its status follows from the plan and the StatefulSet ([`PoolPlan::status`]).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+
+use super::Reason;
+use super::cluster::summarize;
+use super::conditions::{self, Observed};
+use super::secrets::StorageSecrets;
+use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
+use crate::product::{PoolProblem, expand, validate_pool};
+use crate::render::workers::{self, Checksums, PoolView, Workers};
+use crate::render::{self, ClusterView};
+
+/// The condition types of a WorkerPool.
+pub mod condition {
+    pub const ROLES_VALID: &str = "RolesValid";
+    pub const READY: &str = "Ready";
+}
+use condition::*;
+
+/// What the plan of a pool is made from.
+pub struct PoolInputs<'a> {
+    pub pool: &'a WorkerPool,
+    /// The GrafanaCluster the pool names, if it exists.
+    pub cluster: Option<&'a GrafanaCluster>,
+    /// The cluster's shared configuration, if written yet.
+    pub config: Option<&'a ConfigMap>,
+    /// The cluster's storage Secrets, checked.
+    pub storage: &'a StorageSecrets,
+}
+
+/// Why a pool's workers are not (or no longer) being deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// The pool cannot run in this cluster: its workload is removed.
+    Invalid { reason: Reason, message: String },
+    /// The pool is valid but must wait: its workload is left as it is.
+    Waiting { reason: Reason, message: String },
+}
+
+/// What to do with the pool's workload.
+#[derive(Debug, Clone)]
+pub enum PoolAction {
+    /// Apply these objects, and delete the pool's other children but the StatefulSet
+    /// and the Service (a PodDisruptionBudget no longer wanted).
+    Apply(Box<Workers>),
+    /// Delete the StatefulSet, Services and PodDisruptionBudget; the volumes stay.
+    Remove,
+    /// Leave everything as it is (waiting, or the cluster is paused).
+    Leave,
+}
+
+/// What should happen to a pool, and why.
+#[derive(Debug, Clone)]
+pub struct PoolPlan {
+    pub blocked: Option<Blocked>,
+    pub action: PoolAction,
+}
+
+/// Plans a pool.
+pub fn plan(inputs: &PoolInputs) -> PoolPlan {
+    let pool = inputs.pool;
+    let Some(cluster) = inputs.cluster else {
+        return PoolPlan {
+            blocked: Some(Blocked::Invalid {
+                reason: Reason::ClusterNotFound,
+                message: format!(
+                    "GrafanaCluster {:?} does not exist in namespace {}: create it, or recreate this pool with the right clusterRef",
+                    pool.spec.cluster_ref,
+                    pool.namespace().unwrap_or_default()
+                ),
+            }),
+            action: PoolAction::Remove,
+        };
+    };
+    let summary = summarize(pool);
+    if let Err(problem) = validate_pool(cluster.spec.product, &summary) {
+        return PoolPlan {
+            blocked: Some(Blocked::Invalid {
+                reason: match problem {
+                    PoolProblem::ProductMismatch { .. } => Reason::ProductMismatch,
+                    _ => Reason::InvalidRoles,
+                },
+                message: problem.to_string(),
+            }),
+            // Nothing of a pool that cannot run stays; its volumes do.
+            action: if cluster.spec.paused {
+                PoolAction::Leave
+            } else {
+                PoolAction::Remove
+            },
+        };
+    }
+    let leave = |blocked| PoolPlan {
+        blocked,
+        action: PoolAction::Leave,
+    };
+    let checksums = match checksums(inputs, cluster) {
+        Ok(checksums) => checksums,
+        Err(blocked) => return leave(Some(blocked)),
+    };
+    if cluster.spec.paused {
+        return leave(None);
+    }
+    let view = PoolView {
+        name: pool.name_any(),
+        spec: &pool.spec,
+        owner: pool.controller_owner_ref(&()),
+        toggles: summary.toggles,
+    };
+    match workers::build(&ClusterView::new(cluster), &view, &checksums) {
+        Ok(workers) => PoolPlan {
+            blocked: None,
+            action: PoolAction::Apply(Box::new(workers)),
+        },
+        Err(message) => leave(Some(Blocked::Waiting {
+            reason: Reason::InvalidPodOverrides,
+            message,
+        })),
+    }
+}
+
+/// What the workers' pods depend on besides the specs, or why they must wait for it.
+fn checksums(inputs: &PoolInputs, cluster: &GrafanaCluster) -> Result<Checksums, Blocked> {
+    let Some(config) = inputs.config else {
+        return Err(Blocked::Waiting {
+            reason: Reason::WaitingForClusterConfig,
+            message: format!(
+                "cluster {} has no configuration yet: it is written once every required role has a pool (see the cluster's Consistent condition); workers start then",
+                cluster.name_any()
+            ),
+        });
+    };
+    if let Some(problem) = &inputs.storage.problem {
+        return Err(Blocked::Waiting {
+            reason: Reason::StorageNotReady,
+            message: format!("{}; workers start once it is fixed", problem.message),
+        });
+    }
+    Ok(Checksums {
+        config: render::config_checksum(config),
+        secrets: inputs.storage.checksum.clone(),
+    })
+}
+
+impl PoolPlan {
+    /// The status once the plan is applied; `statefulset` as the API server last
+    /// returned it (`None` once removed).
+    pub fn status(
+        &self,
+        pool: &WorkerPool,
+        cluster: Option<&GrafanaCluster>,
+        statefulset: Option<&StatefulSet>,
+        now: &Time,
+    ) -> WorkerPoolStatus {
+        let previous = pool.status.clone().unwrap_or_default();
+        let selected = pool.spec.roles.selected();
+        let targets: Vec<String> = match &selected {
+            Some((product, toggles)) => expand(*product, toggles)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let sts_status = statefulset
+            .and_then(|s| s.status.clone())
+            .unwrap_or_default();
+        let observed = vec![
+            roles_valid(self.blocked.as_ref(), &targets, cluster),
+            ready(self.blocked.as_ref(), pool.spec.replicas, statefulset),
+        ];
+        let generation = pool.meta().generation;
+        WorkerPoolStatus {
+            observed_generation: generation,
+            product: selected.map(|(product, _)| product),
+            targets_summary: targets.join(","),
+            targets,
+            replicas: sts_status.replicas,
+            ready_replicas: sts_status.ready_replicas.unwrap_or(0),
+            updated_replicas: sts_status.updated_replicas.unwrap_or(0),
+            conditions: conditions::merge(&previous.conditions, observed, generation, now),
+        }
+    }
+}
+
+/// `RolesValid`: the pool's roles run in its cluster.
+pub fn roles_valid(
+    blocked: Option<&Blocked>,
+    targets: &[String],
+    cluster: Option<&GrafanaCluster>,
+) -> Observed {
+    match blocked {
+        Some(Blocked::Invalid { reason, message }) => {
+            Observed::new(ROLES_VALID, false, *reason, message.clone())
+        }
+        _ => Observed::new(
+            ROLES_VALID,
+            true,
+            Reason::Valid,
+            format!(
+                "runs {} in cluster {}",
+                targets.join(", "),
+                cluster.map(|c| c.name_any()).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// `Ready`: every worker runs the latest pod template and is ready.
+pub fn ready(
+    blocked: Option<&Blocked>,
+    replicas: i32,
+    statefulset: Option<&StatefulSet>,
+) -> Observed {
+    if let Some(Blocked::Invalid { reason, message } | Blocked::Waiting { reason, message }) =
+        blocked
+    {
+        return Observed::new(READY, false, *reason, message.clone());
+    }
+    let status = statefulset
+        .and_then(|s| s.status.clone())
+        .unwrap_or_default();
+    let current = statefulset.is_some_and(|s| status.observed_generation == s.metadata.generation);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    if !current {
+        Observed::new(
+            READY,
+            false,
+            Reason::Updating,
+            "the StatefulSet has not yet seen its latest spec",
+        )
+    } else if ready >= replicas && updated >= replicas {
+        Observed::new(
+            READY,
+            true,
+            Reason::AllReplicasReady,
+            format!("{ready}/{replicas} workers ready"),
+        )
+    } else {
+        Observed::new(
+            READY,
+            false,
+            if updated < replicas {
+                Reason::RollingUpdate
+            } else {
+                Reason::ReplicasNotReady
+            },
+            format!("{ready}/{replicas} workers ready, {updated} updated"),
+        )
+    }
+}
