@@ -10,7 +10,6 @@ use kube::runtime::events::Recorder;
 use kube::{Client, Resource};
 
 use super::Error;
-use super::{cluster, pool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, backoff};
 
@@ -34,9 +33,11 @@ impl Context {
         settings: Settings,
         health: Health,
         recorder: Recorder,
+        controllers: &[&'static str],
     ) -> Self {
-        let controllers = [cluster::CONTROLLER, pool::CONTROLLER]
-            .into_iter()
+        let controllers = controllers
+            .iter()
+            .copied()
             .map(|name| (name, health.progress.controller(name)))
             .collect();
         Self {

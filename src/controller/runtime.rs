@@ -282,42 +282,18 @@ fn controlled_by<Owner: Resource<DynamicType = ()>>(child: &impl Resource) -> bo
     })
 }
 
-/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` synced once every
-/// watch cache has filled; gives up when that takes longer than the options allow.
-async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        options.settings.clone(),
-        health.clone(),
-        Recorder::new(client.clone(), reporter),
-    ));
-    let cluster_watches = Watches {
-        client: &client,
-        options: &options,
-        health: &health,
-        controller: cluster::CONTROLLER,
-        progress: ctx.controller(cluster::CONTROLLER),
-    };
-    let pool_watches = Watches {
-        controller: pool::CONTROLLER,
-        progress: ctx.controller(pool::CONTROLLER),
-        ..cluster_watches
-    };
-    // One signal stops both controllers gracefully, and tells a requested stop from one
-    // that nobody asked for.
-    let shutdown = shutdown_signal().boxed().shared();
-    let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
-    let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
+/// Resolves once SIGTERM or Ctrl-C arrived; every clone resolves.
+type Shutdown = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
-    // A cluster reacts to its children, its pools (roles and routes follow them) and
-    // the Secrets it names.
-    let w = &cluster_watches;
-    let clusters_by_secret = cluster_store.clone();
-    let clusters = Controller::for_stream(w.main(cluster_writer), cluster_store.clone())
+/// The GrafanaCluster controller. A cluster reacts to its children, its pools (roles
+/// and routes follow them) and the Secrets it names.
+fn cluster_controller(
+    w: &Watches,
+    writer: reflector::store::Writer<DeserializeGuard<GrafanaCluster>>,
+    store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+) -> Controller<DeserializeGuard<GrafanaCluster>> {
+    let clusters_by_secret = store.clone();
+    Controller::for_stream(w.main(writer), store.clone())
         .owns_stream(w.owned::<Deployment, GrafanaCluster>())
         .owns_stream(w.owned::<ConfigMap, GrafanaCluster>())
         .owns_stream(w.owned::<Service, GrafanaCluster>())
@@ -339,19 +315,24 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
                 clusters_using_secret(&clusters_by_secret, &secret.metadata)
             }),
         )
-        .graceful_shutdown_on(shutdown.clone());
+}
 
-    // A pool reacts to its own children, its cluster, the cluster's shared config and
-    // the Secrets its workers read.
-    let w = &pool_watches;
+/// The WorkerPool controller. A pool reacts to its own children, its cluster, the
+/// cluster's shared config and the Secrets its workers read.
+fn pool_controller(
+    w: &Watches,
+    writer: reflector::store::Writer<DeserializeGuard<WorkerPool>>,
+    store: &reflector::Store<DeserializeGuard<WorkerPool>>,
+    clusters: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+) -> Controller<DeserializeGuard<WorkerPool>> {
     let (pools_by_cluster, pools_by_config, pools_by_secret) =
-        (pool_store.clone(), pool_store.clone(), pool_store.clone());
-    let clusters_for_pools = cluster_store.clone();
+        (store.clone(), store.clone(), store.clone());
+    let clusters_for_pools = clusters.clone();
     let config_label = format!(
         "{MANAGED_BY}={MANAGER},{COMPONENT}={}",
         Component::Config.as_str()
     );
-    let pools = Controller::for_stream(w.main(pool_writer), pool_store.clone())
+    Controller::for_stream(w.main(writer), store.clone())
         .owns_stream(w.owned::<StatefulSet, WorkerPool>())
         .owns_stream(w.owned::<Service, WorkerPool>())
         .owns_stream(w.owned::<PodDisruptionBudget, WorkerPool>())
@@ -386,6 +367,47 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
                     .collect::<Vec<_>>()
             }),
         )
+}
+
+/// What both controllers' reconciles share; Events name this pod as their reporter.
+fn context(client: &Client, options: &Options, health: &Health) -> Arc<Context> {
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    Arc::new(Context::new(
+        client.clone(),
+        options.settings.clone(),
+        health.clone(),
+        Recorder::new(client.clone(), reporter),
+        &[cluster::CONTROLLER, pool::CONTROLLER],
+    ))
+}
+
+/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` synced once every
+/// watch cache has filled; gives up when that takes longer than the options allow.
+async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
+    let ctx = context(&client, &options, &health);
+    let cluster_watches = Watches {
+        client: &client,
+        options: &options,
+        health: &health,
+        controller: cluster::CONTROLLER,
+        progress: ctx.controller(cluster::CONTROLLER),
+    };
+    let pool_watches = Watches {
+        controller: pool::CONTROLLER,
+        progress: ctx.controller(pool::CONTROLLER),
+        ..cluster_watches
+    };
+    // One signal stops both controllers gracefully, and tells a requested stop from one
+    // that nobody asked for.
+    let shutdown: Shutdown = shutdown_signal().boxed().shared();
+    let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
+    let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
+    let clusters = cluster_controller(&cluster_watches, cluster_writer, &cluster_store)
+        .graceful_shutdown_on(shutdown.clone());
+    let pools = pool_controller(&pool_watches, pool_writer, &pool_store, &cluster_store)
         .graceful_shutdown_on(shutdown.clone());
 
     let cluster_progress = cluster_watches.progress.clone();
