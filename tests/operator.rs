@@ -1,6 +1,9 @@
 //! The operator against the real control plane: each test runs its own operator (scoped
 //! to the test's namespace, so tests run in parallel), applies manifests with kubectl as
 //! a user would, and checks the objects, conditions and printer columns users rely on.
+//!
+//! The shared opening (namespace, CRDs, operator, applying manifests, waiting for
+//! conditions) is [`support::OperatorNamespace`].
 
 mod support;
 
@@ -9,288 +12,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::{Client, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
-use lgtm_operator::controller::{self, LeaderElection, Options};
+use lgtm_operator::controller::{self, Options};
 use lgtm_operator::telemetry::Health;
-use support::{Check, OperatorProcess, TestNamespace, kubectl, kubectl_ok, wait_for};
-use tokio::sync::OnceCell;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Installs the CRDs once per test binary and waits until they are served.
-async fn install_crds(client: &Client) {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| support::install_crds(client))
-        .await;
-}
-
-type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::RunError>>;
-
-/// An operator in this process, watching namespace `ns`; with an identity, it takes part
-/// in leader election on a Lease in that namespace (short terms, so tests see takeovers).
-fn start_operator(client: &Client, ns: &str, identity: Option<&str>) -> (Health, Operator) {
-    let health = Health::default();
-    let options = Options {
-        namespace: Some(ns.to_string()),
-        leader_election: identity.map(|identity| LeaderElection {
-            duration_seconds: 4,
-            grace_seconds: 1,
-            ..LeaderElection::new("lgtm-operator", ns, identity)
-        }),
-        ..Options::default()
-    };
-    let operator = tokio::spawn(controller::run(client.clone(), options, health.clone()));
-    (health, operator)
-}
-
-/// A namespace with its own operator running in this process.
-struct Env {
-    ns: TestNamespace,
-    health: Health,
-    operator: Operator,
-}
-
-impl Env {
-    async fn new(prefix: &str) -> Self {
-        Self::with_leader_election(prefix, None).await
-    }
-
-    /// A namespace and an operator for it; with an identity, the operator reconciles only
-    /// while it holds the leader Lease in that namespace.
-    async fn with_leader_election(prefix: &str, identity: Option<&str>) -> Self {
-        let client = support::client().await;
-        install_crds(&client).await;
-        let ns = TestNamespace::new(&client, prefix).await;
-        let (health, operator) = start_operator(&client, ns.name(), identity);
-        Self {
-            ns,
-            health,
-            operator,
-        }
-    }
-
-    fn name(&self) -> &str {
-        self.ns.name()
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        self.ns.api()
-    }
-
-    /// `kubectl apply` of a manifest, as a user would.
-    async fn apply(&self, yaml: &str) {
-        let out = self.try_apply(yaml).await;
-        assert!(
-            out.success,
-            "kubectl apply failed:\n{}{}",
-            out.stderr, out.stdout
-        );
-    }
-
-    async fn try_apply(&self, yaml: &str) -> support::KubectlOutput {
-        let dir = std::env::temp_dir().join(support::unique_name("manifest"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("manifest.yaml");
-        std::fs::write(&file, yaml).expect("write manifest");
-        let out = kubectl([
-            "apply",
-            "-n",
-            self.name(),
-            "-f",
-            file.to_str().expect("utf-8 path"),
-        ])
-        .await
-        .expect("kubectl runs");
-        let _ = std::fs::remove_dir_all(&dir);
-        out
-    }
-
-    async fn apply_sample(&self, file: &str) {
-        let root = support::repo_root().join("deploy/samples");
-        for f in ["s3-credentials.yaml", file] {
-            kubectl_ok([
-                "apply",
-                "-n",
-                self.name(),
-                "-f",
-                root.join(f).to_str().expect("utf-8"),
-            ])
-            .await;
-        }
-    }
-
-    /// Waits until condition `type_` of custom resource `name` satisfies `wanted`;
-    /// returns the object and the condition.
-    async fn wait_condition<K: WithConditions>(
-        &self,
-        name: &str,
-        type_: &str,
-        what: &str,
-        wanted: impl Fn(&Condition) -> bool,
-    ) -> (K, Condition) {
-        let api: Api<K> = self.api();
-        let wanted = &wanted;
-        wait_for(
-            &format!("{} {name} {type_} {what}", K::kind(&())),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let object = api.get(name).await?;
-                    let found = object.conditions().into_iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if wanted(&c) => Check::Done((object, c)),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits until a condition of a GrafanaCluster has `status`; returns the cluster.
-    async fn cluster_condition(&self, name: &str, type_: &str, status: &str) -> GrafanaCluster {
-        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
-            .await
-            .0
-    }
-
-    /// Waits until a condition of a WorkerPool has `status`; returns the pool.
-    async fn pool_condition(&self, name: &str, type_: &str, status: &str) -> WorkerPool {
-        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
-            .await
-            .0
-    }
-
-    /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
-    async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        self.wait_condition::<GrafanaCluster>(name, type_, &format!("for {reason}"), |c| {
-            c.reason == reason
-        })
-        .await
-        .1
-    }
-
-    /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
-    async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        self.wait_condition::<WorkerPool>(name, type_, &format!("for {reason}"), |c| {
-            c.reason == reason
-        })
-        .await
-        .1
-    }
-
-    /// Waits until StatefulSet `name` asks for `replicas` (`why` names the wait).
-    async fn statefulset_replicas(&self, name: &str, replicas: i32, why: &str) {
-        let api: Api<StatefulSet> = self.api();
-        wait_for(why, TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let asked = api.get(name).await?.spec.and_then(|s| s.replicas);
-                Ok(if asked == Some(replicas) {
-                    Check::Done(())
-                } else {
-                    Check::Pending(format!("{asked:?}"))
-                })
-            }
-        })
-        .await;
-    }
-
-    async fn exists<K>(&self, name: &str) -> bool
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        self.api::<K>().get_opt(name).await.expect("get").is_some()
-    }
-
-    /// Waits until an object is gone.
-    async fn gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        let api = self.api::<K>();
-        wait_for(
-            &format!("{} {name} deleted", K::kind(&Default::default())),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    Ok(match api.get_opt(name).await? {
-                        None => Check::Done(()),
-                        Some(o) => Check::Pending(format!(
-                            "still there (deleting: {})",
-                            o.meta().deletion_timestamp.is_some()
-                        )),
-                    })
-                }
-            },
-        )
-        .await;
-    }
-
-    /// Cluster reconciles finished so far.
-    fn cluster_reconciles(&self) -> u64 {
-        self.health.metrics.reconciles_finished("grafanacluster")
-    }
-
-    async fn finish(self) {
-        self.operator.abort();
-        self.ns.cleanup().await;
-    }
-}
-
-/// The custom resources, as far as the waits need them.
-trait WithConditions:
-    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-{
-    fn conditions(&self) -> Vec<Condition>;
-}
-
-impl WithConditions for GrafanaCluster {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
-    }
-}
-
-impl WithConditions for WorkerPool {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
-    }
-}
-
-fn pool_yaml(name: &str, cluster: &str, replicas: i32, roles: &str) -> String {
-    format!(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: {name}}}\nspec:\n  clusterRef: {cluster}\n  replicas: {replicas}\n  roles: {roles}\n"
-    )
-}
-
-fn cluster_yaml(name: &str, product: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: {name}}}\nspec:\n  product: {product}\n  storage:\n    s3:\n      endpoint: minio.minio.svc:9000\n      bucket: {product}\n      credentialsSecret: {{name: s3-credentials}}\n{extra}"
-    )
-}
-
-const CREDENTIALS: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id, secret-access-key: secret}\n";
+use support::{
+    CREDENTIALS, Check, InProcessOperator, OperatorNamespace, OperatorProcess, TIMEOUT,
+    cluster_yaml, kubectl_ok, namespace_with_crds, pool_yaml, wait_for,
+};
 
 fn annotation(template_of: &StatefulSet, key: &str) -> String {
     template_of
@@ -311,7 +41,12 @@ fn controlled_by(meta: &kube::api::ObjectMeta, kind: &str, name: &str) -> bool {
 }
 
 /// Checks the documented children of a cluster and its pools, and the printer columns.
-async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &[&str])]) {
+async fn check_sample(
+    env: &OperatorNamespace,
+    cluster: &str,
+    product: &str,
+    pools: &[(&str, &[&str])],
+) {
     let ready = env.cluster_condition(cluster, "Available", "True").await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.missing_roles_summary, "");
@@ -473,7 +208,7 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mimir_sample_yields_its_documented_children() {
-    let env = Env::new("mimir-sample").await;
+    let env = OperatorNamespace::start("mimir-sample").await;
     env.apply_sample("mimir-read-write-backend.yaml").await;
     check_sample(
         &env,
@@ -527,19 +262,8 @@ async fn mimir_sample_yields_its_documented_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_sample_yields_its_documented_children() {
-    let env = Env::new("loki-sample").await;
-    wait_for(
-        "the operator to report ready (/readyz)",
-        TIMEOUT,
-        || async {
-            Ok(if env.health.ready() {
-                Check::Done(())
-            } else {
-                Check::Pending("caches not synced".into())
-            })
-        },
-    )
-    .await;
+    let env = OperatorNamespace::start("loki-sample").await;
+    env.wait_until_ready().await;
     env.apply_sample("loki-monolithic.yaml").await;
     check_sample(
         &env,
@@ -553,7 +277,7 @@ async fn loki_sample_yields_its_documented_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_sample_yields_its_documented_children() {
-    let env = Env::new("tempo-sample").await;
+    let env = OperatorNamespace::start("tempo-sample").await;
     env.apply_sample("tempo-microservices.yaml").await;
     check_sample(
         &env,
@@ -574,7 +298,7 @@ async fn tempo_sample_yields_its_documented_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_inconsistent() {
-    let env = Env::new("mimir-missing").await;
+    let env = OperatorNamespace::start("mimir-missing").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("m", "mimir", "")).await;
     env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}"))
@@ -723,7 +447,7 @@ async fn admission_accepts_exactly_the_combinations_the_runtime_contract_allows(
             .collect()
     }
 
-    let env = Env::new("admission").await;
+    let env = OperatorNamespace::start("admission").await;
     let pools: Api<WorkerPool> = env.api();
     let mimir = MimirRoles::TOGGLES;
     let mut sets: Vec<(Product, Vec<&'static str>)> = Vec::new();
@@ -819,7 +543,7 @@ async fn admission_accepts_exactly_the_combinations_the_runtime_contract_allows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
-    let env = Env::new("invalid").await;
+    let env = OperatorNamespace::start("invalid").await;
     let typo = env
         .try_apply(&pool_yaml("typo", "c", 1, "{mimir: {quorier: true}}"))
         .await;
@@ -895,7 +619,7 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
-    let env = Env::new("wrong-product").await;
+    let env = OperatorNamespace::start("wrong-product").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("m", "mimir", "")).await;
     env.apply(&pool_yaml("all", "m", 1, "{mimir: {all: true}}"))
@@ -949,7 +673,7 @@ async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cluster_removes_its_children_and_pool_workloads_but_keeps_volumes() {
-    let env = Env::new("delete-cluster").await;
+    let env = OperatorNamespace::start("delete-cluster").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
@@ -998,14 +722,14 @@ async fn deleting_a_cluster_removes_its_children_and_pool_workloads_but_keeps_vo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_with_nothing_changed_writes_nothing() {
-    let env = Env::new("no-writes").await;
+    let env = OperatorNamespace::start("no-writes").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
     env.cluster_condition("logs", "Progressing", "False").await;
     env.pool_condition("logs-all", "Ready", "True").await;
 
     /// Adds `kind/name -> resourceVersion` for every object of kind `K` in the namespace.
-    async fn record<K>(env: &Env, kind: &str, into: &mut BTreeMap<String, String>)
+    async fn record<K>(env: &OperatorNamespace, kind: &str, into: &mut BTreeMap<String, String>)
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -1023,7 +747,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
         }
     }
 
-    async fn versions(env: &Env) -> BTreeMap<String, String> {
+    async fn versions(env: &OperatorNamespace) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
         record::<ConfigMap>(env, "cm", &mut v).await;
         record::<Service>(env, "svc", &mut v).await;
@@ -1084,7 +808,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_edits_are_reverted_and_deleted_children_recreated() {
-    let env = Env::new("drift").await;
+    let env = OperatorNamespace::start("drift").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
 
@@ -1137,7 +861,7 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_it_changes() {
-    let env = Env::new("secret").await;
+    let env = OperatorNamespace::start("secret").await;
     env.apply(&cluster_yaml("logs", "loki", "")).await;
     env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
         .await;
@@ -1206,7 +930,7 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
-    let env = Env::new("scale").await;
+    let env = OperatorNamespace::start("scale").await;
     env.apply_sample("mimir-read-write-backend.yaml").await;
     env.cluster_condition("metrics", "Available", "True").await;
     let sts: Api<StatefulSet> = env.api();
@@ -1290,7 +1014,7 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_overrides_and_retention_reach_the_shared_config() {
-    let env = Env::new("overrides").await;
+    let env = OperatorNamespace::start("overrides").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("logs", "loki", "  retention: 14d\n"))
         .await;
@@ -1409,7 +1133,7 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
-    let env = Env::new("tls").await;
+    let env = OperatorNamespace::start("tls").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml(
         "logs",
@@ -1477,7 +1201,7 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_cluster_reports_status_and_changes_nothing() {
-    let env = Env::new("paused").await;
+    let env = OperatorNamespace::start("paused").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
     kubectl_ok([
@@ -1553,7 +1277,7 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let first = Env::with_leader_election("leader", Some("first")).await;
+    let first = OperatorNamespace::start_with_leader_election("leader", "first").await;
     // Let the first replica take the lease before the second joins.
     let leases: Api<Lease> = first.api();
     wait_for("the first replica to hold the lease", TIMEOUT, || {
@@ -1571,24 +1295,23 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         }
     })
     .await;
-    let client = support::client().await;
-    let (second_health, second) = start_operator(&client, first.name(), Some("second"));
+    let second = InProcessOperator::start(first.client(), first.name(), Some("second"));
 
     first.apply_sample("loki-monolithic.yaml").await;
     first.cluster_condition("logs", "Available", "True").await;
     assert!(first.cluster_reconciles() > 0);
     assert_eq!(
-        second_health.metrics.reconciles_finished("grafanacluster"),
+        second.reconciles_finished("grafanacluster"),
         0,
         "the standby reconciled"
     );
     assert!(
-        second_health.ready(),
+        second.health().ready(),
         "a standby is ready: it is healthy, only not leading"
     );
 
     // The leader dies without giving the lease up; the standby takes over once it expires.
-    first.operator.abort();
+    first.operator().abort();
     wait_for("the second replica to hold the lease", TIMEOUT, || {
         let leases = leases.clone();
         async move {
@@ -1618,7 +1341,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     first
         .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
         .await;
-    assert!(second_health.metrics.reconciles_finished("workerpool") > 0);
+    assert!(second.reconciles_finished("workerpool") > 0);
     second.abort();
     first.finish().await;
 }
@@ -1628,9 +1351,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 /// restarts it and its logs say what to fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_that_never_fill_stop_the_operator_with_an_error() {
-    let client = support::client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "nosync").await;
+    let (_, ns) = namespace_with_crds("nosync").await;
     let without_rights =
         support::client_with_token(&ns.service_account_token("no-rights").await).await;
 
@@ -1664,9 +1385,7 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
 /// that no longer fill, until the kubelet kills the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
-    let client = support::client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "sigterm").await;
+    let (_, ns) = namespace_with_crds("sigterm").await;
     let token = ns.service_account_token("no-rights").await;
 
     // The operator binary, as that account: same server and CA as the admin kubeconfig.
