@@ -58,7 +58,7 @@ async fn check_sample(
     );
 
     for name in [format!("{cluster}-gateway"), format!("{cluster}-config")] {
-        let cm = env.api::<ConfigMap>().get(&name).await.expect("ConfigMap");
+        let cm: ConfigMap = env.get(&name).await;
         assert!(
             controlled_by(&cm.metadata, "GrafanaCluster", cluster),
             "{name} owner"
@@ -78,11 +78,7 @@ async fn check_sample(
             Some(product)
         );
     }
-    let gateway = env
-        .api::<Deployment>()
-        .get(&format!("{cluster}-gateway"))
-        .await
-        .expect("gateway");
+    let gateway: Deployment = env.get(&format!("{cluster}-gateway")).await;
     assert!(controlled_by(&gateway.metadata, "GrafanaCluster", cluster));
     let containers: Vec<String> = gateway
         .spec
@@ -99,17 +95,13 @@ async fn check_sample(
         "{containers:?}"
     );
     for service in [format!("{cluster}-gateway"), format!("{cluster}-gossip")] {
-        let svc = env.api::<Service>().get(&service).await.expect("service");
+        let svc: Service = env.get(&service).await;
         assert!(
             controlled_by(&svc.metadata, "GrafanaCluster", cluster),
             "{service}"
         );
     }
-    let gossip = env
-        .api::<Service>()
-        .get(&format!("{cluster}-gossip"))
-        .await
-        .expect("gossip");
+    let gossip: Service = env.get(&format!("{cluster}-gossip")).await;
     assert_eq!(
         gossip
             .spec
@@ -119,20 +111,12 @@ async fn check_sample(
     );
 
     for (pool, roles) in pools {
-        let sts = env
-            .api::<StatefulSet>()
-            .get(pool)
-            .await
-            .expect("StatefulSet");
+        let sts: StatefulSet = env.get(pool).await;
         assert!(
             controlled_by(&sts.metadata, "WorkerPool", pool),
             "{pool} owner"
         );
-        let headless = env
-            .api::<Service>()
-            .get(&format!("{pool}-headless"))
-            .await
-            .expect("pool Service");
+        let headless: Service = env.get(&format!("{pool}-headless")).await;
         assert!(
             controlled_by(&headless.metadata, "WorkerPool", pool),
             "{pool}-headless owner"
@@ -156,11 +140,7 @@ async fn check_sample(
                 Some("true"),
                 "{pool}: {role}"
             );
-            let svc = env
-                .api::<Service>()
-                .get(&format!("{cluster}-{role}"))
-                .await
-                .unwrap_or_else(|e| panic!("{cluster}-{role}: {e}"));
+            let svc: Service = env.get(&format!("{cluster}-{role}")).await;
             assert!(controlled_by(&svc.metadata, "GrafanaCluster", cluster));
         }
         let args = template.spec.expect("pod").containers[0]
@@ -234,11 +214,7 @@ async fn mimir_sample_yields_its_documented_children() {
     // Self-monitoring is on in the sample: the agent's objects, the dashboards (for
     // Grafana's sidecar) and the alert rules (a ConfigMap: no PrometheusRule CRD here).
     assert!(env.exists::<ConfigMap>("metrics-agent").await);
-    let dashboard = env
-        .api::<ConfigMap>()
-        .get("metrics-dashboard-overview")
-        .await
-        .expect("dashboard");
+    let dashboard: ConfigMap = env.get("metrics-dashboard-overview").await;
     assert_eq!(
         dashboard
             .labels()
@@ -251,11 +227,7 @@ async fn mimir_sample_yields_its_documented_children() {
         "GrafanaCluster",
         "metrics"
     ));
-    let rules = env
-        .api::<ConfigMap>()
-        .get("metrics-alerts")
-        .await
-        .expect("alert rules");
+    let rules: ConfigMap = env.get("metrics-alerts").await;
     assert!(rules.data.expect("data")["rules.yaml"].contains("MimirServerErrors"));
     env.finish().await;
 }
@@ -300,42 +272,29 @@ async fn tempo_sample_yields_its_documented_children() {
 async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_inconsistent() {
     let env = OperatorNamespace::start("mimir-missing").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}"))
-        .await;
-    env.apply(&pool_yaml("write", "m", 1, "{mimir: {write: true}}"))
-        .await;
+    env.apply_cluster("m", "mimir", "").await;
+    env.apply_pool("read", "m", "{mimir: {read: true}}").await;
+    env.apply_pool("write", "m", "{mimir: {write: true}}").await;
 
-    let clusters: Api<GrafanaCluster> = env.api();
-    wait_for("only the backend roles missing", TIMEOUT, || {
-        let clusters = clusters.clone();
-        async move {
-            let summary = clusters
-                .get("m")
-                .await?
-                .status
-                .unwrap_or_default()
-                .missing_roles_summary;
-            Ok(if summary == "compactor,ruler,store-gateway" {
+    env.wait_until(
+        "m",
+        "only the backend roles missing",
+        |c: GrafanaCluster| {
+            let summary = c.status.unwrap_or_default().missing_roles_summary;
+            if summary == "compactor,ruler,store-gateway" {
                 Check::Done(())
             } else {
                 Check::Pending(summary)
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
     let consistent = env.cluster_reason("m", "Consistent", "MissingRoles").await;
     assert_eq!(consistent.status, "False");
     for role in ["compactor", "ruler", "store-gateway"] {
         assert!(consistent.message.contains(role), "{}", consistent.message);
     }
-    let status = env
-        .api::<GrafanaCluster>()
-        .get("m")
-        .await
-        .expect("cluster")
-        .status
-        .expect("status");
+    let status = env.get::<GrafanaCluster>("m").await.status.expect("status");
     assert_eq!(
         status.missing_roles,
         ["compactor", "ruler", "store-gateway"]
@@ -357,7 +316,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
         "no workers before the cluster is consistent"
     );
 
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+    env.apply_pool("backend", "m", "{mimir: {backend: true}}")
         .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("read", "Ready", "True").await;
@@ -365,11 +324,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     let sts = env.api::<StatefulSet>();
     let before_read = sts.get("read").await.expect("read");
     let before_write = sts.get("write").await.expect("write");
-    let config_before = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_before: ConfigMap = env.get("m-config").await;
 
     // Losing the backend pool makes the cluster inconsistent: the configuration and the
     // other pools stay exactly as they were.
@@ -378,11 +333,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
         .await
         .expect("delete");
     env.cluster_condition("m", "Consistent", "False").await;
-    let config_frozen = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_frozen: ConfigMap = env.get("m-config").await;
     assert_eq!(
         config_frozen.resource_version(),
         config_before.resource_version()
@@ -391,15 +342,11 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     env.gone::<Service>("m-compactor").await;
     assert!(env.exists::<Service>("m-querier").await);
     // Re-adding it restores consistency with the same configuration: nothing rolls.
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+    env.apply_pool("backend", "m", "{mimir: {backend: true}}")
         .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("backend", "Ready", "True").await;
-    let config_after = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_after: ConfigMap = env.get("m-config").await;
     assert_eq!(config_after.data, config_before.data);
     for (before, name) in [(before_read, "read"), (before_write, "write")] {
         let after = sts.get(name).await.expect(name);
@@ -593,7 +540,7 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
     );
 
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("c", "mimir", "")).await;
+    env.apply_cluster("c", "mimir", "").await;
     let change = env.try_apply(&cluster_yaml("c", "loki", "")).await;
     assert!(!change.success);
     assert!(
@@ -621,12 +568,10 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
 async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
     let env = OperatorNamespace::start("wrong-product").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("all", "m", 1, "{mimir: {all: true}}"))
-        .await;
-    env.apply(&pool_yaml("lokipool", "m", 1, "{loki: {all: true}}"))
-        .await;
-    env.apply(&pool_yaml("orphan", "nothere", 1, "{mimir: {all: true}}"))
+    env.apply_cluster("m", "mimir", "").await;
+    env.apply_pool("all", "m", "{mimir: {all: true}}").await;
+    env.apply_pool("lokipool", "m", "{loki: {all: true}}").await;
+    env.apply_pool("orphan", "nothere", "{mimir: {all: true}}")
         .await;
 
     let condition = env
@@ -753,7 +698,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
         record::<Service>(env, "svc", &mut v).await;
         record::<Deployment>(env, "deploy", &mut v).await;
         record::<StatefulSet>(env, "sts", &mut v).await;
-        let pool = env.api::<WorkerPool>().get("logs-all").await.expect("pool");
+        let pool: WorkerPool = env.get("logs-all").await;
         v.insert(
             "wp/logs-all".into(),
             pool.resource_version().unwrap_or_default(),
@@ -763,11 +708,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
     // Let the last status writes settle, then take a snapshot.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = versions(&env).await;
-    let cluster_before = env
-        .api::<GrafanaCluster>()
-        .get("logs")
-        .await
-        .expect("cluster");
+    let cluster_before: GrafanaCluster = env.get("logs").await;
 
     // An annotation changes nothing the operator reads, but triggers a full reconcile.
     let done = env.cluster_reconciles();
@@ -794,11 +735,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
         before, after,
         "a reconcile with nothing changed wrote something"
     );
-    let cluster_after = env
-        .api::<GrafanaCluster>()
-        .get("logs")
-        .await
-        .expect("cluster");
+    let cluster_after: GrafanaCluster = env.get("logs").await;
     assert_eq!(
         cluster_after.status, cluster_before.status,
         "status was rewritten"
@@ -812,47 +749,31 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "deployment",
+    env.merge_patch("deployment", "logs-gateway", r#"{"spec":{"replicas":5}}"#)
+        .await;
+    env.wait_until(
         "logs-gateway",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":5}}"#,
-    ])
-    .await;
-    let deployments: Api<Deployment> = env.api();
-    wait_for("gateway replicas reverted to 1", TIMEOUT, || {
-        let deployments = deployments.clone();
-        async move {
-            let replicas = deployments
-                .get("logs-gateway")
-                .await?
-                .spec
-                .and_then(|s| s.replicas);
-            Ok(if replicas == Some(1) {
+        "gateway replicas reverted to 1",
+        |d: Deployment| {
+            let replicas = d.spec.and_then(|s| s.replicas);
+            if replicas == Some(1) {
                 Check::Done(())
             } else {
                 Check::Pending(format!("{replicas:?}"))
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
 
     env.api::<Service>()
         .delete("logs-read", &DeleteParams::default())
         .await
         .expect("delete");
-    let services: Api<Service> = env.api();
-    wait_for("role Service recreated", TIMEOUT, || {
-        let services = services.clone();
-        async move {
-            Ok(match services.get_opt("logs-read").await? {
-                Some(s) if s.metadata.deletion_timestamp.is_none() => Check::Done(()),
-                other => Check::Pending(format!("{:?}", other.map(|s| s.name_any()))),
-            })
+    env.wait_until("logs-read", "role Service recreated", |s: Service| {
+        if s.metadata.deletion_timestamp.is_none() {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{:?} (deleting)", s.name_any()))
         }
     })
     .await;
@@ -862,9 +783,8 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_it_changes() {
     let env = OperatorNamespace::start("secret").await;
-    env.apply(&cluster_yaml("logs", "loki", "")).await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
-        .await;
+    env.apply_cluster("logs", "loki", "").await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     let storage = env
         .cluster_reason("logs", "StorageReady", "SecretNotFound")
         .await;
@@ -898,26 +818,19 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
     env.apply(CREDENTIALS).await;
     env.cluster_condition("logs", "StorageReady", "True").await;
     env.pool_condition("all", "Ready", "True").await;
-    let before = env.api::<StatefulSet>().get("all").await.expect("sts");
+    let before: StatefulSet = env.get("all").await;
     let checksum_before = annotation(&before, "checksum.lgtm.coordinated.dev/secrets");
 
     env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id, secret-access-key: rotated}\n").await;
-    let sts: Api<StatefulSet> = env.api();
-    let after = wait_for("the secrets checksum to change", TIMEOUT, || {
-        let sts = sts.clone();
-        let checksum_before = checksum_before.clone();
-        async move {
-            let s = sts.get("all").await?;
-            Ok(
-                if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before {
-                    Check::Done(s)
-                } else {
-                    Check::Pending("unchanged".into())
-                },
-            )
-        }
-    })
-    .await;
+    let after = env
+        .wait_until("all", "the secrets checksum to change", |s: StatefulSet| {
+            if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before {
+                Check::Done(s)
+            } else {
+                Check::Pending("unchanged".into())
+            }
+        })
+        .await;
     assert!(
         after.metadata.generation > before.metadata.generation,
         "the pod template changed, so pods roll"
@@ -936,11 +849,7 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
     let sts: Api<StatefulSet> = env.api();
     let write = sts.get("metrics-write").await.expect("write");
     let backend = sts.get("metrics-backend").await.expect("backend");
-    let config = env
-        .api::<ConfigMap>()
-        .get("metrics-config")
-        .await
-        .expect("config");
+    let config: ConfigMap = env.get("metrics-config").await;
     let read_template = sts
         .get("metrics-read")
         .await
@@ -949,29 +858,20 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
         .expect("spec")
         .template;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "workerpool",
+    env.merge_patch("workerpool", "metrics-read", r#"{"spec":{"replicas":4}}"#)
+        .await;
+    env.wait_until(
         "metrics-read",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":4}}"#,
-    ])
-    .await;
-    wait_for("the read pool at 4 ready workers", TIMEOUT, || {
-        let sts = sts.clone();
-        async move {
-            let s = sts.get("metrics-read").await?;
+        "the read pool at 4 ready workers",
+        |s: StatefulSet| {
             let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            Ok(if ready == 4 {
+            if ready == 4 {
                 Check::Done(())
             } else {
                 Check::Pending(format!("{ready} ready"))
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
     let cluster = env.cluster_condition("metrics", "Available", "True").await;
     let querier = cluster
@@ -984,10 +884,8 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
     assert_eq!(querier.replicas, 4);
 
     assert_eq!(
-        env.api::<ConfigMap>()
-            .get("metrics-config")
+        env.get::<ConfigMap>("metrics-config")
             .await
-            .expect("config")
             .resource_version(),
         config.resource_version()
     );
@@ -1016,104 +914,81 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
 async fn config_overrides_and_retention_reach_the_shared_config() {
     let env = OperatorNamespace::start("overrides").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("logs", "loki", "  retention: 14d\n"))
+    env.apply_cluster("logs", "loki", "  retention: 14d\n")
         .await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
-        .await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     env.pool_condition("all", "Ready", "True").await;
     env.cluster_condition("logs", "ConfigValid", "True").await;
-    let clusters: Api<GrafanaCluster> = env.api();
-    let schema_from = wait_for("Loki's schema date in status", TIMEOUT, || {
-        let clusters = clusters.clone();
-        async move {
-            Ok(
-                match clusters
-                    .get("logs")
-                    .await?
-                    .status
-                    .and_then(|s| s.loki_schema_from)
-                {
-                    Some(date) => Check::Done(date),
-                    None => Check::Pending("no date yet".into()),
-                },
-            )
-        }
-    })
-    .await;
+    let schema_from = env
+        .wait_until(
+            "logs",
+            "Loki's schema date in status",
+            |c: GrafanaCluster| match c.status.and_then(|s| s.loki_schema_from) {
+                Some(date) => Check::Done(date),
+                None => Check::Pending("no date yet".into()),
+            },
+        )
+        .await;
     let configs: Api<ConfigMap> = env.api();
     let config = configs.get("logs-config").await.expect("config");
     let text = config.data.clone().expect("data")["config.yaml"].clone();
     assert!(text.contains("retention_period: 336h"), "{text}");
     assert!(text.contains(&schema_from), "{text}");
     let checksum_before = annotation(
-        &env.api::<StatefulSet>().get("all").await.expect("sts"),
+        &env.get("all").await,
         "checksum.lgtm.coordinated.dev/config",
     );
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
+    env.merge_patch(
         "grafanacluster",
         "logs",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#,
-    ])
+    )
     .await;
-    let text = wait_for("the override in the shared config", TIMEOUT, || {
-        let configs = configs.clone();
-        async move {
-            let text = configs
-                .get("logs-config")
-                .await?
-                .data
-                .unwrap_or_default()
-                .get("config.yaml")
-                .cloned()
-                .unwrap_or_default();
-            Ok(if text.contains("log_level: debug") {
-                Check::Done(text)
-            } else {
-                Check::Pending("not yet".into())
-            })
-        }
-    })
-    .await;
+    let text = env
+        .wait_until(
+            "logs-config",
+            "the override in the shared config",
+            |c: ConfigMap| {
+                let text = c
+                    .data
+                    .unwrap_or_default()
+                    .get("config.yaml")
+                    .cloned()
+                    .unwrap_or_default();
+                if text.contains("log_level: debug") {
+                    Check::Done(text)
+                } else {
+                    Check::Pending("not yet".into())
+                }
+            },
+        )
+        .await;
     assert!(
         text.contains("http_listen_port: 3100"),
         "overrides merge, they do not replace: {text}"
     );
     assert!(text.contains(&schema_from), "the schema date never moves");
-    let sts: Api<StatefulSet> = env.api();
-    wait_for("workers to roll onto the new config", TIMEOUT, || {
-        let sts = sts.clone();
-        let checksum_before = checksum_before.clone();
-        async move {
-            let s = sts.get("all").await?;
-            Ok(
-                if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before {
-                    Check::Done(())
-                } else {
-                    Check::Pending("same checksum".into())
-                },
-            )
-        }
-    })
+    env.wait_until(
+        "all",
+        "workers to roll onto the new config",
+        |s: StatefulSet| {
+            if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before {
+                Check::Done(())
+            } else {
+                Check::Pending("same checksum".into())
+            }
+        },
+    )
     .await;
 
     // A bad retention is a condition, and the last valid configuration stays.
     let good = configs.get("logs-config").await.expect("config");
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
+    env.merge_patch(
         "grafanacluster",
         "logs",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"retention":"forever"}}"#,
-    ])
+    )
     .await;
     let condition = env
         .cluster_reason("logs", "ConfigValid", "InvalidRetention")
@@ -1135,24 +1010,15 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
 async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
     let env = OperatorNamespace::start("tls").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml(
-        "logs",
-        "loki",
-        "  tls: {secretName: logs-tls}\n",
-    ))
-    .await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
+    env.apply_cluster("logs", "loki", "  tls: {secretName: logs-tls}\n")
         .await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     let tls = env
         .cluster_reason("logs", "TLSReady", "SecretNotFound")
         .await;
     assert_eq!(tls.status, "False");
     assert!(tls.message.contains("plain HTTP"), "{}", tls.message);
-    let gateway = env
-        .api::<Deployment>()
-        .get("logs-gateway")
-        .await
-        .expect("gateway");
+    let gateway: Deployment = env.get("logs-gateway").await;
     let volumes = gateway
         .spec
         .expect("spec")
@@ -1170,10 +1036,8 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
         Some(false)
     );
     let conf = env
-        .api::<ConfigMap>()
-        .get("logs-gateway")
+        .get::<ConfigMap>("logs-gateway")
         .await
-        .expect("cm")
         .data
         .expect("data")["nginx.conf"]
         .clone();
@@ -1204,71 +1068,38 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
     let env = OperatorNamespace::start("paused").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "grafanacluster",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":true}}"#,
-    ])
-    .await;
+    env.merge_patch("grafanacluster", "logs", r#"{"spec":{"paused":true}}"#)
+        .await;
     env.cluster_condition("logs", "ReconciliationPaused", "True")
         .await;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "workerpool",
-        "logs-all",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":2}}"#,
-    ])
-    .await;
+    env.merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
+        .await;
     // Status still follows the spec: the pool's roles now want 2 replicas...
-    let clusters: Api<GrafanaCluster> = env.api();
-    wait_for(
+    env.wait_until(
+        "logs",
         "the roles table to show 2 desired replicas",
-        TIMEOUT,
-        || {
-            let clusters = clusters.clone();
-            async move {
-                let roles = clusters.get("logs").await?.status.unwrap_or_default().roles;
-                let read = roles.iter().find(|r| r.name == "read").map(|r| r.replicas);
-                Ok(if read == Some(2) {
-                    Check::Done(())
-                } else {
-                    Check::Pending(format!("{read:?}"))
-                })
+        |c: GrafanaCluster| {
+            let roles = c.status.unwrap_or_default().roles;
+            let read = roles.iter().find(|r| r.name == "read").map(|r| r.replicas);
+            if read == Some(2) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{read:?}"))
             }
         },
     )
     .await;
     // ...but nothing is changed.
-    let sts: Api<StatefulSet> = env.api();
-    let replicas = sts
-        .get("logs-all")
+    let replicas = env
+        .get::<StatefulSet>("logs-all")
         .await
-        .expect("sts")
         .spec
         .and_then(|s| s.replicas);
     assert_eq!(replicas, Some(1), "a paused cluster's pools are not scaled");
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "grafanacluster",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":false}}"#,
-    ])
-    .await;
+    env.merge_patch("grafanacluster", "logs", r#"{"spec":{"paused":false}}"#)
+        .await;
     env.statefulset_replicas("logs-all", 2, "the pool scaled once unpaused")
         .await;
     env.finish().await;
@@ -1277,24 +1108,21 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     use k8s_openapi::api::coordination::v1::Lease;
+    /// Waits until `identity` holds the operator's leader Lease.
+    async fn lease_held_by(env: &OperatorNamespace, identity: &str, what: &str) {
+        env.wait_until("lgtm-operator", what, |lease: Lease| {
+            let holder = lease.spec.and_then(|s| s.holder_identity);
+            match holder.as_deref() {
+                Some(h) if h == identity => Check::Done(()),
+                other => Check::Pending(format!("holder {other:?}")),
+            }
+        })
+        .await;
+    }
+
     let first = OperatorNamespace::start_with_leader_election("leader", "first").await;
     // Let the first replica take the lease before the second joins.
-    let leases: Api<Lease> = first.api();
-    wait_for("the first replica to hold the lease", TIMEOUT, || {
-        let leases = leases.clone();
-        async move {
-            let holder = leases
-                .get_opt("lgtm-operator")
-                .await?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity);
-            Ok(match holder.as_deref() {
-                Some("first") => Check::Done(()),
-                other => Check::Pending(format!("holder {other:?}")),
-            })
-        }
-    })
-    .await;
+    lease_held_by(&first, "first", "the first replica to hold the lease").await;
     let second = InProcessOperator::start(first.client(), first.name(), Some("second"));
 
     first.apply_sample("loki-monolithic.yaml").await;
@@ -1312,32 +1140,10 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 
     // The leader dies without giving the lease up; the standby takes over once it expires.
     first.operator().abort();
-    wait_for("the second replica to hold the lease", TIMEOUT, || {
-        let leases = leases.clone();
-        async move {
-            let holder = leases
-                .get("lgtm-operator")
-                .await?
-                .spec
-                .and_then(|s| s.holder_identity);
-            Ok(match holder.as_deref() {
-                Some("second") => Check::Done(()),
-                other => Check::Pending(format!("holder {other:?}")),
-            })
-        }
-    })
-    .await;
-    kubectl_ok([
-        "patch",
-        "-n",
-        first.name(),
-        "workerpool",
-        "logs-all",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":2}}"#,
-    ])
-    .await;
+    lease_held_by(&first, "second", "the second replica to hold the lease").await;
+    first
+        .merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
+        .await;
     first
         .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
         .await;

@@ -179,6 +179,18 @@ impl OperatorNamespace {
         self.ns.api()
     }
 
+    /// Object `name` of kind `K`; panics when it cannot be read.
+    pub async fn get<K>(&self, name: &str) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        self.api::<K>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot get {} {name}: {e}", K::kind(&Default::default())))
+    }
+
     /// Whether object `name` of kind `K` exists.
     pub async fn exists<K>(&self, name: &str) -> bool
     where
@@ -217,6 +229,16 @@ impl OperatorNamespace {
         out
     }
 
+    /// Applies [`cluster_yaml`].
+    pub async fn apply_cluster(&self, name: &str, product: &str, extra: &str) {
+        self.apply(&cluster_yaml(name, product, extra)).await;
+    }
+
+    /// Applies a pool of one replica ([`pool_yaml`]).
+    pub async fn apply_pool(&self, name: &str, cluster: &str, roles: &str) {
+        self.apply(&pool_yaml(name, cluster, 1, roles)).await;
+    }
+
     /// Applies the sample credentials and sample `file` from `deploy/samples/`.
     pub async fn apply_sample(&self, file: &str) {
         let root = super::repo_root().join("deploy/samples");
@@ -230,6 +252,22 @@ impl OperatorNamespace {
             ])
             .await;
         }
+    }
+
+    /// `kubectl patch --type=merge` of object `name` of `kind` (as kubectl names it) with
+    /// the JSON `patch`, as a user would.
+    pub async fn merge_patch(&self, kind: &str, name: &str, patch: &str) {
+        kubectl_ok([
+            "patch",
+            "-n",
+            self.name(),
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+        .await;
     }
 
     /// Polls object `name` of kind `K` until `check` says [`Check::Done`] and returns its
