@@ -1,9 +1,21 @@
-//! The local control plane (e2e/cluster.sh) does what later tests rely on: the API server
-//! answers, the controllers and the scheduler run, kwok's simulated nodes run Pods and bind
-//! volumes, CEL rules are enforced, and RBAC denies a ServiceAccount without rights.
+//! The test harness's own checks: these tests check the local control plane that the other
+//! tests run on (`e2e/cluster.sh`: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kwok's simulated nodes), not the operator. No operator runs here.
 //!
-//! Each test works in a namespace of its own and they run in parallel; the control plane is
-//! started by the first test that needs it (`support::client`).
+//! They exist because that control plane is compiled from source and has no container
+//! runtime, so nothing a real cluster does for the operator's objects can be taken for
+//! granted. Each test pins one thing the operator tests (`tests/operator.rs`) and the e2e
+//! suite rely on: the API server answers, at the pinned Kubernetes version; the controllers
+//! and the scheduler run and kwok makes Pods Ready and binds volumes across zones (the
+//! operator's gateway Deployments and pool StatefulSets become ready); the garbage collector
+//! follows owner references (deleting a GrafanaCluster removes its children); CRD CEL rules
+//! are enforced (the WorkerPool admission tests); RBAC denies a ServiceAccount without
+//! rights (the tests of an operator that cannot list). When one of these fails, the
+//! operator tests' failures say nothing about the operator: fix the harness first.
+//!
+//! Their names say so: each starts with `control_plane_`. Each test works in a namespace of
+//! its own and they run in parallel; the control plane is started by the first test that
+//! needs it (`support::client`).
 
 mod support;
 
@@ -76,7 +88,7 @@ async fn node_zones(client: &Client) -> BTreeMap<String, String> {
 }
 
 #[tokio::test]
-async fn api_server_readyz_answers_ok() {
+async fn control_plane_api_server_readyz_answers_ok() {
     let _client = support::client().await;
 
     let readyz = kubectl_ok(["get", "--raw", "/readyz"]).await;
@@ -97,7 +109,7 @@ async fn api_server_readyz_answers_ok() {
 }
 
 #[tokio::test]
-async fn api_server_reports_the_pinned_kubernetes_version() {
+async fn control_plane_runs_the_pinned_kubernetes_version() {
     let client = support::client().await;
     let pinned = support::pinned_go_module_version("kubernetes", "k8s.io/kubernetes");
     let info = client.apiserver_version().await.expect("GET /version");
@@ -112,7 +124,7 @@ async fn api_server_reports_the_pinned_kubernetes_version() {
 }
 
 #[tokio::test]
-async fn deployment_of_three_replicas_becomes_ready() {
+async fn control_plane_makes_a_deployment_of_three_replicas_ready() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "deployment").await;
     let deployments = ns.api::<Deployment>();
@@ -184,7 +196,7 @@ async fn deployment_of_three_replicas_becomes_ready() {
 }
 
 #[tokio::test]
-async fn statefulset_with_volume_claims_becomes_ready_across_zones() {
+async fn control_plane_makes_a_statefulset_with_volume_claims_ready_across_zones() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "statefulset").await;
     let statefulsets = ns.api::<StatefulSet>();
@@ -306,7 +318,7 @@ async fn statefulset_with_volume_claims_becomes_ready_across_zones() {
 }
 
 #[tokio::test]
-async fn deleting_an_owner_garbage_collects_dependents() {
+async fn control_plane_garbage_collects_the_dependents_of_a_deleted_owner() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "gc").await;
     let configmaps = ns.api::<ConfigMap>();
@@ -386,7 +398,7 @@ async fn deleting_an_owner_garbage_collects_dependents() {
 }
 
 #[tokio::test]
-async fn crd_cel_rule_rejects_invalid_object_with_its_message() {
+async fn control_plane_enforces_a_crd_cel_rule_with_its_message() {
     const MESSAGE: &str = "minReplicas must not exceed replicas";
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "cel").await;
@@ -496,7 +508,7 @@ async fn crd_cel_rule_rejects_invalid_object_with_its_message() {
 }
 
 #[tokio::test]
-async fn service_account_without_rights_is_forbidden() {
+async fn control_plane_forbids_a_service_account_without_rights() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "rbac").await;
     let token = ns.service_account_token("nobody").await;

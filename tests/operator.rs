@@ -1,6 +1,9 @@
 //! The operator against the real control plane: each test runs its own operator (scoped
 //! to the test's namespace, so tests run in parallel), applies manifests with kubectl as
 //! a user would, and checks the objects, conditions and printer columns users rely on.
+//!
+//! The shared opening (namespace, CRDs, operator, applying manifests, waiting for
+//! conditions) is [`support::OperatorNamespace`].
 
 mod support;
 
@@ -9,288 +12,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::{Client, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
-use lgtm_operator::controller::{self, LeaderElection, Options};
+use lgtm_operator::controller::{self, Options};
 use lgtm_operator::telemetry::Health;
-use support::{Check, OperatorProcess, TestNamespace, kubectl, kubectl_ok, wait_for};
-use tokio::sync::OnceCell;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Installs the CRDs once per test binary and waits until they are served.
-async fn install_crds(client: &Client) {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| support::install_crds(client))
-        .await;
-}
-
-type Operator = tokio::task::JoinHandle<Result<(), lgtm_operator::controller::RunError>>;
-
-/// An operator in this process, watching namespace `ns`; with an identity, it takes part
-/// in leader election on a Lease in that namespace (short terms, so tests see takeovers).
-fn start_operator(client: &Client, ns: &str, identity: Option<&str>) -> (Health, Operator) {
-    let health = Health::default();
-    let options = Options {
-        namespace: Some(ns.to_string()),
-        leader_election: identity.map(|identity| LeaderElection {
-            duration_seconds: 4,
-            grace_seconds: 1,
-            ..LeaderElection::new("lgtm-operator", ns, identity)
-        }),
-        ..Options::default()
-    };
-    let operator = tokio::spawn(controller::run(client.clone(), options, health.clone()));
-    (health, operator)
-}
-
-/// A namespace with its own operator running in this process.
-struct Env {
-    ns: TestNamespace,
-    health: Health,
-    operator: Operator,
-}
-
-impl Env {
-    async fn new(prefix: &str) -> Self {
-        Self::with_leader_election(prefix, None).await
-    }
-
-    /// A namespace and an operator for it; with an identity, the operator reconciles only
-    /// while it holds the leader Lease in that namespace.
-    async fn with_leader_election(prefix: &str, identity: Option<&str>) -> Self {
-        let client = support::client().await;
-        install_crds(&client).await;
-        let ns = TestNamespace::new(&client, prefix).await;
-        let (health, operator) = start_operator(&client, ns.name(), identity);
-        Self {
-            ns,
-            health,
-            operator,
-        }
-    }
-
-    fn name(&self) -> &str {
-        self.ns.name()
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        self.ns.api()
-    }
-
-    /// `kubectl apply` of a manifest, as a user would.
-    async fn apply(&self, yaml: &str) {
-        let out = self.try_apply(yaml).await;
-        assert!(
-            out.success,
-            "kubectl apply failed:\n{}{}",
-            out.stderr, out.stdout
-        );
-    }
-
-    async fn try_apply(&self, yaml: &str) -> support::KubectlOutput {
-        let dir = std::env::temp_dir().join(support::unique_name("manifest"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("manifest.yaml");
-        std::fs::write(&file, yaml).expect("write manifest");
-        let out = kubectl([
-            "apply",
-            "-n",
-            self.name(),
-            "-f",
-            file.to_str().expect("utf-8 path"),
-        ])
-        .await
-        .expect("kubectl runs");
-        let _ = std::fs::remove_dir_all(&dir);
-        out
-    }
-
-    async fn apply_sample(&self, file: &str) {
-        let root = support::repo_root().join("deploy/samples");
-        for f in ["s3-credentials.yaml", file] {
-            kubectl_ok([
-                "apply",
-                "-n",
-                self.name(),
-                "-f",
-                root.join(f).to_str().expect("utf-8"),
-            ])
-            .await;
-        }
-    }
-
-    /// Waits until condition `type_` of custom resource `name` satisfies `wanted`;
-    /// returns the object and the condition.
-    async fn wait_condition<K: WithConditions>(
-        &self,
-        name: &str,
-        type_: &str,
-        what: &str,
-        wanted: impl Fn(&Condition) -> bool,
-    ) -> (K, Condition) {
-        let api: Api<K> = self.api();
-        let wanted = &wanted;
-        wait_for(
-            &format!("{} {name} {type_} {what}", K::kind(&())),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    let object = api.get(name).await?;
-                    let found = object.conditions().into_iter().find(|c| c.type_ == type_);
-                    Ok(match found {
-                        Some(c) if wanted(&c) => Check::Done((object, c)),
-                        other => Check::Pending(format!("{other:?}")),
-                    })
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits until a condition of a GrafanaCluster has `status`; returns the cluster.
-    async fn cluster_condition(&self, name: &str, type_: &str, status: &str) -> GrafanaCluster {
-        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
-            .await
-            .0
-    }
-
-    /// Waits until a condition of a WorkerPool has `status`; returns the pool.
-    async fn pool_condition(&self, name: &str, type_: &str, status: &str) -> WorkerPool {
-        self.wait_condition(name, type_, &format!("={status}"), |c| c.status == status)
-            .await
-            .0
-    }
-
-    /// Waits until a condition of a GrafanaCluster has `reason`; returns the condition.
-    async fn cluster_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        self.wait_condition::<GrafanaCluster>(name, type_, &format!("for {reason}"), |c| {
-            c.reason == reason
-        })
-        .await
-        .1
-    }
-
-    /// Waits until a condition of a WorkerPool has `reason`; returns the condition.
-    async fn pool_reason(&self, name: &str, type_: &str, reason: &str) -> Condition {
-        self.wait_condition::<WorkerPool>(name, type_, &format!("for {reason}"), |c| {
-            c.reason == reason
-        })
-        .await
-        .1
-    }
-
-    /// Waits until StatefulSet `name` asks for `replicas` (`why` names the wait).
-    async fn statefulset_replicas(&self, name: &str, replicas: i32, why: &str) {
-        let api: Api<StatefulSet> = self.api();
-        wait_for(why, TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let asked = api.get(name).await?.spec.and_then(|s| s.replicas);
-                Ok(if asked == Some(replicas) {
-                    Check::Done(())
-                } else {
-                    Check::Pending(format!("{asked:?}"))
-                })
-            }
-        })
-        .await;
-    }
-
-    async fn exists<K>(&self, name: &str) -> bool
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        self.api::<K>().get_opt(name).await.expect("get").is_some()
-    }
-
-    /// Waits until an object is gone.
-    async fn gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        let api = self.api::<K>();
-        wait_for(
-            &format!("{} {name} deleted", K::kind(&Default::default())),
-            TIMEOUT,
-            || {
-                let api = api.clone();
-                async move {
-                    Ok(match api.get_opt(name).await? {
-                        None => Check::Done(()),
-                        Some(o) => Check::Pending(format!(
-                            "still there (deleting: {})",
-                            o.meta().deletion_timestamp.is_some()
-                        )),
-                    })
-                }
-            },
-        )
-        .await;
-    }
-
-    /// Cluster reconciles finished so far.
-    fn cluster_reconciles(&self) -> u64 {
-        self.health.metrics.reconciles_finished("grafanacluster")
-    }
-
-    async fn finish(self) {
-        self.operator.abort();
-        self.ns.cleanup().await;
-    }
-}
-
-/// The custom resources, as far as the waits need them.
-trait WithConditions:
-    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-{
-    fn conditions(&self) -> Vec<Condition>;
-}
-
-impl WithConditions for GrafanaCluster {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
-    }
-}
-
-impl WithConditions for WorkerPool {
-    fn conditions(&self) -> Vec<Condition> {
-        self.status.clone().unwrap_or_default().conditions
-    }
-}
-
-fn pool_yaml(name: &str, cluster: &str, replicas: i32, roles: &str) -> String {
-    format!(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: {name}}}\nspec:\n  clusterRef: {cluster}\n  replicas: {replicas}\n  roles: {roles}\n"
-    )
-}
-
-fn cluster_yaml(name: &str, product: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: {name}}}\nspec:\n  product: {product}\n  storage:\n    s3:\n      endpoint: minio.minio.svc:9000\n      bucket: {product}\n      credentialsSecret: {{name: s3-credentials}}\n{extra}"
-    )
-}
-
-const CREDENTIALS: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id, secret-access-key: secret}\n";
+use support::{
+    CREDENTIALS, Check, InProcessOperator, OperatorNamespace, OperatorProcess, TIMEOUT,
+    cluster_yaml, kubectl_ok, namespace_with_crds, pool_yaml, wait_for,
+};
 
 fn annotation(template_of: &StatefulSet, key: &str) -> String {
     template_of
@@ -311,7 +41,12 @@ fn controlled_by(meta: &kube::api::ObjectMeta, kind: &str, name: &str) -> bool {
 }
 
 /// Checks the documented children of a cluster and its pools, and the printer columns.
-async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &[&str])]) {
+async fn check_sample(
+    env: &OperatorNamespace,
+    cluster: &str,
+    product: &str,
+    pools: &[(&str, &[&str])],
+) {
     let ready = env.cluster_condition(cluster, "Available", "True").await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.missing_roles_summary, "");
@@ -323,7 +58,7 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
     );
 
     for name in [format!("{cluster}-gateway"), format!("{cluster}-config")] {
-        let cm = env.api::<ConfigMap>().get(&name).await.expect("ConfigMap");
+        let cm: ConfigMap = env.get(&name).await;
         assert!(
             controlled_by(&cm.metadata, "GrafanaCluster", cluster),
             "{name} owner"
@@ -343,11 +78,7 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
             Some(product)
         );
     }
-    let gateway = env
-        .api::<Deployment>()
-        .get(&format!("{cluster}-gateway"))
-        .await
-        .expect("gateway");
+    let gateway: Deployment = env.get(&format!("{cluster}-gateway")).await;
     assert!(controlled_by(&gateway.metadata, "GrafanaCluster", cluster));
     let containers: Vec<String> = gateway
         .spec
@@ -364,17 +95,13 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
         "{containers:?}"
     );
     for service in [format!("{cluster}-gateway"), format!("{cluster}-gossip")] {
-        let svc = env.api::<Service>().get(&service).await.expect("service");
+        let svc: Service = env.get(&service).await;
         assert!(
             controlled_by(&svc.metadata, "GrafanaCluster", cluster),
             "{service}"
         );
     }
-    let gossip = env
-        .api::<Service>()
-        .get(&format!("{cluster}-gossip"))
-        .await
-        .expect("gossip");
+    let gossip: Service = env.get(&format!("{cluster}-gossip")).await;
     assert_eq!(
         gossip
             .spec
@@ -384,20 +111,12 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
     );
 
     for (pool, roles) in pools {
-        let sts = env
-            .api::<StatefulSet>()
-            .get(pool)
-            .await
-            .expect("StatefulSet");
+        let sts: StatefulSet = env.get(pool).await;
         assert!(
             controlled_by(&sts.metadata, "WorkerPool", pool),
             "{pool} owner"
         );
-        let headless = env
-            .api::<Service>()
-            .get(&format!("{pool}-headless"))
-            .await
-            .expect("pool Service");
+        let headless: Service = env.get(&format!("{pool}-headless")).await;
         assert!(
             controlled_by(&headless.metadata, "WorkerPool", pool),
             "{pool}-headless owner"
@@ -421,11 +140,7 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
                 Some("true"),
                 "{pool}: {role}"
             );
-            let svc = env
-                .api::<Service>()
-                .get(&format!("{cluster}-{role}"))
-                .await
-                .unwrap_or_else(|e| panic!("{cluster}-{role}: {e}"));
+            let svc: Service = env.get(&format!("{cluster}-{role}")).await;
             assert!(controlled_by(&svc.metadata, "GrafanaCluster", cluster));
         }
         let args = template.spec.expect("pod").containers[0]
@@ -473,7 +188,7 @@ async fn check_sample(env: &Env, cluster: &str, product: &str, pools: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mimir_sample_yields_its_documented_children() {
-    let env = Env::new("mimir-sample").await;
+    let env = OperatorNamespace::start("mimir-sample").await;
     env.apply_sample("mimir-read-write-backend.yaml").await;
     check_sample(
         &env,
@@ -499,11 +214,7 @@ async fn mimir_sample_yields_its_documented_children() {
     // Self-monitoring is on in the sample: the agent's objects, the dashboards (for
     // Grafana's sidecar) and the alert rules (a ConfigMap: no PrometheusRule CRD here).
     assert!(env.exists::<ConfigMap>("metrics-agent").await);
-    let dashboard = env
-        .api::<ConfigMap>()
-        .get("metrics-dashboard-overview")
-        .await
-        .expect("dashboard");
+    let dashboard: ConfigMap = env.get("metrics-dashboard-overview").await;
     assert_eq!(
         dashboard
             .labels()
@@ -516,30 +227,15 @@ async fn mimir_sample_yields_its_documented_children() {
         "GrafanaCluster",
         "metrics"
     ));
-    let rules = env
-        .api::<ConfigMap>()
-        .get("metrics-alerts")
-        .await
-        .expect("alert rules");
+    let rules: ConfigMap = env.get("metrics-alerts").await;
     assert!(rules.data.expect("data")["rules.yaml"].contains("MimirServerErrors"));
     env.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_sample_yields_its_documented_children() {
-    let env = Env::new("loki-sample").await;
-    wait_for(
-        "the operator to report ready (/readyz)",
-        TIMEOUT,
-        || async {
-            Ok(if env.health.ready() {
-                Check::Done(())
-            } else {
-                Check::Pending("caches not synced".into())
-            })
-        },
-    )
-    .await;
+    let env = OperatorNamespace::start("loki-sample").await;
+    env.wait_until_ready().await;
     env.apply_sample("loki-monolithic.yaml").await;
     check_sample(
         &env,
@@ -553,7 +249,7 @@ async fn loki_sample_yields_its_documented_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_sample_yields_its_documented_children() {
-    let env = Env::new("tempo-sample").await;
+    let env = OperatorNamespace::start("tempo-sample").await;
     env.apply_sample("tempo-microservices.yaml").await;
     check_sample(
         &env,
@@ -574,44 +270,31 @@ async fn tempo_sample_yields_its_documented_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_inconsistent() {
-    let env = Env::new("mimir-missing").await;
+    let env = OperatorNamespace::start("mimir-missing").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("read", "m", 1, "{mimir: {read: true}}"))
-        .await;
-    env.apply(&pool_yaml("write", "m", 1, "{mimir: {write: true}}"))
-        .await;
+    env.apply_cluster("m", "mimir", "").await;
+    env.apply_pool("read", "m", "{mimir: {read: true}}").await;
+    env.apply_pool("write", "m", "{mimir: {write: true}}").await;
 
-    let clusters: Api<GrafanaCluster> = env.api();
-    wait_for("only the backend roles missing", TIMEOUT, || {
-        let clusters = clusters.clone();
-        async move {
-            let summary = clusters
-                .get("m")
-                .await?
-                .status
-                .unwrap_or_default()
-                .missing_roles_summary;
-            Ok(if summary == "compactor,ruler,store-gateway" {
+    env.wait_until(
+        "m",
+        "only the backend roles missing",
+        |c: GrafanaCluster| {
+            let summary = c.status.unwrap_or_default().missing_roles_summary;
+            if summary == "compactor,ruler,store-gateway" {
                 Check::Done(())
             } else {
                 Check::Pending(summary)
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
     let consistent = env.cluster_reason("m", "Consistent", "MissingRoles").await;
     assert_eq!(consistent.status, "False");
     for role in ["compactor", "ruler", "store-gateway"] {
         assert!(consistent.message.contains(role), "{}", consistent.message);
     }
-    let status = env
-        .api::<GrafanaCluster>()
-        .get("m")
-        .await
-        .expect("cluster")
-        .status
-        .expect("status");
+    let status = env.get::<GrafanaCluster>("m").await.status.expect("status");
     assert_eq!(
         status.missing_roles,
         ["compactor", "ruler", "store-gateway"]
@@ -633,7 +316,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
         "no workers before the cluster is consistent"
     );
 
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+    env.apply_pool("backend", "m", "{mimir: {backend: true}}")
         .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("read", "Ready", "True").await;
@@ -641,11 +324,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     let sts = env.api::<StatefulSet>();
     let before_read = sts.get("read").await.expect("read");
     let before_write = sts.get("write").await.expect("write");
-    let config_before = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_before: ConfigMap = env.get("m-config").await;
 
     // Losing the backend pool makes the cluster inconsistent: the configuration and the
     // other pools stay exactly as they were.
@@ -654,11 +333,7 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
         .await
         .expect("delete");
     env.cluster_condition("m", "Consistent", "False").await;
-    let config_frozen = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_frozen: ConfigMap = env.get("m-config").await;
     assert_eq!(
         config_frozen.resource_version(),
         config_before.resource_version()
@@ -667,15 +342,11 @@ async fn mimir_without_backend_misses_roles_and_config_stays_frozen_while_incons
     env.gone::<Service>("m-compactor").await;
     assert!(env.exists::<Service>("m-querier").await);
     // Re-adding it restores consistency with the same configuration: nothing rolls.
-    env.apply(&pool_yaml("backend", "m", 1, "{mimir: {backend: true}}"))
+    env.apply_pool("backend", "m", "{mimir: {backend: true}}")
         .await;
     env.cluster_condition("m", "Consistent", "True").await;
     env.pool_condition("backend", "Ready", "True").await;
-    let config_after = env
-        .api::<ConfigMap>()
-        .get("m-config")
-        .await
-        .expect("config");
+    let config_after: ConfigMap = env.get("m-config").await;
     assert_eq!(config_after.data, config_before.data);
     for (before, name) in [(before_read, "read"), (before_write, "write")] {
         let after = sts.get(name).await.expect(name);
@@ -723,7 +394,7 @@ async fn admission_accepts_exactly_the_combinations_the_runtime_contract_allows(
             .collect()
     }
 
-    let env = Env::new("admission").await;
+    let env = OperatorNamespace::start("admission").await;
     let pools: Api<WorkerPool> = env.api();
     let mimir = MimirRoles::TOGGLES;
     let mut sets: Vec<(Product, Vec<&'static str>)> = Vec::new();
@@ -819,7 +490,7 @@ async fn admission_accepts_exactly_the_combinations_the_runtime_contract_allows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
-    let env = Env::new("invalid").await;
+    let env = OperatorNamespace::start("invalid").await;
     let typo = env
         .try_apply(&pool_yaml("typo", "c", 1, "{mimir: {quorier: true}}"))
         .await;
@@ -869,7 +540,7 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
     );
 
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("c", "mimir", "")).await;
+    env.apply_cluster("c", "mimir", "").await;
     let change = env.try_apply(&cluster_yaml("c", "loki", "")).await;
     assert!(!change.success);
     assert!(
@@ -895,14 +566,12 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
-    let env = Env::new("wrong-product").await;
+    let env = OperatorNamespace::start("wrong-product").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("m", "mimir", "")).await;
-    env.apply(&pool_yaml("all", "m", 1, "{mimir: {all: true}}"))
-        .await;
-    env.apply(&pool_yaml("lokipool", "m", 1, "{loki: {all: true}}"))
-        .await;
-    env.apply(&pool_yaml("orphan", "nothere", 1, "{mimir: {all: true}}"))
+    env.apply_cluster("m", "mimir", "").await;
+    env.apply_pool("all", "m", "{mimir: {all: true}}").await;
+    env.apply_pool("lokipool", "m", "{loki: {all: true}}").await;
+    env.apply_pool("orphan", "nothere", "{mimir: {all: true}}")
         .await;
 
     let condition = env
@@ -949,7 +618,7 @@ async fn pools_of_the_wrong_product_or_without_a_cluster_are_not_deployed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cluster_removes_its_children_and_pool_workloads_but_keeps_volumes() {
-    let env = Env::new("delete-cluster").await;
+    let env = OperatorNamespace::start("delete-cluster").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
@@ -998,14 +667,14 @@ async fn deleting_a_cluster_removes_its_children_and_pool_workloads_but_keeps_vo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_with_nothing_changed_writes_nothing() {
-    let env = Env::new("no-writes").await;
+    let env = OperatorNamespace::start("no-writes").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
     env.cluster_condition("logs", "Progressing", "False").await;
     env.pool_condition("logs-all", "Ready", "True").await;
 
     /// Adds `kind/name -> resourceVersion` for every object of kind `K` in the namespace.
-    async fn record<K>(env: &Env, kind: &str, into: &mut BTreeMap<String, String>)
+    async fn record<K>(env: &OperatorNamespace, kind: &str, into: &mut BTreeMap<String, String>)
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -1023,13 +692,13 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
         }
     }
 
-    async fn versions(env: &Env) -> BTreeMap<String, String> {
+    async fn versions(env: &OperatorNamespace) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
         record::<ConfigMap>(env, "cm", &mut v).await;
         record::<Service>(env, "svc", &mut v).await;
         record::<Deployment>(env, "deploy", &mut v).await;
         record::<StatefulSet>(env, "sts", &mut v).await;
-        let pool = env.api::<WorkerPool>().get("logs-all").await.expect("pool");
+        let pool: WorkerPool = env.get("logs-all").await;
         v.insert(
             "wp/logs-all".into(),
             pool.resource_version().unwrap_or_default(),
@@ -1039,11 +708,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
     // Let the last status writes settle, then take a snapshot.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = versions(&env).await;
-    let cluster_before = env
-        .api::<GrafanaCluster>()
-        .get("logs")
-        .await
-        .expect("cluster");
+    let cluster_before: GrafanaCluster = env.get("logs").await;
 
     // An annotation changes nothing the operator reads, but triggers a full reconcile.
     let done = env.cluster_reconciles();
@@ -1070,11 +735,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
         before, after,
         "a reconcile with nothing changed wrote something"
     );
-    let cluster_after = env
-        .api::<GrafanaCluster>()
-        .get("logs")
-        .await
-        .expect("cluster");
+    let cluster_after: GrafanaCluster = env.get("logs").await;
     assert_eq!(
         cluster_after.status, cluster_before.status,
         "status was rewritten"
@@ -1084,51 +745,35 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_edits_are_reverted_and_deleted_children_recreated() {
-    let env = Env::new("drift").await;
+    let env = OperatorNamespace::start("drift").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "deployment",
+    env.merge_patch("deployment", "logs-gateway", r#"{"spec":{"replicas":5}}"#)
+        .await;
+    env.wait_until(
         "logs-gateway",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":5}}"#,
-    ])
-    .await;
-    let deployments: Api<Deployment> = env.api();
-    wait_for("gateway replicas reverted to 1", TIMEOUT, || {
-        let deployments = deployments.clone();
-        async move {
-            let replicas = deployments
-                .get("logs-gateway")
-                .await?
-                .spec
-                .and_then(|s| s.replicas);
-            Ok(if replicas == Some(1) {
+        "gateway replicas reverted to 1",
+        |d: Deployment| {
+            let replicas = d.spec.and_then(|s| s.replicas);
+            if replicas == Some(1) {
                 Check::Done(())
             } else {
                 Check::Pending(format!("{replicas:?}"))
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
 
     env.api::<Service>()
         .delete("logs-read", &DeleteParams::default())
         .await
         .expect("delete");
-    let services: Api<Service> = env.api();
-    wait_for("role Service recreated", TIMEOUT, || {
-        let services = services.clone();
-        async move {
-            Ok(match services.get_opt("logs-read").await? {
-                Some(s) if s.metadata.deletion_timestamp.is_none() => Check::Done(()),
-                other => Check::Pending(format!("{:?}", other.map(|s| s.name_any()))),
-            })
+    env.wait_until("logs-read", "role Service recreated", |s: Service| {
+        if s.metadata.deletion_timestamp.is_none() {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{:?} (deleting)", s.name_any()))
         }
     })
     .await;
@@ -1137,10 +782,9 @@ async fn manual_edits_are_reverted_and_deleted_children_recreated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_it_changes() {
-    let env = Env::new("secret").await;
-    env.apply(&cluster_yaml("logs", "loki", "")).await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
-        .await;
+    let env = OperatorNamespace::start("secret").await;
+    env.apply_cluster("logs", "loki", "").await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     let storage = env
         .cluster_reason("logs", "StorageReady", "SecretNotFound")
         .await;
@@ -1174,26 +818,19 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
     env.apply(CREDENTIALS).await;
     env.cluster_condition("logs", "StorageReady", "True").await;
     env.pool_condition("all", "Ready", "True").await;
-    let before = env.api::<StatefulSet>().get("all").await.expect("sts");
+    let before: StatefulSet = env.get("all").await;
     let checksum_before = annotation(&before, "checksum.lgtm.coordinated.dev/secrets");
 
     env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id, secret-access-key: rotated}\n").await;
-    let sts: Api<StatefulSet> = env.api();
-    let after = wait_for("the secrets checksum to change", TIMEOUT, || {
-        let sts = sts.clone();
-        let checksum_before = checksum_before.clone();
-        async move {
-            let s = sts.get("all").await?;
-            Ok(
-                if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before {
-                    Check::Done(s)
-                } else {
-                    Check::Pending("unchanged".into())
-                },
-            )
-        }
-    })
-    .await;
+    let after = env
+        .wait_until("all", "the secrets checksum to change", |s: StatefulSet| {
+            if annotation(&s, "checksum.lgtm.coordinated.dev/secrets") != checksum_before {
+                Check::Done(s)
+            } else {
+                Check::Pending("unchanged".into())
+            }
+        })
+        .await;
     assert!(
         after.metadata.generation > before.metadata.generation,
         "the pod template changed, so pods roll"
@@ -1206,17 +843,13 @@ async fn workers_wait_for_a_missing_secret_start_when_it_appears_and_roll_when_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
-    let env = Env::new("scale").await;
+    let env = OperatorNamespace::start("scale").await;
     env.apply_sample("mimir-read-write-backend.yaml").await;
     env.cluster_condition("metrics", "Available", "True").await;
     let sts: Api<StatefulSet> = env.api();
     let write = sts.get("metrics-write").await.expect("write");
     let backend = sts.get("metrics-backend").await.expect("backend");
-    let config = env
-        .api::<ConfigMap>()
-        .get("metrics-config")
-        .await
-        .expect("config");
+    let config: ConfigMap = env.get("metrics-config").await;
     let read_template = sts
         .get("metrics-read")
         .await
@@ -1225,29 +858,20 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
         .expect("spec")
         .template;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "workerpool",
+    env.merge_patch("workerpool", "metrics-read", r#"{"spec":{"replicas":4}}"#)
+        .await;
+    env.wait_until(
         "metrics-read",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":4}}"#,
-    ])
-    .await;
-    wait_for("the read pool at 4 ready workers", TIMEOUT, || {
-        let sts = sts.clone();
-        async move {
-            let s = sts.get("metrics-read").await?;
+        "the read pool at 4 ready workers",
+        |s: StatefulSet| {
             let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            Ok(if ready == 4 {
+            if ready == 4 {
                 Check::Done(())
             } else {
                 Check::Pending(format!("{ready} ready"))
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
     let cluster = env.cluster_condition("metrics", "Available", "True").await;
     let querier = cluster
@@ -1260,10 +884,8 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
     assert_eq!(querier.replicas, 4);
 
     assert_eq!(
-        env.api::<ConfigMap>()
-            .get("metrics-config")
+        env.get::<ConfigMap>("metrics-config")
             .await
-            .expect("config")
             .resource_version(),
         config.resource_version()
     );
@@ -1290,106 +912,83 @@ async fn scaling_a_pool_changes_neither_the_config_nor_any_other_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_overrides_and_retention_reach_the_shared_config() {
-    let env = Env::new("overrides").await;
+    let env = OperatorNamespace::start("overrides").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml("logs", "loki", "  retention: 14d\n"))
+    env.apply_cluster("logs", "loki", "  retention: 14d\n")
         .await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
-        .await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     env.pool_condition("all", "Ready", "True").await;
     env.cluster_condition("logs", "ConfigValid", "True").await;
-    let clusters: Api<GrafanaCluster> = env.api();
-    let schema_from = wait_for("Loki's schema date in status", TIMEOUT, || {
-        let clusters = clusters.clone();
-        async move {
-            Ok(
-                match clusters
-                    .get("logs")
-                    .await?
-                    .status
-                    .and_then(|s| s.loki_schema_from)
-                {
-                    Some(date) => Check::Done(date),
-                    None => Check::Pending("no date yet".into()),
-                },
-            )
-        }
-    })
-    .await;
+    let schema_from = env
+        .wait_until(
+            "logs",
+            "Loki's schema date in status",
+            |c: GrafanaCluster| match c.status.and_then(|s| s.loki_schema_from) {
+                Some(date) => Check::Done(date),
+                None => Check::Pending("no date yet".into()),
+            },
+        )
+        .await;
     let configs: Api<ConfigMap> = env.api();
     let config = configs.get("logs-config").await.expect("config");
     let text = config.data.clone().expect("data")["config.yaml"].clone();
     assert!(text.contains("retention_period: 336h"), "{text}");
     assert!(text.contains(&schema_from), "{text}");
     let checksum_before = annotation(
-        &env.api::<StatefulSet>().get("all").await.expect("sts"),
+        &env.get("all").await,
         "checksum.lgtm.coordinated.dev/config",
     );
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
+    env.merge_patch(
         "grafanacluster",
         "logs",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#,
-    ])
+    )
     .await;
-    let text = wait_for("the override in the shared config", TIMEOUT, || {
-        let configs = configs.clone();
-        async move {
-            let text = configs
-                .get("logs-config")
-                .await?
-                .data
-                .unwrap_or_default()
-                .get("config.yaml")
-                .cloned()
-                .unwrap_or_default();
-            Ok(if text.contains("log_level: debug") {
-                Check::Done(text)
-            } else {
-                Check::Pending("not yet".into())
-            })
-        }
-    })
-    .await;
+    let text = env
+        .wait_until(
+            "logs-config",
+            "the override in the shared config",
+            |c: ConfigMap| {
+                let text = c
+                    .data
+                    .unwrap_or_default()
+                    .get("config.yaml")
+                    .cloned()
+                    .unwrap_or_default();
+                if text.contains("log_level: debug") {
+                    Check::Done(text)
+                } else {
+                    Check::Pending("not yet".into())
+                }
+            },
+        )
+        .await;
     assert!(
         text.contains("http_listen_port: 3100"),
         "overrides merge, they do not replace: {text}"
     );
     assert!(text.contains(&schema_from), "the schema date never moves");
-    let sts: Api<StatefulSet> = env.api();
-    wait_for("workers to roll onto the new config", TIMEOUT, || {
-        let sts = sts.clone();
-        let checksum_before = checksum_before.clone();
-        async move {
-            let s = sts.get("all").await?;
-            Ok(
-                if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before {
-                    Check::Done(())
-                } else {
-                    Check::Pending("same checksum".into())
-                },
-            )
-        }
-    })
+    env.wait_until(
+        "all",
+        "workers to roll onto the new config",
+        |s: StatefulSet| {
+            if annotation(&s, "checksum.lgtm.coordinated.dev/config") != checksum_before {
+                Check::Done(())
+            } else {
+                Check::Pending("same checksum".into())
+            }
+        },
+    )
     .await;
 
     // A bad retention is a condition, and the last valid configuration stays.
     let good = configs.get("logs-config").await.expect("config");
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
+    env.merge_patch(
         "grafanacluster",
         "logs",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"retention":"forever"}}"#,
-    ])
+    )
     .await;
     let condition = env
         .cluster_reason("logs", "ConfigValid", "InvalidRetention")
@@ -1409,26 +1008,17 @@ async fn config_overrides_and_retention_reach_the_shared_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
-    let env = Env::new("tls").await;
+    let env = OperatorNamespace::start("tls").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&cluster_yaml(
-        "logs",
-        "loki",
-        "  tls: {secretName: logs-tls}\n",
-    ))
-    .await;
-    env.apply(&pool_yaml("all", "logs", 1, "{loki: {all: true}}"))
+    env.apply_cluster("logs", "loki", "  tls: {secretName: logs-tls}\n")
         .await;
+    env.apply_pool("all", "logs", "{loki: {all: true}}").await;
     let tls = env
         .cluster_reason("logs", "TLSReady", "SecretNotFound")
         .await;
     assert_eq!(tls.status, "False");
     assert!(tls.message.contains("plain HTTP"), "{}", tls.message);
-    let gateway = env
-        .api::<Deployment>()
-        .get("logs-gateway")
-        .await
-        .expect("gateway");
+    let gateway: Deployment = env.get("logs-gateway").await;
     let volumes = gateway
         .spec
         .expect("spec")
@@ -1446,10 +1036,8 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
         Some(false)
     );
     let conf = env
-        .api::<ConfigMap>()
-        .get("logs-gateway")
+        .get::<ConfigMap>("logs-gateway")
         .await
-        .expect("cm")
         .data
         .expect("data")["nginx.conf"]
         .clone();
@@ -1477,74 +1065,41 @@ async fn tls_without_its_secret_is_reported_and_the_gateway_mounts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_cluster_reports_status_and_changes_nothing() {
-    let env = Env::new("paused").await;
+    let env = OperatorNamespace::start("paused").await;
     env.apply_sample("loki-monolithic.yaml").await;
     env.cluster_condition("logs", "Available", "True").await;
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "grafanacluster",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":true}}"#,
-    ])
-    .await;
+    env.merge_patch("grafanacluster", "logs", r#"{"spec":{"paused":true}}"#)
+        .await;
     env.cluster_condition("logs", "ReconciliationPaused", "True")
         .await;
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "workerpool",
-        "logs-all",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":2}}"#,
-    ])
-    .await;
+    env.merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
+        .await;
     // Status still follows the spec: the pool's roles now want 2 replicas...
-    let clusters: Api<GrafanaCluster> = env.api();
-    wait_for(
+    env.wait_until(
+        "logs",
         "the roles table to show 2 desired replicas",
-        TIMEOUT,
-        || {
-            let clusters = clusters.clone();
-            async move {
-                let roles = clusters.get("logs").await?.status.unwrap_or_default().roles;
-                let read = roles.iter().find(|r| r.name == "read").map(|r| r.replicas);
-                Ok(if read == Some(2) {
-                    Check::Done(())
-                } else {
-                    Check::Pending(format!("{read:?}"))
-                })
+        |c: GrafanaCluster| {
+            let roles = c.status.unwrap_or_default().roles;
+            let read = roles.iter().find(|r| r.name == "read").map(|r| r.replicas);
+            if read == Some(2) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{read:?}"))
             }
         },
     )
     .await;
     // ...but nothing is changed.
-    let sts: Api<StatefulSet> = env.api();
-    let replicas = sts
-        .get("logs-all")
+    let replicas = env
+        .get::<StatefulSet>("logs-all")
         .await
-        .expect("sts")
         .spec
         .and_then(|s| s.replicas);
     assert_eq!(replicas, Some(1), "a paused cluster's pools are not scaled");
 
-    kubectl_ok([
-        "patch",
-        "-n",
-        env.name(),
-        "grafanacluster",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":false}}"#,
-    ])
-    .await;
+    env.merge_patch("grafanacluster", "logs", r#"{"spec":{"paused":false}}"#)
+        .await;
     env.statefulset_replicas("logs-all", 2, "the pool scaled once unpaused")
         .await;
     env.finish().await;
@@ -1553,72 +1108,46 @@ async fn a_paused_cluster_reports_status_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let first = Env::with_leader_election("leader", Some("first")).await;
-    // Let the first replica take the lease before the second joins.
-    let leases: Api<Lease> = first.api();
-    wait_for("the first replica to hold the lease", TIMEOUT, || {
-        let leases = leases.clone();
-        async move {
-            let holder = leases
-                .get_opt("lgtm-operator")
-                .await?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity);
-            Ok(match holder.as_deref() {
-                Some("first") => Check::Done(()),
+    /// Waits until `identity` holds the operator's leader Lease.
+    async fn lease_held_by(env: &OperatorNamespace, identity: &str, what: &str) {
+        env.wait_until("lgtm-operator", what, |lease: Lease| {
+            let holder = lease.spec.and_then(|s| s.holder_identity);
+            match holder.as_deref() {
+                Some(h) if h == identity => Check::Done(()),
                 other => Check::Pending(format!("holder {other:?}")),
-            })
-        }
-    })
-    .await;
-    let client = support::client().await;
-    let (second_health, second) = start_operator(&client, first.name(), Some("second"));
+            }
+        })
+        .await;
+    }
+
+    let first = OperatorNamespace::start_with_leader_election("leader", "first").await;
+    // Let the first replica take the lease before the second joins.
+    lease_held_by(&first, "first", "the first replica to hold the lease").await;
+    let second = InProcessOperator::start(first.client(), first.name(), Some("second"));
 
     first.apply_sample("loki-monolithic.yaml").await;
     first.cluster_condition("logs", "Available", "True").await;
     assert!(first.cluster_reconciles() > 0);
     assert_eq!(
-        second_health.metrics.reconciles_finished("grafanacluster"),
+        second.reconciles_finished("grafanacluster"),
         0,
         "the standby reconciled"
     );
     assert!(
-        second_health.ready(),
+        second.health().ready(),
         "a standby is ready: it is healthy, only not leading"
     );
 
     // The leader dies without giving the lease up; the standby takes over once it expires.
-    first.operator.abort();
-    wait_for("the second replica to hold the lease", TIMEOUT, || {
-        let leases = leases.clone();
-        async move {
-            let holder = leases
-                .get("lgtm-operator")
-                .await?
-                .spec
-                .and_then(|s| s.holder_identity);
-            Ok(match holder.as_deref() {
-                Some("second") => Check::Done(()),
-                other => Check::Pending(format!("holder {other:?}")),
-            })
-        }
-    })
-    .await;
-    kubectl_ok([
-        "patch",
-        "-n",
-        first.name(),
-        "workerpool",
-        "logs-all",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":2}}"#,
-    ])
-    .await;
+    first.operator().abort();
+    lease_held_by(&first, "second", "the second replica to hold the lease").await;
+    first
+        .merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
+        .await;
     first
         .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
         .await;
-    assert!(second_health.metrics.reconciles_finished("workerpool") > 0);
+    assert!(second.reconciles_finished("workerpool") > 0);
     second.abort();
     first.finish().await;
 }
@@ -1628,9 +1157,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 /// restarts it and its logs say what to fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_that_never_fill_stop_the_operator_with_an_error() {
-    let client = support::client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "nosync").await;
+    let (_, ns) = namespace_with_crds("nosync").await;
     let without_rights =
         support::client_with_token(&ns.service_account_token("no-rights").await).await;
 
@@ -1664,9 +1191,7 @@ async fn caches_that_never_fill_stop_the_operator_with_an_error() {
 /// that no longer fill, until the kubelet kills the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
-    let client = support::client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "sigterm").await;
+    let (_, ns) = namespace_with_crds("sigterm").await;
     let token = ns.service_account_token("no-rights").await;
 
     // The operator binary, as that account: same server and CA as the admin kubeconfig.

@@ -3,6 +3,8 @@
 //! - [`client`] makes sure the control plane is up (starting it when it is not) and returns a
 //!   client for its admin kubeconfig; never `~/.kube/config`.
 //! - [`TestNamespace`] gives each test a namespace of its own, deleted afterwards.
+//! - [`OperatorNamespace`] is the operator tests' opening: such a namespace, the CRDs, and an
+//!   operator running in the test's process for it, with the waits on what it reports.
 //! - [`wait_for`] polls until a condition holds; on timeout it panics naming what it waited
 //!   for and the last state it saw.
 //! - [`kubectl`] runs kubectl against the same control plane.
@@ -11,7 +13,13 @@
 //! [`DeleteOnDrop`]) after a test, for debugging.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod operator_namespace;
 mod operator_process;
+#[allow(unused_imports)] // not every test binary runs the operator in its process
+pub use operator_namespace::{
+    CREDENTIALS, InProcessOperator, OperatorNamespace, TIMEOUT, WithConditions, cluster_yaml,
+    install_crds_once, namespace_with_crds, pool_yaml,
+};
 #[allow(unused_imports)] // not every test binary runs the operator as a process
 pub use operator_process::OperatorProcess;
 
