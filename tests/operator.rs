@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
@@ -1245,4 +1249,77 @@ async fn sigterm_before_the_caches_filled_stops_the_operator_at_once() {
         operator.log()
     );
     ns.cleanup().await;
+}
+
+/// Pruning keys on (kind, name): children of different kinds share names (the gateway's
+/// ConfigMap, Service and PodDisruptionBudget are all `<c>-gateway`; a pool's
+/// StatefulSet and PodDisruptionBudget are both `<p>`), and a PodDisruptionBudget no
+/// longer wanted must still go. So must the agent's objects once self-monitoring is off.
+#[tokio::test]
+async fn children_no_longer_wanted_are_deleted_whatever_their_names() {
+    let env = OperatorNamespace::start("prune").await;
+    env.apply(CREDENTIALS).await;
+    env.apply(&cluster_yaml(
+        "metrics",
+        "mimir",
+        "  gateway: {replicas: 2}\n  selfMonitoring:\n    metrics: {remoteWriteUrl: 'http://prometheus:9090/api/v1/write'}\n",
+    ))
+    .await;
+    env.apply(&pool_yaml(
+        "metrics-all",
+        "metrics",
+        2,
+        "{mimir: {all: true}}",
+    ))
+    .await;
+    env.cluster_condition("metrics", "Available", "True").await;
+    for pdb in ["metrics-gateway", "metrics-all"] {
+        assert!(env.exists::<PodDisruptionBudget>(pdb).await, "{pdb} exists");
+    }
+    for (exists, what) in [
+        (
+            env.exists::<ServiceAccount>("metrics-agent").await,
+            "ServiceAccount",
+        ),
+        (env.exists::<Role>("metrics-agent").await, "Role"),
+        (
+            env.exists::<RoleBinding>("metrics-agent").await,
+            "RoleBinding",
+        ),
+        (env.exists::<Service>("metrics-agent").await, "peer Service"),
+        (env.exists::<ConfigMap>("metrics-agent").await, "ConfigMap"),
+    ] {
+        assert!(exists, "the agent's {what} exists");
+    }
+
+    // Scale the gateway and the pool to one replica: their PDBs go, the objects that share
+    // their names stay.
+    env.merge_patch(
+        "grafanacluster",
+        "metrics",
+        r#"{"spec":{"gateway":{"replicas":1}}}"#,
+    )
+    .await;
+    env.merge_patch("workerpool", "metrics-all", r#"{"spec":{"replicas":1}}"#)
+        .await;
+    env.gone::<PodDisruptionBudget>("metrics-gateway").await;
+    env.gone::<PodDisruptionBudget>("metrics-all").await;
+    assert!(env.exists::<ConfigMap>("metrics-gateway").await);
+    assert!(env.exists::<Service>("metrics-gateway").await);
+    assert!(env.exists::<StatefulSet>("metrics-all").await);
+
+    // Self-monitoring off: the agent's objects go; the gateway stays.
+    env.merge_patch(
+        "grafanacluster",
+        "metrics",
+        r#"{"spec":{"selfMonitoring":null}}"#,
+    )
+    .await;
+    env.gone::<ServiceAccount>("metrics-agent").await;
+    env.gone::<Role>("metrics-agent").await;
+    env.gone::<RoleBinding>("metrics-agent").await;
+    env.gone::<Service>("metrics-agent").await;
+    env.gone::<ConfigMap>("metrics-agent").await;
+    assert!(env.exists::<Service>("metrics-gateway").await);
+    env.finish().await;
 }
