@@ -9,15 +9,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume,
+    ConfigMap, Container, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::ClusterView;
-use super::gateway::{EXPORTER_PORT, container_port, http_probe, mount, restricted_container};
-use super::labels::{CLUSTER, COMPONENT, Component, POOL, child_meta, cluster_labels};
+use super::labels::{
+    CLUSTER, COMPONENT, Component, POOL, child_meta, cluster_labels, gateway_selector,
+};
+use super::pod::{
+    EXPORTER_PORT, config_map_volume, container_port, http_probe, mount, restricted_container,
+};
 
 const HTTP_PORT: u16 = 12345;
 const CONFIG_DIR: &str = "/etc/alloy";
@@ -196,15 +199,7 @@ pub fn container(cluster: &ClusterView) -> (Container, Volume) {
         ]),
         ..Container::default()
     };
-    let volume = Volume {
-        name: "agent-config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name.clone(),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    };
-    (container, volume)
+    (container, config_map_volume("agent-config", name))
 }
 
 /// The agent's ConfigMap, identity, rights and peer Service.
@@ -263,13 +258,7 @@ pub fn build(cluster: &ClusterView) -> Agent {
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 publish_not_ready_addresses: Some(true),
-                selector: Some(BTreeMap::from([
-                    (CLUSTER.to_string(), cluster.name.clone()),
-                    (
-                        COMPONENT.to_string(),
-                        Component::Gateway.as_str().to_string(),
-                    ),
-                ])),
+                selector: Some(gateway_selector(&cluster.name)),
                 ports: Some(vec![ServicePort {
                     name: Some("agent".into()),
                     port: HTTP_PORT.into(),

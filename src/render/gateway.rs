@@ -5,22 +5,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMap, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{CLUSTER, COMPONENT, Component, child_meta, cluster_labels};
+use super::labels::{Component, child_meta, cluster_labels, gateway_selector};
 use super::nginx::{self, NginxOptions, RUNTIME_DIR, STATUS_PORT, TlsFiles};
+use super::pod::{
+    EXPORTER_PORT, config_map_volume, container_port, disruption_budget, empty_dir_volume,
+    http_probe, mount, restricted_container, restricted_pod, spread_over_zones,
+};
 use super::{CONFIG_CHECKSUM, ClusterView, Settings, agent, checksum};
 use crate::product::{Product, Protocol};
-
-/// Port of the nginx-prometheus-exporter sidecar.
-pub const EXPORTER_PORT: u16 = 9113;
 /// UID and GID of the nginx-unprivileged image's nginx user.
 const NGINX_USER: i64 = 101;
 
@@ -37,13 +36,7 @@ pub struct Gateway {
 }
 
 fn selector(cluster: &ClusterView) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (CLUSTER.to_string(), cluster.name.clone()),
-        (
-            COMPONENT.to_string(),
-            Component::Gateway.as_str().to_string(),
-        ),
-    ])
+    gateway_selector(&cluster.name)
 }
 
 /// How nginx is placed in the cluster's gateway pod.
@@ -89,19 +82,8 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
     };
 
     let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "runtime".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        config_map_volume("config", name.clone()),
+        empty_dir_volume("runtime"),
     ];
     let mut nginx_mounts = vec![
         mount("config", CONFIG_DIR, true),
@@ -200,17 +182,7 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
                     service_account_name: service_account,
                     containers,
                     volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(NGINX_USER),
-                        run_as_group: Some(NGINX_USER),
-                        fs_group: Some(NGINX_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod(NGINX_USER)),
                     topology_spread_constraints: Some(vec![spread_over_zones(selector(cluster))]),
                     ..PodSpec::default()
                 }),
@@ -259,17 +231,11 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         ..Service::default()
     };
 
-    let pdb = (cluster.spec.gateway.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: child_meta(&name, &cluster.namespace, labels, cluster.owner.as_ref()),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(cluster)),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
+    let pdb = (cluster.spec.gateway.replicas > 1).then(|| {
+        disruption_budget(
+            child_meta(&name, &cluster.namespace, labels, cluster.owner.as_ref()),
+            selector(cluster),
+        )
     });
 
     Gateway {
@@ -287,65 +253,6 @@ fn nginx_start_script(product: Product, options: &NginxOptions) -> String {
         "{}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
         nginx::start_script(product, options)
     )
-}
-
-pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    }
-}
-
-pub(super) fn container_port(name: &str, port: u16) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port: port.into(),
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }
-}
-
-pub(super) fn http_probe(path: &str, port: u16) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(port.into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    }
-}
-
-/// Non-root, no privilege escalation, no capabilities, read-only root filesystem.
-pub(super) fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-/// Prefer spreading replicas over zones; never block scheduling for it.
-pub(super) fn spread_over_zones(selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
-    TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: "topology.kubernetes.io/zone".into(),
-        when_unsatisfiable: "ScheduleAnyway".into(),
-        label_selector: Some(LabelSelector {
-            match_labels: Some(selector),
-            ..LabelSelector::default()
-        }),
-        ..TopologySpreadConstraint::default()
-    }
 }
 
 #[cfg(test)]

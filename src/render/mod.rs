@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod labels;
 pub mod nginx;
 pub mod observability;
+mod pod;
 pub mod pod_overrides;
 pub mod services;
 pub mod storage;

@@ -8,17 +8,19 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
+    Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
+    Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{CONFIG_FILE, DATA_DIR};
-use super::gateway::{container_port, http_probe, mount, restricted_container, spread_over_zones};
 use super::labels::{child_meta, pool_labels, pool_selector, role_label};
+use super::pod::{
+    config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
+    restricted_container, restricted_pod, spread_over_zones,
+};
 use super::{CONFIG_CHECKSUM, ClusterView, SECRETS_CHECKSUM, pod_overrides, storage};
 use crate::api::WorkerPoolSpec;
 use crate::product::{RouteTo, expand, target_arg};
@@ -114,19 +116,8 @@ pub fn build(
     let mut env = storage::worker_env(s3);
     env.extend(tracing_env(cluster, &pool.name));
     let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: cluster.child_name("config"),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        config_map_volume("config", cluster.child_name("config")),
+        empty_dir_volume("tmp"),
     ];
     let mut mounts = vec![
         mount("config", catalogue.config_dir, true),
@@ -176,17 +167,7 @@ pub fn build(
                     .contract()
                     .grace_seconds(&roles.iter().copied().collect::<Vec<_>>()),
             ),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(WORKER_USER),
-                run_as_group: Some(WORKER_USER),
-                fs_group: Some(WORKER_USER),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(restricted_pod(WORKER_USER)),
             node_selector: pool.spec.node_selector.clone(),
             tolerations: pool.spec.tolerations.clone(),
             affinity: pool.spec.affinity.clone(),
@@ -269,18 +250,7 @@ pub fn build(
         ..Service::default()
     };
 
-    let pdb = (pool.spec.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: meta(),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    });
+    let pdb = (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector));
 
     Ok(Workers {
         statefulset,
