@@ -156,10 +156,10 @@ async fn deploy(
     };
     let built = match workers::build(&cluster_view, &pool_view, &checksums) {
         Ok(built) => built,
-        Err(message) => {
+        Err(error) => {
             return Ok(Some(Blocked::Waiting {
-                reason: "InvalidPodOverrides",
-                message,
+                reason: error.reason(),
+                message: error.to_string(),
             }));
         }
     };

@@ -148,11 +148,11 @@ pub(crate) fn check_storage(
 ) -> StorageSecrets {
     let mut checked = check(needed, secrets);
     if checked.problem.is_none()
-        && let Err(message) = crate::render::storage::region(product, s3)
+        && let Err(error) = crate::render::storage::region(product, s3)
     {
         checked.problem = Some(SecretProblem {
-            reason: "RegionRequired",
-            message,
+            reason: error.reason(),
+            message: error.to_string(),
         });
     }
     checked

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod config;
+mod error;
 pub mod gateway;
 pub mod labels;
 pub mod nginx;
@@ -19,6 +20,8 @@ mod contract_tests;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
+
+pub use error::RenderError;
 
 use crate::api::{GrafanaCluster, GrafanaClusterSpec};
 use crate::product::{Catalogue, Product};

@@ -21,7 +21,7 @@ use super::pod::{
     config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
     restricted_container, restricted_pod, spread_over_zones,
 };
-use super::{CONFIG_CHECKSUM, ClusterView, SECRETS_CHECKSUM, pod_overrides, storage};
+use super::{CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides, storage};
 use crate::api::WorkerPoolSpec;
 use crate::product::{RouteTo, expand, target_arg};
 
@@ -72,7 +72,7 @@ pub fn build(
     cluster: &ClusterView,
     pool: &PoolView,
     checksums: &Checksums,
-) -> Result<Workers, String> {
+) -> Result<Workers, RenderError> {
     let product = cluster.product();
     let catalogue = cluster.catalogue();
     let roles: BTreeSet<&str> = expand(product, &pool.toggles);
@@ -176,7 +176,7 @@ pub fn build(
         }),
     };
     let template = match &pool.spec.pod_overrides {
-        Some(overrides) => pod_overrides::apply(&template, overrides)?,
+        Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
         None => template,
     };
 
@@ -539,7 +539,8 @@ mod tests {
             secrets: String::new(),
         };
         let error = build(&view, &pool_view, &checksums).expect_err("invalid");
-        assert!(error.contains("podOverrides"), "{error}");
+        assert_eq!(error.reason(), "InvalidPodOverrides");
+        assert!(error.to_string().contains("podOverrides"), "{error}");
     }
 
     #[test]
