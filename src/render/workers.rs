@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
-    Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -23,7 +23,7 @@ use super::pod::{
 };
 use super::{CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides, storage};
 use crate::api::WorkerPoolSpec;
-use crate::product::{RouteTo, expand, target_arg};
+use crate::product::{Catalogue, RouteTo, expand, target_arg};
 
 /// UID and GID the workers run as (the Grafana images' own user).
 const WORKER_USER: i64 = 10001;
@@ -74,10 +74,13 @@ pub fn build(
     checksums: &Checksums,
 ) -> Result<Workers, RenderError> {
     let product = cluster.product();
-    let catalogue = cluster.catalogue();
-    let roles: BTreeSet<&str> = expand(product, &pool.toggles);
     let labels = pool_labels(product, &cluster.name, &pool.name);
     let selector = pool_selector(&cluster.name, &pool.name);
+    let template = pod_template(cluster, pool, checksums, &labels, &selector);
+    let template = match &pool.spec.pod_overrides {
+        Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
+        None => template,
+    };
     let meta = || {
         child_meta(
             &pool.name,
@@ -86,68 +89,30 @@ pub fn build(
             pool.owner.as_ref(),
         )
     };
+    Ok(Workers {
+        statefulset: statefulset(pool, meta(), &selector, template, &labels),
+        service: headless_service(cluster, pool, &labels, &selector),
+        pdb: (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector)),
+    })
+}
 
+/// The worker pod, before the pool's `podOverrides`: labelled with every role it runs,
+/// annotated with what it depends on, locked down and spread over zones.
+fn pod_template(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    checksums: &Checksums,
+    labels: &BTreeMap<String, String>,
+    selector: &BTreeMap<String, String>,
+) -> PodTemplateSpec {
+    let product = cluster.product();
+    let roles: BTreeSet<&str> = expand(product, &pool.toggles);
     let mut pod_labels = labels.clone();
     for role in &roles {
         pod_labels.insert(role_label(role), "true".into());
     }
-
-    let mut ports = vec![
-        container_port("http", catalogue.ports.http),
-        container_port("grpc", catalogue.ports.grpc),
-        container_port("memberlist", catalogue.ports.memberlist),
-    ];
-    // Ports the gateway forwards to roles of this pool (Tempo's receivers).
-    for listener in catalogue.listeners {
-        let served_here = listener
-            .routes
-            .iter()
-            .any(|r| matches!(r.to, RouteTo::Role(role) if roles.contains(role)));
-        if served_here
-            && !ports
-                .iter()
-                .any(|p| p.container_port == i32::from(listener.upstream_port))
-        {
-            ports.push(container_port(listener.name, listener.upstream_port));
-        }
-    }
-
-    let s3 = &cluster.spec.storage.s3;
-    let mut env = storage::worker_env(s3);
-    env.extend(tracing_env(cluster, &pool.name));
-    let mut volumes = vec![
-        config_map_volume("config", cluster.child_name("config")),
-        empty_dir_volume("tmp"),
-    ];
-    let mut mounts = vec![
-        mount("config", catalogue.config_dir, true),
-        mount("data", DATA_DIR, false),
-        mount("tmp", TEMP_DIR, false),
-    ];
-    if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
-        volumes.push(volume);
-        mounts.push(volume_mount);
-    }
-
-    let container = Container {
-        name: product.to_string(),
-        image: Some(cluster.image()),
-        // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
-        // so a `$` in it stays a `$`.
-        args: Some(vec![
-            format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
-            format!("-target={}", target_arg(product, &pool.toggles)),
-        ]),
-        env: Some(env),
-        ports: Some(ports),
-        readiness_probe: Some(http_probe("/ready", catalogue.ports.http)),
-        resources: pool.spec.resources.clone(),
-        security_context: Some(restricted_container()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
-
-    let template = PodTemplateSpec {
+    let (container, volumes) = container(cluster, pool, &roles);
+    PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
             annotations: Some(BTreeMap::from([
@@ -174,36 +139,89 @@ pub fn build(
             topology_spread_constraints: Some(vec![spread_over_zones(selector.clone())]),
             ..PodSpec::default()
         }),
-    };
-    let template = match &pool.spec.pod_overrides {
-        Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
-        None => template,
-    };
+    }
+}
 
-    let storage = &pool.spec.storage;
-    let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    storage.size.clone(),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        ..PersistentVolumeClaim::default()
+/// The product's container running the pool's `roles`, and the pod volumes it mounts
+/// besides the data volume (the claim).
+fn container(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    roles: &BTreeSet<&str>,
+) -> (Container, Vec<Volume>) {
+    let product = cluster.product();
+    let catalogue = cluster.catalogue();
+    let s3 = &cluster.spec.storage.s3;
+    let mut env = storage::worker_env(s3);
+    env.extend(tracing_env(cluster, &pool.name));
+    let mut volumes = vec![
+        config_map_volume("config", cluster.child_name("config")),
+        empty_dir_volume("tmp"),
+    ];
+    let mut mounts = vec![
+        mount("config", catalogue.config_dir, true),
+        mount("data", DATA_DIR, false),
+        mount("tmp", TEMP_DIR, false),
+    ];
+    if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
+        volumes.push(volume);
+        mounts.push(volume_mount);
+    }
+    let container = Container {
+        name: product.to_string(),
+        image: Some(cluster.image()),
+        // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
+        // so a `$` in it stays a `$`.
+        args: Some(vec![
+            format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
+            format!("-target={}", target_arg(product, &pool.toggles)),
+        ]),
+        env: Some(env),
+        ports: Some(container_ports(catalogue, roles)),
+        readiness_probe: Some(http_probe("/ready", catalogue.ports.http)),
+        resources: pool.spec.resources.clone(),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
     };
+    (container, volumes)
+}
 
-    let statefulset = StatefulSet {
-        metadata: meta(),
+/// The product's own ports, and those the gateway forwards to roles of this pool
+/// (Tempo's receivers).
+fn container_ports(catalogue: &Catalogue, roles: &BTreeSet<&str>) -> Vec<ContainerPort> {
+    let mut ports = vec![
+        container_port("http", catalogue.ports.http),
+        container_port("grpc", catalogue.ports.grpc),
+        container_port("memberlist", catalogue.ports.memberlist),
+    ];
+    for listener in catalogue.listeners {
+        let served_here = listener
+            .routes
+            .iter()
+            .any(|r| matches!(r.to, RouteTo::Role(role) if roles.contains(role)));
+        if served_here
+            && !ports
+                .iter()
+                .any(|p| p.container_port == i32::from(listener.upstream_port))
+        {
+            ports.push(container_port(listener.name, listener.upstream_port));
+        }
+    }
+    ports
+}
+
+/// The pool's StatefulSet: its pods start together, roll one by one, and keep their
+/// volumes whatever happens to the set.
+fn statefulset(
+    pool: &PoolView,
+    metadata: ObjectMeta,
+    selector: &BTreeMap<String, String>,
+    template: PodTemplateSpec,
+    labels: &BTreeMap<String, String>,
+) -> StatefulSet {
+    StatefulSet {
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(pool.spec.replicas),
             service_name: Some(headless_service_name(&pool.name)),
@@ -224,13 +242,47 @@ pub fn build(
                 },
             ),
             template,
-            volume_claim_templates: Some(vec![claim]),
+            volume_claim_templates: Some(vec![data_claim(pool, labels)]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
-    };
+    }
+}
 
-    let service = Service {
+/// The claim of each worker's data volume, as the pool's `storage` asks.
+fn data_claim(pool: &PoolView, labels: &BTreeMap<String, String>) -> PersistentVolumeClaim {
+    let storage = &pool.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The pool's headless Service, which gives its pods stable DNS names, ready or not.
+fn headless_service(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    labels: &BTreeMap<String, String>,
+    selector: &BTreeMap<String, String>,
+) -> Service {
+    let catalogue = cluster.catalogue();
+    Service {
         metadata: child_meta(
             headless_service_name(&pool.name),
             &cluster.namespace,
@@ -248,15 +300,7 @@ pub fn build(
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    };
-
-    let pdb = (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector));
-
-    Ok(Workers {
-        statefulset,
-        service,
-        pdb,
-    })
+    }
 }
 
 fn service_port(name: &str, port: u16) -> ServicePort {
