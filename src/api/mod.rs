@@ -4,10 +4,12 @@
 
 mod cluster;
 mod pool;
+mod reason;
 mod schema;
 
 pub use cluster::*;
 pub use pool::*;
+pub use reason::{Reason, Severity};
 
 /// API group of both kinds.
 pub const GROUP: &str = "lgtm.coordinated.dev";

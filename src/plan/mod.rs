@@ -6,16 +6,16 @@
 //! - [`cluster`]: a GrafanaCluster's children, and [`cluster_status`] its conditions;
 //! - [`pool`]: a WorkerPool's workload and conditions;
 //! - [`secrets`]: whether referenced Secrets are usable;
-//! - [`Reason`]: every condition reason, with the Event it deserves.
+//! - [`Reason`] (defined in `api`, as reasons are part of the API): every condition
+//!   reason, with the Event it deserves.
 
 pub mod cluster;
 pub mod cluster_status;
 pub mod conditions;
 pub mod pool;
-mod reason;
 pub mod secrets;
 
 #[cfg(test)]
 mod status_tests;
 
-pub use reason::{Reason, Severity};
+pub use crate::api::{Reason, Severity};

@@ -118,9 +118,9 @@ pub fn plan(inputs: &PoolInputs) -> PoolPlan {
             blocked: None,
             action: PoolAction::Apply(Box::new(workers)),
         },
-        Err(message) => leave(Some(Blocked::Waiting {
-            reason: Reason::InvalidPodOverrides,
-            message,
+        Err(error) => leave(Some(Blocked::Waiting {
+            reason: error.reason(),
+            message: error.to_string(),
         })),
     }
 }

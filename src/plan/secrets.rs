@@ -110,11 +110,11 @@ fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
 pub fn check_storage(product: Product, s3: &S3Storage, secrets: &Secrets) -> StorageSecrets {
     let mut checked = check(&storage_needs(s3), secrets);
     if checked.problem.is_none()
-        && let Err(message) = crate::render::storage::region(product, s3)
+        && let Err(error) = crate::render::storage::region(product, s3)
     {
         checked.problem = Some(SecretProblem {
-            reason: Reason::RegionRequired,
-            message,
+            reason: error.reason(),
+            message: error.to_string(),
         });
     }
     checked

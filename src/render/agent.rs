@@ -9,15 +9,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume,
+    ConfigMap, Container, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::ClusterView;
-use super::gateway::{EXPORTER_PORT, container_port, http_probe, mount, restricted_container};
-use super::labels::{CLUSTER, COMPONENT, Component, POOL, child_meta, cluster_labels};
+use super::labels::{
+    CLUSTER, COMPONENT, Component, POOL, child_meta, cluster_labels, gateway_selector,
+};
+use super::pod::{
+    EXPORTER_PORT, config_map_volume, container_port, http_probe, mount, restricted_container,
+};
 
 const HTTP_PORT: u16 = 12345;
 const CONFIG_DIR: &str = "/etc/alloy";
@@ -51,13 +54,31 @@ fn meta_label(label: &str) -> String {
     format!("__meta_kubernetes_pod_label_{sanitized}")
 }
 
-/// The agent's configuration (Alloy syntax).
+/// The agent's configuration (Alloy syntax): the worker discovery, then a pipeline per
+/// destination the spec names.
 pub fn config(cluster: &ClusterView) -> String {
     let monitoring = &cluster.spec.self_monitoring;
+    let cluster_label = format!("{}/{}", cluster.namespace, cluster.name);
+    let mut out = discovery(cluster, &cluster_label);
+    if let Some(metrics) = &monitoring.metrics {
+        out.push_str(&metrics_pipeline(
+            cluster,
+            &cluster_label,
+            &metrics.remote_write_url,
+        ));
+    }
+    if let Some(logs) = &monitoring.logs {
+        out.push_str(&logs_pipeline(&logs.loki_push_url));
+    }
+    out
+}
+
+/// Finds the cluster's worker pods and labels their targets as every panel and alert
+/// expects them (see `render::observability`).
+fn discovery(cluster: &ClusterView, cluster_label: &str) -> String {
     let ns = &cluster.namespace;
     let product = cluster.product();
-    let cluster_label = format!("{ns}/{}", cluster.name);
-    let mut out = format!(
+    format!(
         r#"// Rendered by lgtm-operator; changes are overwritten.
 discovery.kubernetes "workers" {{
   role = "pod"
@@ -105,10 +126,16 @@ discovery.relabel "workers" {{
 "#,
         name = cluster.name,
         pool_label = meta_label(POOL),
-    );
-    if let Some(metrics) = &monitoring.metrics {
-        out.push_str(&format!(
-            r#"
+    )
+}
+
+/// Scrapes the workers, shared out over the agent cluster, and each replica's own nginx
+/// exporter; ships both to `url`.
+fn metrics_pipeline(cluster: &ClusterView, cluster_label: &str, url: &str) -> String {
+    let ns = &cluster.namespace;
+    let product = cluster.product();
+    format!(
+        r#"
 prometheus.scrape "workers" {{
   targets    = discovery.relabel.workers.output
   forward_to = [prometheus.remote_write.default.receiver]
@@ -134,13 +161,14 @@ prometheus.remote_write "default" {{
     url = "{url}"
   }}
 }}
-"#,
-            url = metrics.remote_write_url
-        ));
-    }
-    if let Some(logs) = &monitoring.logs {
-        out.push_str(&format!(
-            r#"
+"#
+    )
+}
+
+/// Tails the workers' logs, shared out over the agent cluster; ships them to `url`.
+fn logs_pipeline(url: &str) -> String {
+    format!(
+        r#"
 loki.source.kubernetes "workers" {{
   targets    = discovery.relabel.workers.output
   forward_to = [loki.write.default.receiver]
@@ -154,11 +182,8 @@ loki.write "default" {{
     url = "{url}"
   }}
 }}
-"#,
-            url = logs.loki_push_url
-        ));
-    }
-    out
+"#
+    )
 }
 
 /// The agent container and its config volume, for the gateway pod.
@@ -196,15 +221,7 @@ pub fn container(cluster: &ClusterView) -> (Container, Volume) {
         ]),
         ..Container::default()
     };
-    let volume = Volume {
-        name: "agent-config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name.clone(),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    };
-    (container, volume)
+    (container, config_map_volume("agent-config", name))
 }
 
 /// The agent's ConfigMap, identity, rights and peer Service.
@@ -263,13 +280,7 @@ pub fn build(cluster: &ClusterView) -> Agent {
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 publish_not_ready_addresses: Some(true),
-                selector: Some(BTreeMap::from([
-                    (CLUSTER.to_string(), cluster.name.clone()),
-                    (
-                        COMPONENT.to_string(),
-                        Component::Gateway.as_str().to_string(),
-                    ),
-                ])),
+                selector: Some(gateway_selector(&cluster.name)),
                 ports: Some(vec![ServicePort {
                     name: Some("agent".into()),
                     port: HTTP_PORT.into(),

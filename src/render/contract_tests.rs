@@ -239,10 +239,17 @@ fn seconds(duration: &str) -> u64 {
 
 /// Every contract check on one rendered cluster; the problems found.
 fn problems(product: Product, rendered: &Rendered) -> Vec<String> {
-    let contract = product.contract();
-    let mut problems = Vec::new();
+    let mut problems = timeout_problems(product.contract(), rendered);
+    for (toggles, statefulset) in &rendered.statefulsets {
+        let pod = Pod::new(product, toggles, statefulset);
+        problems.extend(pod.problems(rendered));
+    }
+    problems
+}
 
-    // Timeouts nest: query < server write < gateway.
+/// Timeouts nest: query < server write < gateway.
+fn timeout_problems(contract: &Contract, rendered: &Rendered) -> Vec<String> {
+    let mut problems = Vec::new();
     let query = contract
         .timeouts
         .query
@@ -278,71 +285,122 @@ fn problems(product: Product, rendered: &Rendered) -> Vec<String> {
     if gateway != u64::from(REQUEST_TIMEOUTS.gateway) {
         problems.push(format!("gateway waits {gateway}s"));
     }
+    problems
+}
 
-    for (toggles, statefulset) in &rendered.statefulsets {
-        let roles: Vec<&str> = expand(product, toggles).into_iter().collect();
+/// One pool's rendered pod, as the contract checks see it.
+struct Pod<'a> {
+    contract: &'static Contract,
+    roles: Vec<&'static str>,
+    /// The names of the volume claims (the data volume).
+    claims: BTreeSet<String>,
+    pod: &'a PodSpec,
+    container: &'a Container,
+    /// Names the pool in problems.
+    label: String,
+}
+
+impl<'a> Pod<'a> {
+    fn new(product: Product, toggles: &[&'static str], statefulset: &'a StatefulSet) -> Self {
         let spec = statefulset.spec.as_ref().expect("spec");
-        let claims: BTreeSet<String> = spec
-            .volume_claim_templates
-            .iter()
-            .flatten()
-            .filter_map(|c| c.metadata.name.clone())
-            .collect();
         let pod = spec.template.spec.as_ref().expect("pod");
-        let container = &pod.containers[0];
-        let label = format!("{product} {toggles:?}");
+        Self {
+            contract: product.contract(),
+            roles: expand(product, toggles).into_iter().collect(),
+            claims: spec
+                .volume_claim_templates
+                .iter()
+                .flatten()
+                .filter_map(|c| c.metadata.name.clone())
+                .collect(),
+            pod,
+            container: &pod.containers[0],
+            label: format!("{product} {toggles:?}"),
+        }
+    }
 
-        // Paths the product writes.
+    fn problems(&self, rendered: &Rendered) -> Vec<String> {
+        let mut problems = self.write_problems(&rendered.config);
+        problems.extend(self.temp_dir_problem());
+        problems.extend(self.env_problems());
+        problems.extend(self.substitution_problems(&rendered.config_text));
+        problems.extend(self.grace_problem());
+        problems.extend(self.port_problems(&rendered.config));
+        problems
+    }
+
+    /// Paths the product writes.
+    fn write_problems(&self, config: &Value) -> Vec<String> {
+        let (contract, label) = (self.contract, &self.label);
+        let mut problems = Vec::new();
         for write in contract.writes {
-            if !write.roles.is_empty() && !write.roles.iter().any(|r| roles.contains(r)) {
+            if !write.roles.is_empty() && !write.roles.iter().any(|r| self.roles.contains(r)) {
                 continue;
             }
-            match effective_path(contract, &rendered.config, write.key, write.default).and_then(
-                |path| writable(pod, &claims, container, &path).map(|volume| (path, volume)),
-            ) {
-                Ok((path, volume)) if write.persistent && !claims.contains(&volume) => problems
-                    .push(format!(
+            match effective_path(contract, config, write.key, write.default).and_then(|path| {
+                writable(self.pod, &self.claims, self.container, &path).map(|volume| (path, volume))
+            }) {
+                Ok((path, volume)) if write.persistent && !self.claims.contains(&volume) => {
+                    problems.push(format!(
                         "{label}: {path} (`{}`) must survive a restart but is on {volume}",
                         write.key
-                    )),
+                    ))
+                }
                 Ok(_) => {}
                 Err(problem) => problems.push(format!("{label}: `{}`: {problem}", write.key)),
             }
         }
+        problems
+    }
 
-        // The OS temp dir.
-        if contract.uses_temp_dir(&roles) {
-            let env = container.env.iter().flatten();
-            let temp = env
-                .clone()
-                .find(|e| e.name == "TMPDIR")
-                .and_then(|e| e.value.clone())
-                .unwrap_or_else(|| "/tmp".into());
-            if let Err(problem) = writable(pod, &claims, container, &temp) {
-                problems.push(format!("{label}: the temp dir: {problem}"));
-            }
+    /// The OS temp dir.
+    fn temp_dir_problem(&self) -> Option<String> {
+        if !self.contract.uses_temp_dir(&self.roles) {
+            return None;
         }
+        let temp = self
+            .container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "TMPDIR")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| "/tmp".into());
+        writable(self.pod, &self.claims, self.container, &temp)
+            .err()
+            .map(|problem| format!("{}: the temp dir: {problem}", self.label))
+    }
 
-        // Environment: only what the product reads.
-        for var in container.env.iter().flatten() {
-            if !contract.reads_env(&var.name) {
-                problems.push(format!(
-                    "{label}: {} is not a variable the product reads",
-                    var.name
-                ));
-            }
-        }
+    /// Environment: only what the product reads.
+    fn env_problems(&self) -> Vec<String> {
+        self.container
+            .env
+            .iter()
+            .flatten()
+            .filter(|var| !self.contract.reads_env(&var.name))
+            .map(|var| {
+                format!(
+                    "{}: {} is not a variable the product reads",
+                    self.label, var.name
+                )
+            })
+            .collect()
+    }
 
-        // Nothing to substitute, and so no -config.expand-env (whose escaping differs by
-        // product, and for Mimir does not exist).
-        let args = container.args.clone().unwrap_or_default();
-        if rendered.config_text.contains('$') {
+    /// Nothing to substitute, and so no -config.expand-env (whose escaping differs by
+    /// product, and for Mimir does not exist); one module per -target where the product
+    /// takes only one.
+    fn substitution_problems(&self, config_text: &str) -> Vec<String> {
+        let label = &self.label;
+        let mut problems = Vec::new();
+        let args = self.container.args.clone().unwrap_or_default();
+        if config_text.contains('$') {
             problems.push(format!("{label}: the configuration holds a `$`"));
         }
         if args.iter().any(|a| a.starts_with("-config.expand-env")) {
             problems.push(format!("{label}: runs with -config.expand-env"));
         }
-        if let Combinations::ExactlyOne(_) = contract.combinations {
+        if let Combinations::ExactlyOne(_) = self.contract.combinations {
             let target = args
                 .iter()
                 .find_map(|a| a.strip_prefix("-target="))
@@ -351,28 +409,38 @@ fn problems(product: Product, rendered: &Rendered) -> Vec<String> {
                 problems.push(format!("{label}: -target={target} is not one module"));
             }
         }
+        problems
+    }
 
-        // Grace period.
-        let grace = pod.termination_grace_period_seconds.unwrap_or(30);
-        if grace < contract.grace_seconds(&roles) {
-            problems.push(format!(
-                "{label}: grace period {grace}s is shorter than its roles need"
-            ));
-        }
+    /// Grace period.
+    fn grace_problem(&self) -> Option<String> {
+        let grace = self.pod.termination_grace_period_seconds.unwrap_or(30);
+        (grace < self.contract.grace_seconds(&self.roles)).then(|| {
+            format!(
+                "{}: grace period {grace}s is shorter than its roles need",
+                self.label
+            )
+        })
+    }
 
-        // Ports and the readiness probe.
-        let ports: Vec<i32> = container
+    /// Ports and the readiness probe.
+    fn port_problems(&self, config: &Value) -> Vec<String> {
+        let label = &self.label;
+        let mut problems = Vec::new();
+        let ports: Vec<i32> = self
+            .container
             .ports
             .iter()
             .flatten()
             .map(|p| p.container_port)
             .collect();
-        for port in contract
+        for port in self
+            .contract
             .ports
             .iter()
             .filter(|p| ["http", "grpc", "memberlist"].contains(&p.name))
         {
-            let number = at(&rendered.config, port.key)
+            let number = at(config, port.key)
                 .and_then(text)
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(i32::from(port.port));
@@ -383,7 +451,8 @@ fn problems(product: Product, rendered: &Rendered) -> Vec<String> {
                 ));
             }
         }
-        let probe = container
+        let probe = self
+            .container
             .readiness_probe
             .as_ref()
             .and_then(|p| p.http_get.as_ref())
@@ -391,8 +460,8 @@ fn problems(product: Product, rendered: &Rendered) -> Vec<String> {
         if probe.as_deref() != Some("/ready") {
             problems.push(format!("{label}: readiness probe {probe:?}, not /ready"));
         }
+        problems
     }
-    problems
 }
 
 proptest! {

@@ -5,22 +5,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMap, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{CLUSTER, COMPONENT, Component, child_meta, cluster_labels};
+use super::labels::{Component, child_meta, cluster_labels, gateway_selector};
 use super::nginx::{self, NginxOptions, RUNTIME_DIR, STATUS_PORT, TlsFiles};
+use super::pod::{
+    EXPORTER_PORT, config_map_volume, container_port, disruption_budget, empty_dir_volume,
+    http_probe, mount, restricted_container, restricted_pod, spread_over_zones,
+};
 use super::{CONFIG_CHECKSUM, ClusterView, Settings, agent, checksum};
 use crate::product::{Product, Protocol};
 
-/// Port of the nginx-prometheus-exporter sidecar.
-pub const EXPORTER_PORT: u16 = 9113;
 /// UID and GID of the nginx-unprivileged image's nginx user.
 const NGINX_USER: i64 = 101;
 
@@ -37,13 +37,7 @@ pub struct Gateway {
 }
 
 fn selector(cluster: &ClusterView) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (CLUSTER.to_string(), cluster.name.clone()),
-        (
-            COMPONENT.to_string(),
-            Component::Gateway.as_str().to_string(),
-        ),
-    ])
+    gateway_selector(&cluster.name)
 }
 
 /// How nginx is placed in the cluster's gateway pod.
@@ -64,6 +58,14 @@ fn nginx_options(cluster: &ClusterView, settings: &Settings) -> NginxOptions {
 pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> Gateway {
     let name = cluster.child_name("gateway");
     let labels = cluster_labels(cluster.product(), &cluster.name, Component::Gateway);
+    let meta = || {
+        child_meta(
+            &name,
+            &cluster.namespace,
+            labels.clone(),
+            cluster.owner.as_ref(),
+        )
+    };
     // nginx.conf and the start script that writes the files it includes.
     let nginx_options = nginx_options(cluster, settings);
     let conf = nginx::render(cluster.product(), present, &nginx_options);
@@ -76,34 +78,59 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         .into_iter()
         .flatten(),
     );
-
-    let config = ConfigMap {
-        metadata: child_meta(
-            &name,
-            &cluster.namespace,
-            labels.clone(),
-            cluster.owner.as_ref(),
-        ),
-        data: Some(BTreeMap::from([("nginx.conf".to_string(), conf)])),
-        ..ConfigMap::default()
-    };
-
-    let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
+    let pod = pod_spec(cluster, &name, &nginx_options, agent_config.is_some());
+    Gateway {
+        config: ConfigMap {
+            metadata: meta(),
+            data: Some(BTreeMap::from([("nginx.conf".to_string(), conf)])),
+            ..ConfigMap::default()
         },
-        Volume {
-            name: "runtime".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        deployment: deployment(cluster, meta(), &labels, pod, config_checksum),
+        service: service(cluster, meta()),
+        pdb: (cluster.spec.gateway.replicas > 1)
+            .then(|| disruption_budget(meta(), selector(cluster))),
+    }
+}
+
+/// The gateway pod: nginx and its exporter, and the agent with its account when
+/// self-monitoring is on (without it, the pod gets no API token at all).
+fn pod_spec(
+    cluster: &ClusterView,
+    name: &str,
+    nginx_options: &NginxOptions,
+    with_agent: bool,
+) -> PodSpec {
+    let (mut volumes, nginx_mounts) = nginx_volumes(cluster, name);
+    let mut containers = vec![
+        nginx_container(cluster, nginx_options, nginx_mounts),
+        exporter_container(cluster),
     ];
-    let mut nginx_mounts = vec![
+    let mut service_account = None;
+    if with_agent {
+        let (container, volume) = agent::container(cluster);
+        containers.push(container);
+        volumes.push(volume);
+        service_account = Some(agent::name(cluster));
+    }
+    PodSpec {
+        automount_service_account_token: Some(service_account.is_some()),
+        service_account_name: service_account,
+        containers,
+        volumes: Some(volumes),
+        security_context: Some(restricted_pod(NGINX_USER)),
+        topology_spread_constraints: Some(vec![spread_over_zones(selector(cluster))]),
+        ..PodSpec::default()
+    }
+}
+
+/// The pod's volumes and nginx's mounts of them: its configuration, a writable runtime
+/// dir, and the TLS Secret when TLS is asked for.
+fn nginx_volumes(cluster: &ClusterView, name: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![
+        config_map_volume("config", name.to_string()),
+        empty_dir_volume("runtime"),
+    ];
+    let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
         mount("runtime", "/tmp", false),
     ];
@@ -119,9 +146,17 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
             }),
             ..Volume::default()
         });
-        nginx_mounts.push(mount("tls", TLS_DIR, true));
+        mounts.push(mount("tls", TLS_DIR, true));
     }
+    (volumes, mounts)
+}
 
+/// nginx, serving every listener of the catalogue and its status on `STATUS_PORT`.
+fn nginx_container(
+    cluster: &ClusterView,
+    options: &NginxOptions,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let mut ports: Vec<ContainerPort> = cluster
         .catalogue()
         .listeners
@@ -129,57 +164,55 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         .map(|l| container_port(l.name, l.port))
         .collect();
     ports.push(container_port("status", STATUS_PORT));
-
-    let mut containers = vec![
-        Container {
-            name: "nginx".into(),
-            image: Some(cluster.spec.gateway.image.clone()),
-            command: Some(vec![
-                "/bin/sh".into(),
-                "-ec".into(),
-                nginx_start_script(cluster.product(), &nginx_options),
-            ]),
-            env: Some(vec![EnvVar {
-                name: "RUNTIME_DIR".into(),
-                value: Some(RUNTIME_DIR.into()),
-                ..EnvVar::default()
-            }]),
-            ports: Some(ports),
-            readiness_probe: Some(http_probe("/healthz", STATUS_PORT)),
-            resources: cluster.spec.gateway.resources.clone(),
-            security_context: Some(restricted_container()),
-            volume_mounts: Some(nginx_mounts),
-            ..Container::default()
-        },
-        Container {
-            name: "exporter".into(),
-            image: Some(cluster.spec.gateway.exporter_image.clone()),
-            args: Some(vec![
-                format!("--nginx.scrape-uri=http://127.0.0.1:{STATUS_PORT}/status"),
-                format!("--web.listen-address=:{EXPORTER_PORT}"),
-            ]),
-            ports: Some(vec![container_port("metrics", EXPORTER_PORT)]),
-            security_context: Some(restricted_container()),
-            ..Container::default()
-        },
-    ];
-    let mut service_account = None;
-    if agent_config.is_some() {
-        let (container, volume) = agent::container(cluster);
-        containers.push(container);
-        volumes.push(volume);
-        service_account = Some(agent::name(cluster));
+    Container {
+        name: "nginx".into(),
+        image: Some(cluster.spec.gateway.image.clone()),
+        command: Some(vec![
+            "/bin/sh".into(),
+            "-ec".into(),
+            nginx_start_script(cluster.product(), options),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "RUNTIME_DIR".into(),
+            value: Some(RUNTIME_DIR.into()),
+            ..EnvVar::default()
+        }]),
+        ports: Some(ports),
+        readiness_probe: Some(http_probe("/healthz", STATUS_PORT)),
+        resources: cluster.spec.gateway.resources.clone(),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
     }
+}
 
+/// The nginx exporter: nginx's status as metrics, for the agent in the same pod.
+fn exporter_container(cluster: &ClusterView) -> Container {
+    Container {
+        name: "exporter".into(),
+        image: Some(cluster.spec.gateway.exporter_image.clone()),
+        args: Some(vec![
+            format!("--nginx.scrape-uri=http://127.0.0.1:{STATUS_PORT}/status"),
+            format!("--web.listen-address=:{EXPORTER_PORT}"),
+        ]),
+        ports: Some(vec![container_port("metrics", EXPORTER_PORT)]),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    }
+}
+
+/// The gateway Deployment; its pods roll when the configuration's checksum changes.
+fn deployment(
+    cluster: &ClusterView,
+    metadata: ObjectMeta,
+    labels: &BTreeMap<String, String>,
+    pod: PodSpec,
+    config_checksum: String,
+) -> Deployment {
     let mut template_labels = labels.clone();
     template_labels.extend(selector(cluster));
-    let deployment = Deployment {
-        metadata: child_meta(
-            &name,
-            &cluster.namespace,
-            labels.clone(),
-            cluster.owner.as_ref(),
-        ),
+    Deployment {
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(cluster.spec.gateway.replicas),
             selector: LabelSelector {
@@ -195,43 +228,23 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(service_account.is_some()),
-                    service_account_name: service_account,
-                    containers,
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(NGINX_USER),
-                        run_as_group: Some(NGINX_USER),
-                        fs_group: Some(NGINX_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    topology_spread_constraints: Some(vec![spread_over_zones(selector(cluster))]),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
-    };
-
-    let service_spec = &cluster.spec.gateway.service;
-    let mut service_meta = child_meta(
-        &name,
-        &cluster.namespace,
-        labels.clone(),
-        cluster.owner.as_ref(),
-    );
-    if !service_spec.annotations.is_empty() {
-        service_meta.annotations = Some(service_spec.annotations.clone());
     }
-    let service = Service {
-        metadata: service_meta,
+}
+
+/// The gateway Service, as the spec asks for it: every listener, gRPC ones marked h2c so
+/// that load balancers speak HTTP/2 to them.
+fn service(cluster: &ClusterView, mut metadata: ObjectMeta) -> Service {
+    let service_spec = &cluster.spec.gateway.service;
+    if !service_spec.annotations.is_empty() {
+        metadata.annotations = Some(service_spec.annotations.clone());
+    }
+    Service {
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some(service_spec.type_.as_str().to_string()),
             ip_family_policy: service_spec
@@ -257,26 +270,6 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    };
-
-    let pdb = (cluster.spec.gateway.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: child_meta(&name, &cluster.namespace, labels, cluster.owner.as_ref()),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(cluster)),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    });
-
-    Gateway {
-        config,
-        deployment,
-        service,
-        pdb,
     }
 }
 
@@ -287,65 +280,6 @@ fn nginx_start_script(product: Product, options: &NginxOptions) -> String {
         "{}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
         nginx::start_script(product, options)
     )
-}
-
-pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    }
-}
-
-pub(super) fn container_port(name: &str, port: u16) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port: port.into(),
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }
-}
-
-pub(super) fn http_probe(path: &str, port: u16) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(port.into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    }
-}
-
-/// Non-root, no privilege escalation, no capabilities, read-only root filesystem.
-pub(super) fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-/// Prefer spreading replicas over zones; never block scheduling for it.
-pub(super) fn spread_over_zones(selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
-    TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: "topology.kubernetes.io/zone".into(),
-        when_unsatisfiable: "ScheduleAnyway".into(),
-        label_selector: Some(LabelSelector {
-            match_labels: Some(selector),
-            ..LabelSelector::default()
-        }),
-        ..TopologySpreadConstraint::default()
-    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,17 @@ pub fn workers_selector(cluster: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Selects a cluster's gateway pods (the gateway's and its agent's peer Service's).
+pub fn gateway_selector(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER.to_string(), cluster.to_string()),
+        (
+            COMPONENT.to_string(),
+            Component::Gateway.as_str().to_string(),
+        ),
+    ])
+}
+
 /// Selects a cluster's worker pods that run `role`.
 pub fn role_selector(cluster: &str, role: &str) -> BTreeMap<String, String> {
     let mut selector = workers_selector(cluster);

@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod config;
+mod error;
 pub mod gateway;
 pub mod labels;
 pub mod nginx;
 pub mod observability;
+mod pod;
 pub mod pod_overrides;
 pub mod services;
 pub mod storage;
@@ -18,6 +20,8 @@ mod contract_tests;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
+
+pub use error::RenderError;
 
 use crate::api::{GrafanaCluster, GrafanaClusterSpec};
 use crate::product::{Catalogue, Product};

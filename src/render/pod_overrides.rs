@@ -6,10 +6,21 @@ use k8s_openapi::DeepMerge;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 
-/// Merges `overrides` onto `template`. Fails when `overrides` is not a pod template.
-pub fn apply(template: &PodTemplateSpec, overrides: &Value) -> Result<PodTemplateSpec, String> {
-    let patch: PodTemplateSpec = serde_json::from_value(overrides.clone())
-        .map_err(|e| format!("spec.podOverrides is not a valid pod template: {e}"))?;
+use super::RenderError;
+
+/// Merges `overrides`, those of `pool`, onto `template`. Fails when `overrides` is not a
+/// pod template.
+pub fn apply(
+    pool: &str,
+    template: &PodTemplateSpec,
+    overrides: &Value,
+) -> Result<PodTemplateSpec, RenderError> {
+    let patch: PodTemplateSpec = serde_json::from_value(overrides.clone()).map_err(|e| {
+        RenderError::InvalidPodOverrides {
+            pool: pool.to_string(),
+            message: e.to_string(),
+        }
+    })?;
     let mut merged = template.clone();
     merged.merge_from(patch);
     Ok(merged)
@@ -38,6 +49,7 @@ mod tests {
     #[test]
     fn containers_and_env_merge_by_name() {
         let patched = apply(
+            "p",
             &template(),
             &json!({"spec": {"containers": [
                 {"name": "worker", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "3"}]},
@@ -63,6 +75,7 @@ mod tests {
     #[test]
     fn atomic_lists_are_replaced_and_maps_merge() {
         let patched = apply(
+            "p",
             &template(),
             &json!({
                 "metadata": {"labels": {"b": "2"}},
@@ -85,8 +98,9 @@ mod tests {
     #[test]
     fn an_invalid_patch_is_an_error_not_a_panic() {
         let error =
-            apply(&template(), &json!({"spec": {"containers": "nope"}})).expect_err("invalid");
-        assert!(error.contains("podOverrides"), "{error}");
-        assert!(apply(&template(), &json!([1])).is_err());
+            apply("p", &template(), &json!({"spec": {"containers": "nope"}})).expect_err("invalid");
+        assert_eq!(error.reason(), crate::api::Reason::InvalidPodOverrides);
+        assert!(error.to_string().contains("podOverrides"), "{error}");
+        assert!(apply("p", &template(), &json!([1])).is_err());
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
+use super::RenderError;
 use crate::api::S3Storage;
 use crate::product::Product;
 
@@ -126,7 +127,7 @@ fn is_region(label: &str) -> bool {
 /// The region a product signs its S3 requests for: the spec's, else one the endpoint
 /// names. Loki signs for `dummy` when none is set, which AWS rejects (runtime contract),
 /// so an AWS endpoint without a known region is an error for Loki.
-pub fn region(product: Product, s3: &S3Storage) -> Result<Option<String>, String> {
+pub fn region(product: Product, s3: &S3Storage) -> Result<Option<String>, RenderError> {
     if let Some(region) = s3.region.as_ref().filter(|r| !r.is_empty()) {
         return Ok(Some(region.clone()));
     }
@@ -134,10 +135,9 @@ pub fn region(product: Product, s3: &S3Storage) -> Result<Option<String>, String
     match aws_region(&endpoint) {
         Some(region) => Ok(Some(region)),
         None if product == Product::Loki && (endpoint.host_port.contains(".amazonaws.com")) => {
-            Err(format!(
-                "set spec.storage.s3.region: Loki signs S3 requests for region \"dummy\" when none is set, which AWS rejects, and {} names no region",
-                endpoint.host_port
-            ))
+            Err(RenderError::RegionRequired {
+                endpoint: endpoint.host_port,
+            })
         }
         None => Ok(None),
     }
@@ -267,7 +267,9 @@ mod tests {
         let mut aws = s3("https://s3.eu-west-1.amazonaws.com");
         assert_eq!(region(Product::Loki, &aws), Ok(Some("eu-west-1".into())));
         aws.endpoint = "https://bucket.s3-accelerate.amazonaws.com".into();
-        let error = region(Product::Loki, &aws).expect_err("no region to sign for");
+        let error = region(Product::Loki, &aws)
+            .expect_err("no region to sign for")
+            .to_string();
         assert!(
             error.contains("spec.storage.s3.region") && error.contains("dummy"),
             "{error}"

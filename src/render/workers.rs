@@ -8,20 +8,22 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{CONFIG_FILE, DATA_DIR};
-use super::gateway::{container_port, http_probe, mount, restricted_container, spread_over_zones};
 use super::labels::{child_meta, pool_labels, pool_selector, role_label};
-use super::{CONFIG_CHECKSUM, ClusterView, SECRETS_CHECKSUM, pod_overrides, storage};
+use super::pod::{
+    config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
+    restricted_container, restricted_pod, spread_over_zones,
+};
+use super::{CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides, storage};
 use crate::api::WorkerPoolSpec;
-use crate::product::{RouteTo, expand, target_arg};
+use crate::product::{Catalogue, RouteTo, expand, target_arg};
 
 /// UID and GID the workers run as (the Grafana images' own user).
 const WORKER_USER: i64 = 10001;
@@ -70,12 +72,15 @@ pub fn build(
     cluster: &ClusterView,
     pool: &PoolView,
     checksums: &Checksums,
-) -> Result<Workers, String> {
+) -> Result<Workers, RenderError> {
     let product = cluster.product();
-    let catalogue = cluster.catalogue();
-    let roles: BTreeSet<&str> = expand(product, &pool.toggles);
     let labels = pool_labels(product, &cluster.name, &pool.name);
     let selector = pool_selector(&cluster.name, &pool.name);
+    let template = pod_template(cluster, pool, checksums, &labels, &selector);
+    let template = match &pool.spec.pod_overrides {
+        Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
+        None => template,
+    };
     let meta = || {
         child_meta(
             &pool.name,
@@ -84,79 +89,30 @@ pub fn build(
             pool.owner.as_ref(),
         )
     };
+    Ok(Workers {
+        statefulset: statefulset(pool, meta(), &selector, template, &labels),
+        service: headless_service(cluster, pool, &labels, &selector),
+        pdb: (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector)),
+    })
+}
 
+/// The worker pod, before the pool's `podOverrides`: labelled with every role it runs,
+/// annotated with what it depends on, locked down and spread over zones.
+fn pod_template(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    checksums: &Checksums,
+    labels: &BTreeMap<String, String>,
+    selector: &BTreeMap<String, String>,
+) -> PodTemplateSpec {
+    let product = cluster.product();
+    let roles: BTreeSet<&str> = expand(product, &pool.toggles);
     let mut pod_labels = labels.clone();
     for role in &roles {
         pod_labels.insert(role_label(role), "true".into());
     }
-
-    let mut ports = vec![
-        container_port("http", catalogue.ports.http),
-        container_port("grpc", catalogue.ports.grpc),
-        container_port("memberlist", catalogue.ports.memberlist),
-    ];
-    // Ports the gateway forwards to roles of this pool (Tempo's receivers).
-    for listener in catalogue.listeners {
-        let served_here = listener
-            .routes
-            .iter()
-            .any(|r| matches!(r.to, RouteTo::Role(role) if roles.contains(role)));
-        if served_here
-            && !ports
-                .iter()
-                .any(|p| p.container_port == i32::from(listener.upstream_port))
-        {
-            ports.push(container_port(listener.name, listener.upstream_port));
-        }
-    }
-
-    let s3 = &cluster.spec.storage.s3;
-    let mut env = storage::worker_env(s3);
-    env.extend(tracing_env(cluster, &pool.name));
-    let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: cluster.child_name("config"),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ];
-    let mut mounts = vec![
-        mount("config", catalogue.config_dir, true),
-        mount("data", DATA_DIR, false),
-        mount("tmp", TEMP_DIR, false),
-    ];
-    if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
-        volumes.push(volume);
-        mounts.push(volume_mount);
-    }
-
-    let container = Container {
-        name: product.to_string(),
-        image: Some(cluster.image()),
-        // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
-        // so a `$` in it stays a `$`.
-        args: Some(vec![
-            format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
-            format!("-target={}", target_arg(product, &pool.toggles)),
-        ]),
-        env: Some(env),
-        ports: Some(ports),
-        readiness_probe: Some(http_probe("/ready", catalogue.ports.http)),
-        resources: pool.spec.resources.clone(),
-        security_context: Some(restricted_container()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
-
-    let template = PodTemplateSpec {
+    let (container, volumes) = container(cluster, pool, &roles);
+    PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
             annotations: Some(BTreeMap::from([
@@ -176,53 +132,96 @@ pub fn build(
                     .contract()
                     .grace_seconds(&roles.iter().copied().collect::<Vec<_>>()),
             ),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(WORKER_USER),
-                run_as_group: Some(WORKER_USER),
-                fs_group: Some(WORKER_USER),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(restricted_pod(WORKER_USER)),
             node_selector: pool.spec.node_selector.clone(),
             tolerations: pool.spec.tolerations.clone(),
             affinity: pool.spec.affinity.clone(),
             topology_spread_constraints: Some(vec![spread_over_zones(selector.clone())]),
             ..PodSpec::default()
         }),
-    };
-    let template = match &pool.spec.pod_overrides {
-        Some(overrides) => pod_overrides::apply(&template, overrides)?,
-        None => template,
-    };
+    }
+}
 
-    let storage = &pool.spec.storage;
-    let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    storage.size.clone(),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        ..PersistentVolumeClaim::default()
+/// The product's container running the pool's `roles`, and the pod volumes it mounts
+/// besides the data volume (the claim).
+fn container(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    roles: &BTreeSet<&str>,
+) -> (Container, Vec<Volume>) {
+    let product = cluster.product();
+    let catalogue = cluster.catalogue();
+    let s3 = &cluster.spec.storage.s3;
+    let mut env = storage::worker_env(s3);
+    env.extend(tracing_env(cluster, &pool.name));
+    let mut volumes = vec![
+        config_map_volume("config", cluster.child_name("config")),
+        empty_dir_volume("tmp"),
+    ];
+    let mut mounts = vec![
+        mount("config", catalogue.config_dir, true),
+        mount("data", DATA_DIR, false),
+        mount("tmp", TEMP_DIR, false),
+    ];
+    if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
+        volumes.push(volume);
+        mounts.push(volume_mount);
+    }
+    let container = Container {
+        name: product.to_string(),
+        image: Some(cluster.image()),
+        // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
+        // so a `$` in it stays a `$`.
+        args: Some(vec![
+            format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
+            format!("-target={}", target_arg(product, &pool.toggles)),
+        ]),
+        env: Some(env),
+        ports: Some(container_ports(catalogue, roles)),
+        readiness_probe: Some(http_probe("/ready", catalogue.ports.http)),
+        resources: pool.spec.resources.clone(),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
     };
+    (container, volumes)
+}
 
-    let statefulset = StatefulSet {
-        metadata: meta(),
+/// The product's own ports, and those the gateway forwards to roles of this pool
+/// (Tempo's receivers).
+fn container_ports(catalogue: &Catalogue, roles: &BTreeSet<&str>) -> Vec<ContainerPort> {
+    let mut ports = vec![
+        container_port("http", catalogue.ports.http),
+        container_port("grpc", catalogue.ports.grpc),
+        container_port("memberlist", catalogue.ports.memberlist),
+    ];
+    for listener in catalogue.listeners {
+        let served_here = listener
+            .routes
+            .iter()
+            .any(|r| matches!(r.to, RouteTo::Role(role) if roles.contains(role)));
+        if served_here
+            && !ports
+                .iter()
+                .any(|p| p.container_port == i32::from(listener.upstream_port))
+        {
+            ports.push(container_port(listener.name, listener.upstream_port));
+        }
+    }
+    ports
+}
+
+/// The pool's StatefulSet: its pods start together, roll one by one, and keep their
+/// volumes whatever happens to the set.
+fn statefulset(
+    pool: &PoolView,
+    metadata: ObjectMeta,
+    selector: &BTreeMap<String, String>,
+    template: PodTemplateSpec,
+    labels: &BTreeMap<String, String>,
+) -> StatefulSet {
+    StatefulSet {
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(pool.spec.replicas),
             service_name: Some(headless_service_name(&pool.name)),
@@ -243,13 +242,47 @@ pub fn build(
                 },
             ),
             template,
-            volume_claim_templates: Some(vec![claim]),
+            volume_claim_templates: Some(vec![data_claim(pool, labels)]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
-    };
+    }
+}
 
-    let service = Service {
+/// The claim of each worker's data volume, as the pool's `storage` asks.
+fn data_claim(pool: &PoolView, labels: &BTreeMap<String, String>) -> PersistentVolumeClaim {
+    let storage = &pool.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The pool's headless Service, which gives its pods stable DNS names, ready or not.
+fn headless_service(
+    cluster: &ClusterView,
+    pool: &PoolView,
+    labels: &BTreeMap<String, String>,
+    selector: &BTreeMap<String, String>,
+) -> Service {
+    let catalogue = cluster.catalogue();
+    Service {
         metadata: child_meta(
             headless_service_name(&pool.name),
             &cluster.namespace,
@@ -267,26 +300,7 @@ pub fn build(
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    };
-
-    let pdb = (pool.spec.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: meta(),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    });
-
-    Ok(Workers {
-        statefulset,
-        service,
-        pdb,
-    })
+    }
 }
 
 fn service_port(name: &str, port: u16) -> ServicePort {
@@ -569,7 +583,8 @@ mod tests {
             secrets: String::new(),
         };
         let error = build(&view, &pool_view, &checksums).expect_err("invalid");
-        assert!(error.contains("podOverrides"), "{error}");
+        assert_eq!(error.reason(), crate::api::Reason::InvalidPodOverrides);
+        assert!(error.to_string().contains("podOverrides"), "{error}");
     }
 
     #[test]

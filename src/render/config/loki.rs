@@ -181,17 +181,7 @@ struct Limits {
 const INDEX_PERIOD: Duration = Duration::from_seconds(Duration::DAY);
 
 pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
-    let topology = inputs.topology;
-    let ports = topology.product.catalogue().ports;
-    let endpoint = Endpoint::new(inputs.s3);
-    let data = |dir: &str| format!("{DATA_DIR}/{dir}");
-    if let Some(retention) = inputs.retention
-        && retention.seconds() % INDEX_PERIOD.seconds() != 0
-    {
-        return Err(ConfigError::Retention(format!(
-            "Loki retention must be a whole number of days (its index period is 24h), not {retention}"
-        )));
-    }
+    check_retention(inputs.retention)?;
     // The schema date is chosen once by the controller; a rendering without it would
     // silently pick another and break reads of existing data.
     let from = inputs
@@ -199,50 +189,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         .expect("the controller fixes Loki's schema date before rendering")
         .to_string();
     let ipv6 = inputs.ipv6;
-    let ipv6_ring = || {
-        ipv6.then_some(Ipv6Ring {
-            instance_enable_ipv6: true,
-        })
-    };
-    // Readers ask the backend's index gateways instead of downloading the whole index,
-    // but only when every pool running backend runs the gateway: `all` runs none
-    // (runtime contract), and a reader sent to one would fail.
-    let backend_pools = topology
-        .roles
-        .get("backend")
-        .map(|p| p.pools.as_slice())
-        .unwrap_or_default();
-    let gateways_everywhere = !backend_pools.is_empty()
-        && backend_pools
-            .iter()
-            .all(|pool| topology.pool_toggles(pool) == ["backend"]);
-    let (storage_config, index_gateway) = if gateways_everywhere {
-        (
-            Some(StorageConfig {
-                tsdb_shipper: TsdbShipper {
-                    index_gateway_client: IndexGatewayClient {
-                        server_address: format!(
-                            "dns+{}:{}",
-                            inputs.service_host("backend"),
-                            ports.grpc
-                        ),
-                    },
-                },
-            }),
-            Some(IndexGateway {
-                mode: "simple",
-                ring: ipv6_ring(),
-            }),
-        )
-    } else {
-        (
-            None,
-            ipv6.then(|| IndexGateway {
-                mode: "simple",
-                ring: ipv6_ring(),
-            }),
-        )
-    };
+    let (storage_config, index_gateway) = index_gateways(inputs);
     Ok(Config {
         auth_enabled: false,
         analytics: Analytics {
@@ -252,44 +199,9 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         // would only send to a localhost agent that is not there.
         tracing: Tracing { enabled: false },
         server: inputs.server(),
-        common: Common {
-            path_prefix: DATA_DIR.to_string(),
-            // The write path's ingesters are what replicate; `all` includes write.
-            replication_factor: topology.replication_factor("write"),
-            compactor_address: topology
-                .has_role("backend")
-                .then(|| format!("http://{}:{}", inputs.service_host("backend"), ports.http)),
-            ring: CommonRing {
-                kvstore: KvStore {
-                    store: "memberlist",
-                },
-                instance_enable_ipv6: ipv6,
-            },
-            storage: Storage {
-                s3: S3 {
-                    endpoint: endpoint.host_port.clone(),
-                    bucketnames: inputs.s3.bucket.clone(),
-                    // An AWS endpoint's region where the spec names none; the
-                    // controller holds workers back when there is neither.
-                    region: storage::region(topology.product, inputs.s3).ok().flatten(),
-                    insecure: endpoint.insecure,
-                    s3forcepathstyle: true,
-                },
-            },
-        },
+        common: common(inputs),
         memberlist: inputs.memberlist(),
-        schema_config: SchemaConfig {
-            configs: vec![PeriodConfig {
-                from,
-                store: "tsdb",
-                object_store: "s3",
-                schema: "v13",
-                index: Index {
-                    prefix: "index_",
-                    period: "24h",
-                },
-            }],
-        },
+        schema_config: schema_config(from),
         storage_config,
         index_gateway,
         ingester: Ingester {
@@ -309,7 +221,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
             working_directory: data("compactor"),
             retention_enabled: inputs.retention.is_some(),
             delete_request_store: inputs.retention.map(|_| "s3"),
-            compactor_ring: ipv6_ring(),
+            compactor_ring: ipv6_ring(ipv6),
         },
         query_scheduler: ipv6.then_some(SchedulerRing {
             scheduler_ring: Ipv6Ring {
@@ -318,11 +230,126 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         }),
         ruler: Ruler {
             rule_path: data("rules-temp"),
-            ring: ipv6_ring(),
+            ring: ipv6_ring(ipv6),
         },
         limits_config: Limits {
             query_timeout: seconds(REQUEST_TIMEOUTS.query),
             retention_period: inputs.retention.map(|r| r.to_string()),
         },
     })
+}
+
+/// A directory on the data volume.
+fn data(dir: &str) -> String {
+    format!("{DATA_DIR}/{dir}")
+}
+
+/// The ring setting of a component whose ring is not `common.ring`'s, when on IPv6.
+fn ipv6_ring(ipv6: bool) -> Option<Ipv6Ring> {
+    ipv6.then_some(Ipv6Ring {
+        instance_enable_ipv6: true,
+    })
+}
+
+/// Loki deletes data by whole index periods, so a retention must be a number of them.
+fn check_retention(retention: Option<Duration>) -> Result<(), ConfigError> {
+    if let Some(retention) = retention
+        && retention.seconds() % INDEX_PERIOD.seconds() != 0
+    {
+        return Err(ConfigError::Retention(format!(
+            "Loki retention must be a whole number of days (its index period is 24h), not {retention}"
+        )));
+    }
+    Ok(())
+}
+
+/// Readers ask the backend's index gateways instead of downloading the whole index,
+/// but only when every pool running backend runs the gateway: `all` runs none
+/// (runtime contract), and a reader sent to one would fail. On IPv6 the gateway's
+/// ring is written either way.
+fn index_gateways(inputs: &ConfigInputs) -> (Option<StorageConfig>, Option<IndexGateway>) {
+    let topology = inputs.topology;
+    let ipv6 = inputs.ipv6;
+    let backend_pools = topology
+        .roles
+        .get("backend")
+        .map(|p| p.pools.as_slice())
+        .unwrap_or_default();
+    let gateways_everywhere = !backend_pools.is_empty()
+        && backend_pools
+            .iter()
+            .all(|pool| topology.pool_toggles(pool) == ["backend"]);
+    if gateways_everywhere {
+        let grpc = topology.product.catalogue().ports.grpc;
+        (
+            Some(StorageConfig {
+                tsdb_shipper: TsdbShipper {
+                    index_gateway_client: IndexGatewayClient {
+                        server_address: format!("dns+{}:{grpc}", inputs.service_host("backend")),
+                    },
+                },
+            }),
+            Some(IndexGateway {
+                mode: "simple",
+                ring: ipv6_ring(ipv6),
+            }),
+        )
+    } else {
+        (
+            None,
+            ipv6.then(|| IndexGateway {
+                mode: "simple",
+                ring: ipv6_ring(ipv6),
+            }),
+        )
+    }
+}
+
+/// The `common` block: data path, replication, the compactor's address, the ring over
+/// memberlist and the bucket.
+fn common(inputs: &ConfigInputs) -> Common {
+    let topology = inputs.topology;
+    let http = topology.product.catalogue().ports.http;
+    let endpoint = Endpoint::new(inputs.s3);
+    Common {
+        path_prefix: DATA_DIR.to_string(),
+        // The write path's ingesters are what replicate; `all` includes write.
+        replication_factor: topology.replication_factor("write"),
+        compactor_address: topology
+            .has_role("backend")
+            .then(|| format!("http://{}:{http}", inputs.service_host("backend"))),
+        ring: CommonRing {
+            kvstore: KvStore {
+                store: "memberlist",
+            },
+            instance_enable_ipv6: inputs.ipv6,
+        },
+        storage: Storage {
+            s3: S3 {
+                endpoint: endpoint.host_port.clone(),
+                bucketnames: inputs.s3.bucket.clone(),
+                // An AWS endpoint's region where the spec names none; the
+                // controller holds workers back when there is neither.
+                region: storage::region(topology.product, inputs.s3).ok().flatten(),
+                insecure: endpoint.insecure,
+                s3forcepathstyle: true,
+            },
+        },
+    }
+}
+
+/// One schema period from the cluster's fixed date: TSDB on S3, v13, daily index.
+fn schema_config(from: String) -> SchemaConfig {
+    SchemaConfig {
+        configs: vec![PeriodConfig {
+            from,
+            store: "tsdb",
+            object_store: "s3",
+            schema: "v13",
+            index: Index {
+                prefix: "index_",
+                period: "24h",
+            },
+        }],
+    }
 }

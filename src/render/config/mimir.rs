@@ -173,49 +173,14 @@ struct Limits {
 
 pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let topology = inputs.topology;
-    let ports = topology.product.catalogue().ports;
-    let endpoint = Endpoint::new(inputs.s3);
-    let data = |dir: &str| format!("{DATA_DIR}/{dir}");
-    let grpc = |role: &str| format!("{}:{}", inputs.service_host(role), ports.grpc);
-
-    // Queriers pull work from the query-schedulers when there are any, else straight
-    // from the query-frontends (which then queue the queries themselves).
     let ipv6 = inputs.ipv6;
     let replicated = |role: &str| Ring {
         replication_factor: Some(topology.replication_factor(role)),
         instance_enable_ipv6: ipv6,
     };
-    let ring = || Ring {
-        replication_factor: None,
-        instance_enable_ipv6: ipv6,
-    };
     // Rings that carry nothing but the IPv6 switch are written only when it is on.
-    let ipv6_ring = || ipv6.then(|| RingHolder { ring: ring() });
-    let (frontend, frontend_worker) = if topology.has_role("query-scheduler") {
-        let scheduler = grpc("query-scheduler");
-        (
-            Frontend {
-                scheduler_address: Some(scheduler.clone()),
-                instance_enable_ipv6: ipv6,
-            },
-            FrontendWorker {
-                scheduler_address: Some(scheduler),
-                frontend_address: None,
-            },
-        )
-    } else {
-        (
-            Frontend {
-                scheduler_address: None,
-                instance_enable_ipv6: ipv6,
-            },
-            FrontendWorker {
-                scheduler_address: None,
-                frontend_address: Some(grpc("query-frontend")),
-            },
-        )
-    };
-
+    let ipv6_ring = || ipv6.then(|| RingHolder { ring: ring(ipv6) });
+    let (frontend, frontend_worker) = query_path(inputs);
     Config {
         multitenancy_enabled: false,
         no_auth_tenant: topology.product.contract().single_tenant_id,
@@ -231,17 +196,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         querier: Querier {
             timeout: seconds(REQUEST_TIMEOUTS.query),
         },
-        common: Common {
-            storage: Bucket {
-                backend: "s3",
-                s3: S3 {
-                    endpoint: endpoint.host_port.clone(),
-                    bucket_name: inputs.s3.bucket.clone(),
-                    region: inputs.s3.region.clone(),
-                    insecure: endpoint.insecure,
-                },
-            },
-        },
+        common: common(inputs),
         blocks_storage: BlocksStorage {
             storage_prefix: "blocks",
             tsdb: Dir { dir: data("tsdb") },
@@ -268,19 +223,9 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         },
         compactor: Compactor {
             data_dir: data("compactor"),
-            sharding_ring: ipv6.then(ring),
+            sharding_ring: ipv6.then(|| ring(ipv6)),
         },
-        ruler: Ruler {
-            rule_path: data("ruler"),
-            alertmanager_url: topology.has_role("alertmanager").then(|| {
-                format!(
-                    "http://{}:{}/alertmanager",
-                    inputs.service_host("alertmanager"),
-                    ports.http
-                )
-            }),
-            ring: ipv6.then(ring),
-        },
+        ruler: ruler(inputs),
         distributor: ipv6_ring(),
         query_scheduler: ipv6_ring(),
         overrides_exporter: ipv6_ring(),
@@ -289,5 +234,81 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         limits: inputs.retention.map(|r| Limits {
             compactor_blocks_retention_period: r.to_string(),
         }),
+    }
+}
+
+/// A directory on the data volume.
+fn data(dir: &str) -> String {
+    format!("{DATA_DIR}/{dir}")
+}
+
+/// A ring that does not replicate: only its IPv6 switch.
+fn ring(ipv6: bool) -> Ring {
+    Ring {
+        replication_factor: None,
+        instance_enable_ipv6: ipv6,
+    }
+}
+
+/// Queriers pull work from the query-schedulers when there are any, else straight
+/// from the query-frontends (which then queue the queries themselves).
+fn query_path(inputs: &ConfigInputs) -> (Frontend, FrontendWorker) {
+    let grpc_port = inputs.topology.product.catalogue().ports.grpc;
+    let grpc = |role: &str| format!("{}:{grpc_port}", inputs.service_host(role));
+    let ipv6 = inputs.ipv6;
+    if inputs.topology.has_role("query-scheduler") {
+        let scheduler = grpc("query-scheduler");
+        (
+            Frontend {
+                scheduler_address: Some(scheduler.clone()),
+                instance_enable_ipv6: ipv6,
+            },
+            FrontendWorker {
+                scheduler_address: Some(scheduler),
+                frontend_address: None,
+            },
+        )
+    } else {
+        (
+            Frontend {
+                scheduler_address: None,
+                instance_enable_ipv6: ipv6,
+            },
+            FrontendWorker {
+                scheduler_address: None,
+                frontend_address: Some(grpc("query-frontend")),
+            },
+        )
+    }
+}
+
+/// The bucket every component stores in, under its own prefix.
+fn common(inputs: &ConfigInputs) -> Common {
+    let endpoint = Endpoint::new(inputs.s3);
+    Common {
+        storage: Bucket {
+            backend: "s3",
+            s3: S3 {
+                endpoint: endpoint.host_port.clone(),
+                bucket_name: inputs.s3.bucket.clone(),
+                region: inputs.s3.region.clone(),
+                insecure: endpoint.insecure,
+            },
+        },
+    }
+}
+
+/// The ruler, sending to the cluster's alertmanagers when a pool runs them.
+fn ruler(inputs: &ConfigInputs) -> Ruler {
+    let http = inputs.topology.product.catalogue().ports.http;
+    Ruler {
+        rule_path: data("ruler"),
+        alertmanager_url: inputs.topology.has_role("alertmanager").then(|| {
+            format!(
+                "http://{}:{http}/alertmanager",
+                inputs.service_host("alertmanager"),
+            )
+        }),
+        ring: inputs.ipv6.then(|| ring(inputs.ipv6)),
     }
 }

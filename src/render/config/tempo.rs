@@ -199,33 +199,12 @@ struct GeneratorOverrides {
 pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let topology = inputs.topology;
     let ports = topology.product.catalogue().ports;
-    let endpoint = Endpoint::new(inputs.s3);
-    let data = |dir: &str| format!("{DATA_DIR}/{dir}");
-
     // Every querier connects to every address the query-frontend Service resolves to:
     // it is headless, publishes not-ready pods (a frontend is ready only once a querier
     // connected) and selects every pod running a frontend, `all` pods included, so no
     // frontend is left without queriers (runtime contract).
     let frontend_host = inputs.service_host("query-frontend");
-    let inet6 = || inputs.ipv6.then_some(Inet6 { enable_inet6: true });
-
-    // The metrics-generator only has a job when it can remote-write what it derives.
-    let remote_write: Vec<RemoteWrite> = inputs
-        .remote_write_url
-        .map(|url| RemoteWrite {
-            url: url.to_string(),
-            send_exemplars: true,
-        })
-        .into_iter()
-        .collect();
-    let overrides = (!remote_write.is_empty()).then(|| Overrides {
-        defaults: OverrideDefaults {
-            metrics_generator: GeneratorOverrides {
-                processors: vec!["service-graphs", "span-metrics"],
-            },
-        },
-    });
-
+    let (metrics_generator, overrides) = metrics_generator(inputs);
     Config {
         multitenancy_enabled: false,
         usage_report: UsageReport {
@@ -233,24 +212,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         },
         server: inputs.server(),
         memberlist: inputs.memberlist(),
-        distributor: Distributor {
-            receivers: Receivers {
-                otlp: Protocols {
-                    protocols: OtlpProtocols {
-                        grpc: listen(4317),
-                        http: listen(4318),
-                    },
-                },
-                zipkin: listen(9411),
-                jaeger: Protocols {
-                    protocols: JaegerProtocols {
-                        thrift_http: listen(14268),
-                        grpc: listen(14250),
-                    },
-                },
-            },
-            ring: inet6(),
-        },
+        distributor: distributor(inputs.ipv6),
         ingester: Ingester {
             lifecycler: Lifecycler {
                 ring: Ring {
@@ -259,19 +221,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                 enable_inet6: inputs.ipv6,
             },
         },
-        storage: Storage {
-            trace: Trace {
-                backend: "s3",
-                s3: S3 {
-                    bucket: inputs.s3.bucket.clone(),
-                    endpoint: endpoint.without_default_port(),
-                    region: inputs.s3.region.clone(),
-                    insecure: endpoint.insecure,
-                    forcepathstyle: true,
-                },
-                wal: Path { path: data("wal") },
-            },
-        },
+        storage: storage(inputs),
         // Sharded over memberlist, so that two compactors do not both compact every
         // block (unsharded is the default outside scalable-single-binary).
         compactor: Compactor {
@@ -293,16 +243,88 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
                 frontend_address: format!("{frontend_host}:{}", ports.grpc),
             },
         },
-        metrics_generator: MetricsGenerator {
-            storage: GeneratorStorage {
-                path: data("generator/wal"),
-                remote_write,
-            },
-            traces_storage: Path {
-                path: data("generator/traces"),
-            },
-            ring: inet6(),
-        },
+        metrics_generator,
         overrides,
     }
+}
+
+/// A directory on the data volume.
+fn data(dir: &str) -> String {
+    format!("{DATA_DIR}/{dir}")
+}
+
+/// A ring's IPv6 switch, written only when it is on.
+fn inet6(ipv6: bool) -> Option<Inet6> {
+    ipv6.then_some(Inet6 { enable_inet6: true })
+}
+
+/// The distributors and every receiver they run, on the ports the gateway forwards to.
+fn distributor(ipv6: bool) -> Distributor {
+    Distributor {
+        receivers: Receivers {
+            otlp: Protocols {
+                protocols: OtlpProtocols {
+                    grpc: listen(4317),
+                    http: listen(4318),
+                },
+            },
+            zipkin: listen(9411),
+            jaeger: Protocols {
+                protocols: JaegerProtocols {
+                    thrift_http: listen(14268),
+                    grpc: listen(14250),
+                },
+            },
+        },
+        ring: inet6(ipv6),
+    }
+}
+
+/// Traces in the bucket, the write-ahead log on the data volume.
+fn storage(inputs: &ConfigInputs) -> Storage {
+    let endpoint = Endpoint::new(inputs.s3);
+    Storage {
+        trace: Trace {
+            backend: "s3",
+            s3: S3 {
+                bucket: inputs.s3.bucket.clone(),
+                endpoint: endpoint.without_default_port(),
+                region: inputs.s3.region.clone(),
+                insecure: endpoint.insecure,
+                forcepathstyle: true,
+            },
+            wal: Path { path: data("wal") },
+        },
+    }
+}
+
+/// The metrics-generator, and the overrides that give it work: it only has a job when
+/// it can remote-write what it derives.
+fn metrics_generator(inputs: &ConfigInputs) -> (MetricsGenerator, Option<Overrides>) {
+    let remote_write: Vec<RemoteWrite> = inputs
+        .remote_write_url
+        .map(|url| RemoteWrite {
+            url: url.to_string(),
+            send_exemplars: true,
+        })
+        .into_iter()
+        .collect();
+    let overrides = (!remote_write.is_empty()).then(|| Overrides {
+        defaults: OverrideDefaults {
+            metrics_generator: GeneratorOverrides {
+                processors: vec!["service-graphs", "span-metrics"],
+            },
+        },
+    });
+    let generator = MetricsGenerator {
+        storage: GeneratorStorage {
+            path: data("generator/wal"),
+            remote_write,
+        },
+        traces_storage: Path {
+            path: data("generator/traces"),
+        },
+        ring: inet6(inputs.ipv6),
+    };
+    (generator, overrides)
 }

@@ -1,4 +1,4 @@
-//! Every reason a condition can give, in one table: its name (the `reason` field of the
+//! Every reason a condition can give, in one table (part of the API users read): its name (the `reason` field of the
 //! condition and of its Event), the Event it deserves, and what it means.
 
 /// The Event a condition reason deserves when its condition turns bad.
