@@ -46,8 +46,8 @@ helm-lint: ## helm lint the chart (both RBAC modes render)
 	  $$helm template t charts/lgtm-operator >/dev/null && \
 	  $$helm template t charts/lgtm-operator --set watchNamespace=release >/dev/null
 
-unit: ## Unit tests (catalogue, builders, configs, offline render)
-	$(CARGO) test --lib --bins
+unit: ## Unit tests (catalogue, builders, plan and conditions, configs, offline render, code shape)
+	$(CARGO) test --lib --bins --test code_shape
 
 nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to stub upstreams
 	@e2e/ensure-nginx.sh
