@@ -577,6 +577,11 @@ cmd_up() {
 		--endpoint-reconciler-type=none
 	wait_until kube-apiserver "kube-apiserver /readyz is ok" apiserver_ready
 
+	# --node-monitor-grace-period: a simulated node goes NotReady only when kwok is gone
+	# for 5 minutes. With the default 50 s, an API-server restart (a minute of draining in
+	# the fault tests) let the node lifecycle controller mark the nodes NotReady and set
+	# every pod's Ready condition to False, which kwok never sets back: a StatefulSet then
+	# stayed below its ready replicas for good. Real kubelets would report again.
 	refresh kube-controller-manager
 	start kube-controller-manager "$KCM_PORT" \
 		--kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
@@ -586,7 +591,8 @@ cmd_up() {
 		--use-service-account-credentials=true \
 		--root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
 		--cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-		--controllers='*,bootstrapsigner,tokencleaner' --profiling=false
+		--controllers='*,bootstrapsigner,tokencleaner' --profiling=false \
+		--node-monitor-grace-period=5m
 	wait_until kube-controller-manager "kube-controller-manager /healthz is ok" component_healthy "$KCM_PORT"
 
 	refresh kube-scheduler
