@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use lgtm_operator::product::{Handling, Product, Protocol, RouteTo, expand};
 use lgtm_operator::render::nginx::{self, NginxOptions, STATUS_PORT};
 use nginx_support::{
-    Families, Gateway, LOOPBACK, LOOPBACK_V6, Request, SAMPLE_RESOLV_CONF, Workspace,
-    grpc_health_check, grpc_health_check_to, send, send_to, try_send_to,
+    Families, Gateway, LOOPBACK_V6, Request, SAMPLE_RESOLV_CONF, Workspace, grpc_health_check_to,
+    send_to, try_send_to,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -310,7 +310,7 @@ async fn route_failures(gateway: &Gateway, probes: &[Probe]) -> Vec<String> {
     let mut failures = Vec::new();
     for probe in probes {
         let before = gateway.hits.count();
-        let reply = send(gateway.port(probe.port), probe.request.clone()).await;
+        let reply = gateway.send(probe.port, probe.request.clone()).await;
         let reached = gateway.hits.count() - before;
         let what = format!(
             "{} {} on :{}",
@@ -576,7 +576,7 @@ fn the_resolver_script_turns_resolv_conf_into_a_resolver_nginx_accepts() {
 async fn with_ipv6_every_server_answers_on_both_families() {
     for product in Product::ALL {
         let gateway = Gateway::start_in(product, &["all"], Families::WithIpv6).await;
-        for address in [LOOPBACK, LOOPBACK_V6] {
+        for address in [gateway.address(), LOOPBACK_V6] {
             let health =
                 send_to(address, gateway.port(STATUS_PORT), Request::get("/healthz")).await;
             assert_eq!(health.status, 200, "{product} /healthz on {address}");
@@ -628,7 +628,7 @@ async fn without_ipv6_the_gateway_listens_on_ipv4_only() {
     let gateway = Gateway::start_in(Product::Mimir, &["all"], Families::Ipv4Only).await;
     let port = gateway.port(STATUS_PORT);
     assert_eq!(
-        send_to(LOOPBACK, port, Request::get("/healthz"))
+        send_to(gateway.address(), port, Request::get("/healthz"))
             .await
             .status,
         200
@@ -689,7 +689,7 @@ async fn assert_all_pool_serves_its_roles(product: Product, outside_all: &[&str]
     );
     let mut refused = BTreeSet::new();
     for probe in &probes {
-        let reply = send(gateway.port(probe.port), probe.request.clone()).await;
+        let reply = gateway.send(probe.port, probe.request.clone()).await;
         if reply.status == 503 {
             refused.insert(reply.body.trim().to_string());
         }
@@ -757,7 +757,7 @@ async fn absent_roles_answer_503_naming_the_role() {
         (get("/api/v1/rules"), "backend"),
     ] {
         let target = request.target.clone();
-        let reply = send(loki.port(3100), request).await;
+        let reply = loki.send(3100, request).await;
         assert_eq!(reply.status, 503, "{target}: {}", reply.body);
         assert_eq!(
             reply.body,
@@ -766,7 +766,9 @@ async fn absent_roles_answer_503_naming_the_role() {
         );
     }
     assert_eq!(loki.hits.count(), 0, "the read workers saw none of it");
-    let reply = send(loki.port(3100), get("/loki/api/v1/query_range?query=x")).await;
+    let reply = loki
+        .send(3100, get("/loki/api/v1/query_range?query=x"))
+        .await;
     assert_eq!(reply.echo().map(|e| e.role), Some("read".to_string()));
 
     // Mimir without a ruler: its paths must not fall into the query-frontend's /prometheus.
@@ -776,7 +778,7 @@ async fn absent_roles_answer_503_naming_the_role() {
         (get("/prometheus/api/v1/rules"), "ruler"),
         (get("/prometheus/config/v1/rules"), "ruler"),
     ] {
-        let reply = send(mimir.port(8080), request).await;
+        let reply = mimir.send(8080, request).await;
         assert_eq!(reply.status, 503);
         assert!(
             reply.body.contains(&format!("the {missing} role")),
@@ -788,7 +790,7 @@ async fn absent_roles_answer_503_naming_the_role() {
 
     // Tempo without distributors: receivers refuse, over HTTP and gRPC alike.
     let tempo = Gateway::start(Product::Tempo, &["query-frontend"]).await;
-    let reply = send(tempo.port(4318), post("/v1/traces")).await;
+    let reply = tempo.send(4318, post("/v1/traces")).await;
     assert_eq!(reply.status, 503);
     assert!(
         reply.body.contains("the distributor role"),
@@ -797,7 +799,8 @@ async fn absent_roles_answer_503_naming_the_role() {
     );
     // gRPC clients get a gRPC status, UNAVAILABLE (which OTLP exporters retry), not an
     // HTTP error they would read as INTERNAL.
-    let status = grpc_health_check(tempo.port(4317), "distributor", None)
+    let status = tempo
+        .grpc_health_check(4317, "distributor", None)
         .await
         .expect_err("no distributor to answer");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
@@ -827,7 +830,7 @@ async fn no_client_tenant_header_reaches_a_single_tenant_product() {
             post(target).header("X-Scope-OrgID", "team-a, team-b"),
         ];
         for request in requests {
-            let reply = send(gateway.port(port), request).await;
+            let reply = gateway.send(port, request).await;
             assert_eq!(reply.status, 200, "{product}: {}", reply.body);
             let echo = reply
                 .echo()
@@ -841,7 +844,9 @@ async fn no_client_tenant_header_reaches_a_single_tenant_product() {
     }
     // gRPC with tenant metadata passes as well, and reaches its worker.
     let tempo = Gateway::start(Product::Tempo, &["all"]).await;
-    let status = grpc_health_check(tempo.port(4317), "distributor", Some("team-a")).await;
+    let status = tempo
+        .grpc_health_check(4317, "distributor", Some("team-a"))
+        .await;
     assert_eq!(status.ok(), Some(ServingStatus::Serving));
 }
 
@@ -853,7 +858,7 @@ async fn root_answers_200_and_status_serves_stub_status() {
             if listener.protocol == Protocol::Grpc {
                 continue;
             }
-            let reply = send(gateway.port(listener.port), get("/")).await;
+            let reply = gateway.send(listener.port, get("/")).await;
             assert_eq!(
                 (reply.status, reply.body.as_str()),
                 (200, "OK\n"),
@@ -867,16 +872,16 @@ async fn root_answers_200_and_status_serves_stub_status() {
             "{product}: GET / is the gateway's own"
         );
 
-        let status = send(gateway.port(STATUS_PORT), get("/status")).await;
+        let status = gateway.send(STATUS_PORT, get("/status")).await;
         assert_eq!(status.status, 200);
         assert!(
             status.body.contains("Active connections"),
             "{product} /status: {}",
             status.body
         );
-        let health = send(gateway.port(STATUS_PORT), get("/healthz")).await;
+        let health = gateway.send(STATUS_PORT, get("/healthz")).await;
         assert_eq!((health.status, health.body.as_str()), (200, "OK\n"));
-        let other = send(gateway.port(STATUS_PORT), get("/api/v1/push")).await;
+        let other = gateway.send(STATUS_PORT, get("/api/v1/push")).await;
         assert_eq!(other.status, 404, "the status server proxies nothing");
 
         // stub_status stays off the product ports.
@@ -886,7 +891,7 @@ async fn root_answers_200_and_status_serves_stub_status() {
             .iter()
             .find(|l| l.protocol == Protocol::Http)
             .expect("an HTTP listener");
-        let reply = send(gateway.port(http.port), get("/status")).await;
+        let reply = gateway.send(http.port, get("/status")).await;
         assert!(
             !reply.body.contains("Active connections"),
             "{product}: /status on :{} served stub_status",
@@ -916,7 +921,7 @@ async fn grpc_through_tempo_otlp_port_reaches_the_distributor() {
     // Each gRPC stub reports only its own role SERVING and does not know the others, so
     // SERVING proves which role's worker answered.
     for (port, role) in TEMPO_GRPC_ROUTES {
-        let status = grpc_health_check(gateway.port(port), role, None).await;
+        let status = gateway.grpc_health_check(port, role, None).await;
         assert_eq!(
             status.as_ref().ok(),
             Some(&ServingStatus::Serving),
@@ -924,7 +929,9 @@ async fn grpc_through_tempo_otlp_port_reaches_the_distributor() {
             gateway.diagnostics()
         );
     }
-    let other = grpc_health_check(gateway.port(4317), "query-frontend", None).await;
+    let other = gateway
+        .grpc_health_check(4317, "query-frontend", None)
+        .await;
     assert_eq!(
         other.as_ref().map_err(tonic::Status::code).err(),
         Some(tonic::Code::NotFound),
@@ -940,7 +947,7 @@ async fn grpc_through_tempo_otlp_port_reaches_the_distributor() {
             let RouteTo::Role(role) = route.to else {
                 panic!("gRPC routes name one role");
             };
-            let status = grpc_health_check(gateway.port(listener.port), role, None).await;
+            let status = gateway.grpc_health_check(listener.port, role, None).await;
             assert_eq!(
                 status.as_ref().ok(),
                 Some(&ServingStatus::Serving),
@@ -956,6 +963,7 @@ async fn dropping_the_gateway_stops_nginx() {
     let gateway = Gateway::start(Product::Loki, &["all"]).await;
     let pid = gateway.pid();
     let port = gateway.port(3100);
+    let address = gateway.address();
     drop(gateway);
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -963,7 +971,7 @@ async fn dropping_the_gateway_stops_nginx() {
     );
     // The workers hold the listening sockets too: the port is free only when they are gone.
     assert!(
-        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        std::net::TcpListener::bind((address, port)).is_ok(),
         "port {port} still taken after the gateway was dropped"
     );
 }

@@ -230,6 +230,9 @@ impl Hits {
 /// loopback ports, with a stub upstream for every (present role, worker port).
 pub struct Gateway {
     pub product: Product,
+    /// The loopback address of this gateway alone (127.x.y.z): its stubs and nginx bind
+    /// there, so no other test can take a port it probed free and released.
+    address: IpAddr,
     pub present: BTreeSet<&'static str>,
     pub hits: Hits,
     /// Catalogue port (and STATUS_PORT) → the loopback port nginx listens on.
@@ -252,17 +255,18 @@ impl Gateway {
         let workspace = Workspace::new();
         let present = expand(product, toggles);
         let hits = Hits::default();
-        let upstreams = start_stubs(product, &present, &hits).await;
+        let address = own_loopback_address();
+        let upstreams = start_stubs(product, &present, &hits, address).await;
 
         let mut last_failure = String::new();
         // A port found free can be taken by another process before nginx binds it: retry.
         for _ in 0..5 {
-            let ports = free_ports(product);
+            let ports = free_ports(product, address, families);
             let options = NginxOptions {
                 upstreams: Upstreams::Static(upstreams.clone()),
                 resolver_file: true,
                 tls: None,
-                listen_address: Some("127.0.0.1".into()),
+                listen_address: Some(address.to_string()),
                 ipv6_address: Some("[::1]".into()),
                 port_map: ports.clone(),
                 runtime_dir: workspace.runtime_dir(),
@@ -271,10 +275,11 @@ impl Gateway {
             let conf = nginx::render(product, &present, &options);
             let conf_path = workspace.write("nginx.conf", &conf);
             let mut nginx = spawn_nginx(&workspace, &conf_path);
-            match wait_until_serving(&mut nginx, ports[&STATUS_PORT], &workspace).await {
+            match wait_until_serving(&mut nginx, address, ports[&STATUS_PORT], &workspace).await {
                 Ok(()) => {
                     return Gateway {
                         product,
+                        address,
                         present,
                         hits,
                         ports,
@@ -299,6 +304,26 @@ impl Gateway {
             .ports
             .get(&catalogue_port)
             .unwrap_or_else(|| panic!("{} has no port {catalogue_port}", self.product))
+    }
+
+    /// The IPv4 loopback address nginx listens on.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// Sends `request` to nginx's listener for `catalogue_port` (or STATUS_PORT).
+    pub async fn send(&self, catalogue_port: u16, request: Request) -> Reply {
+        send_to(self.address, self.port(catalogue_port), request).await
+    }
+
+    /// [`grpc_health_check_to`] through nginx's listener for `catalogue_port`.
+    pub async fn grpc_health_check(
+        &self,
+        catalogue_port: u16,
+        service: &str,
+        tenant: Option<&str>,
+    ) -> Result<ServingStatus, tonic::Status> {
+        grpc_health_check_to(self.address, self.port(catalogue_port), service, tenant).await
     }
 
     /// The configuration and nginx's logs, for failure messages.
@@ -339,6 +364,7 @@ fn spawn_nginx(workspace: &Workspace, conf: &Path) -> NginxProcess {
 /// Waits until nginx answers its health check; nginx's log when it exits first.
 async fn wait_until_serving(
     nginx: &mut NginxProcess,
+    address: IpAddr,
     status_port: u16,
     workspace: &Workspace,
 ) -> Result<(), String> {
@@ -349,7 +375,7 @@ async fn wait_until_serving(
                 std::fs::read_to_string(workspace.path().join("stderr.log")).unwrap_or_default();
             return Err(format!("nginx exited ({status}): {log}"));
         }
-        if let Ok(reply) = try_send(status_port, Request::get("/healthz")).await
+        if let Ok(reply) = try_send_to(address, status_port, Request::get("/healthz")).await
             && reply.status == 200
         {
             return Ok(());
@@ -361,25 +387,51 @@ async fn wait_until_serving(
     }
 }
 
-/// One free loopback port per gateway listener and for the status server, all distinct.
-fn free_ports(product: Product) -> BTreeMap<u16, u16> {
-    let wanted = product
+/// A loopback address no other gateway of this process uses: Linux answers on all of
+/// 127.0.0.0/8. Ports probed free on it cannot be taken by another test in between,
+/// since every other test binds its own address.
+fn own_loopback_address() -> IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let process = (std::process::id() % 200) as u8;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        process + 20,
+        (n / 250 % 250) as u8,
+        (n % 250) as u8 + 2,
+    ))
+}
+
+/// One free port on `address` per gateway listener and for the status server, all
+/// distinct; with IPv6, free on `::1` too (which every gateway shares).
+fn free_ports(product: Product, address: IpAddr, families: Families) -> BTreeMap<u16, u16> {
+    let wanted: Vec<u16> = product
         .catalogue()
         .listeners
         .iter()
         .map(|l| l.port)
-        .chain([STATUS_PORT]);
-    // Hold every probe socket until all are chosen, so no port is handed out twice.
-    let probes: Vec<(u16, std::net::TcpListener)> = wanted
-        .map(|port| {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe a free port");
-            (port, probe)
-        })
+        .chain([STATUS_PORT])
         .collect();
-    probes
-        .iter()
-        .map(|(port, probe)| (*port, probe.local_addr().expect("probe address").port()))
-        .collect()
+    // Hold every probe socket until all are chosen, so no port is handed out twice.
+    let mut probes = Vec::new();
+    let mut chosen = BTreeMap::new();
+    for port in wanted {
+        loop {
+            let probe = std::net::TcpListener::bind((address, 0)).expect("probe a free port");
+            let free = probe.local_addr().expect("probe address").port();
+            let v6 = match families {
+                Families::Ipv4Only => None,
+                Families::WithIpv6 => match std::net::TcpListener::bind((LOOPBACK_V6, free)) {
+                    Ok(v6) => Some(v6),
+                    Err(_) => continue,
+                },
+            };
+            probes.push((probe, v6));
+            chosen.insert(port, free);
+            break;
+        }
+    }
+    chosen
 }
 
 /// A stub per (present role, worker port): HTTP ones echo the request, gRPC ones serve
@@ -388,6 +440,7 @@ async fn start_stubs(
     product: Product,
     present: &BTreeSet<&'static str>,
     hits: &Hits,
+    address: IpAddr,
 ) -> BTreeMap<(String, u16), String> {
     let worker_ports: BTreeMap<u16, Protocol> = product
         .catalogue()
@@ -398,7 +451,7 @@ async fn start_stubs(
     let mut upstreams = BTreeMap::new();
     for (&worker_port, &protocol) in &worker_ports {
         for &role in present {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("stub port");
+            let listener = TcpListener::bind((address, 0)).await.expect("stub port");
             let address = listener.local_addr().expect("stub address");
             match protocol {
                 Protocol::Http => {
@@ -591,15 +644,8 @@ impl Reply {
     }
 }
 
-/// IPv4 loopback, where the test gateways listen.
-pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// IPv6 loopback, where gateways started [`Families::WithIpv6`] listen too.
 pub const LOOPBACK_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
-
-/// Sends `request` to nginx on a loopback port and reads the reply.
-pub async fn send(port: u16, request: Request) -> Reply {
-    send_to(LOOPBACK, port, request).await
-}
 
 /// Sends `request` to nginx on `address`:`port` and reads the reply.
 pub async fn send_to(address: IpAddr, port: u16, request: Request) -> Reply {
@@ -610,10 +656,6 @@ pub async fn send_to(address: IpAddr, port: u16, request: Request) -> Reply {
     try_send_to(address, port, request)
         .await
         .unwrap_or_else(|e| panic!("{description}: {e}"))
-}
-
-async fn try_send(port: u16, request: Request) -> std::io::Result<Reply> {
-    try_send_to(LOOPBACK, port, request).await
 }
 
 /// Like [`send_to`], but the error when the exchange fails (a refused connection).
@@ -662,17 +704,8 @@ pub async fn try_send_to(address: IpAddr, port: u16, request: Request) -> std::i
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
-/// grpc.health.v1.Health/Check(`service`) through nginx on a loopback port, with an
+/// grpc.health.v1.Health/Check(`service`) through nginx on `address`:`port`, with an
 /// `x-scope-orgid` metadata entry when a tenant is given.
-pub async fn grpc_health_check(
-    port: u16,
-    service: &str,
-    tenant: Option<&str>,
-) -> Result<ServingStatus, tonic::Status> {
-    grpc_health_check_to(LOOPBACK, port, service, tenant).await
-}
-
-/// [`grpc_health_check`] through nginx on `address`:`port`.
 pub async fn grpc_health_check_to(
     address: IpAddr,
     port: u16,
