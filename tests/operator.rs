@@ -22,8 +22,8 @@ use lgtm_operator::api::{GrafanaCluster, WorkerPool};
 use lgtm_operator::controller::{self, Options};
 use lgtm_operator::telemetry::Health;
 use support::{
-    CREDENTIALS, Check, InProcessOperator, OperatorNamespace, OperatorProcess, TIMEOUT,
-    cluster_yaml, kubectl_ok, namespace_with_crds, pool_yaml, wait_for,
+    CREDENTIALS, Check, OperatorNamespace, OperatorProcess, TIMEOUT, cluster_yaml, kubectl_ok,
+    namespace_with_crds, pool_yaml, wait_for,
 };
 
 fn annotation(template_of: &StatefulSet, key: &str) -> String {
@@ -1124,36 +1124,45 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         .await;
     }
 
-    let first = OperatorNamespace::start_with_leader_election("leader", "first").await;
+    let env = OperatorNamespace::without_operator("leader").await;
+    let kubeconfig = support::kubeconfig_path();
+    let args = ["--leader-elect", "--lease-namespace", env.name()];
+    let reconciles = |controller: &'static str| format!("controller=\"{controller}\"");
+    let mut first = OperatorProcess::start_as(kubeconfig, env.name(), "first", &args).await;
     // Let the first replica take the lease before the second joins.
-    lease_held_by(&first, "first", "the first replica to hold the lease").await;
-    let second = InProcessOperator::start(first.client(), first.name(), Some("second"));
+    lease_held_by(&env, "first", "the first replica to hold the lease").await;
+    let second = OperatorProcess::start_as(kubeconfig, env.name(), "second", &args).await;
 
-    first.apply_sample("loki-monolithic.yaml").await;
-    first.cluster_condition("logs", "Available", "True").await;
-    assert!(first.cluster_reconciles() > 0);
+    env.apply_sample("loki-monolithic.yaml").await;
+    env.cluster_condition("logs", "Available", "True").await;
+    let total = "lgtm_operator_reconciles_total";
+    assert!(first.metric(total, &[&reconciles("grafanacluster")]).await > 0.0);
     assert_eq!(
-        second.reconciles_finished("grafanacluster"),
-        0,
-        "the standby reconciled"
+        second.metric(total, &[]).await,
+        0.0,
+        "the standby reconciled:\n{}",
+        second.log()
     );
-    assert!(
-        second.health().ready(),
+    let (status, _) = second.get("/readyz").await.expect("the standby answers");
+    assert_eq!(
+        status, 200,
         "a standby is ready: it is healthy, only not leading"
     );
 
-    // The leader dies without giving the lease up; the standby takes over once it expires.
-    first.operator().abort();
-    lease_held_by(&first, "second", "the second replica to hold the lease").await;
-    first
-        .merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
+    // The leader is killed as a crash kills it (SIGKILL: nothing of it runs on, and it
+    // does not give the lease up); the standby takes over once the lease expires.
+    first.signal("KILL").await;
+    lease_held_by(&env, "second", "the second replica to hold the lease").await;
+    env.merge_patch("workerpool", "logs-all", r#"{"spec":{"replicas":2}}"#)
         .await;
-    first
-        .statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
+    env.statefulset_replicas("logs-all", 2, "the new leader to scale the pool")
         .await;
-    assert!(second.reconciles_finished("workerpool") > 0);
-    second.abort();
-    first.finish().await;
+    assert!(
+        second.metric(total, &[&reconciles("workerpool")]).await > 0.0,
+        "only the new leader can have scaled the pool"
+    );
+    drop(second);
+    env.finish().await;
 }
 
 /// An operator whose watches can never fill (here: an account without any rights) must not

@@ -130,7 +130,8 @@ impl WithConditions for WorkerPool {
 pub struct OperatorNamespace {
     client: Client,
     ns: TestNamespace,
-    operator: InProcessOperator,
+    /// `None` for tests that run the operator as processes of their own.
+    operator: Option<InProcessOperator>,
 }
 
 impl OperatorNamespace {
@@ -139,10 +140,15 @@ impl OperatorNamespace {
         Self::start_operator(prefix, None).await
     }
 
-    /// A fresh namespace and an operator for it that reconciles only while it holds the
-    /// leader Lease in that namespace, as `identity`.
-    pub async fn start_with_leader_election(prefix: &str, identity: &str) -> Self {
-        Self::start_operator(prefix, Some(identity)).await
+    /// A fresh namespace without an operator: the test runs its own
+    /// ([`super::OperatorProcess`]).
+    pub async fn without_operator(prefix: &str) -> Self {
+        let (client, ns) = namespace_with_crds(prefix).await;
+        Self {
+            client,
+            ns,
+            operator: None,
+        }
     }
 
     async fn start_operator(prefix: &str, identity: Option<&str>) -> Self {
@@ -151,7 +157,7 @@ impl OperatorNamespace {
         Self {
             client,
             ns,
-            operator,
+            operator: Some(operator),
         }
     }
 
@@ -167,7 +173,9 @@ impl OperatorNamespace {
 
     /// The operator started with the namespace.
     pub fn operator(&self) -> &InProcessOperator {
-        &self.operator
+        self.operator
+            .as_ref()
+            .expect("started without an in-process operator")
     }
 
     /// A namespaced API for `K` in this namespace.
@@ -289,7 +297,7 @@ impl OperatorNamespace {
 
     /// Waits until the operator reports ready (/readyz): its caches are filled.
     pub async fn wait_until_ready(&self) {
-        let health = self.operator.health();
+        let health = self.operator().health();
         wait_for(
             "the operator to report ready (/readyz)",
             TIMEOUT,
@@ -400,12 +408,14 @@ impl OperatorNamespace {
 
     /// GrafanaCluster reconciles the operator finished so far.
     pub fn cluster_reconciles(&self) -> u64 {
-        self.operator.reconciles_finished("grafanacluster")
+        self.operator().reconciles_finished("grafanacluster")
     }
 
     /// Stops the operator and deletes the namespace.
     pub async fn finish(self) {
-        self.operator.abort();
+        if let Some(operator) = &self.operator {
+            operator.abort();
+        }
         self.ns.cleanup().await;
     }
 }

@@ -21,6 +21,17 @@ impl OperatorProcess {
     /// Starts the operator against `kubeconfig`, watching `namespace`, with `args` added
     /// to `run`; returns once its HTTP server listens.
     pub async fn start(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Self {
+        Self::start_as(kubeconfig, namespace, "lgtm-operator-test", args).await
+    }
+
+    /// [`start`](Self::start) as the pod `identity` (its `POD_NAME`, which names it in
+    /// leader election).
+    pub async fn start_as(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).expect("log file");
@@ -30,6 +41,7 @@ impl OperatorProcess {
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            .env("POD_NAME", identity)
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .kill_on_drop(true)
