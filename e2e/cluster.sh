@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for the tests and `make run`: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler and kwok (simulated nodes), compiled from the Go
-# modules pinned under e2e/tools/ and started on loopback. See e2e/README.md.
+# modules pinned under e2e/tools/ and started on loopback, plus one real node (containerd
+# and a kubelet, e2e/node.sh) unless LGTM_REAL_NODE=0. See e2e/README.md.
 #
 # Usage: e2e/cluster.sh build [all|TOOL...] | up | down | status | kubeconfig | tool-path TOOL
 set -euo pipefail
@@ -25,7 +26,7 @@ SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
 NODE_COUNT=3
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-ALL_TOOLS=("${CONTROL_PLANE[@]}" helm chainsaw)
+ALL_TOOLS=("${CONTROL_PLANE[@]}" kubelet helm chainsaw)
 
 BUILD_PID='' BUILD_TMP='' LOCK_FD=''
 on_exit() {
@@ -53,7 +54,7 @@ duration() { # seconds -> "4m29s"
 # tool_spec TOOL -> "<tools dir> <module whose version keys the cache> <package to build>"
 tool_spec() {
 	case $1 in
-	kube-apiserver | kube-controller-manager | kube-scheduler)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet)
 		echo "kubernetes k8s.io/kubernetes k8s.io/kubernetes/cmd/$1" ;;
 	etcd) echo "kubernetes go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
 	kwok) echo "kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok" ;;
@@ -87,7 +88,7 @@ tool_path() { echo "$BIN_CACHE/$1-$(tool_version "$1")/$1"; }
 tool_ldflags() {
 	local v=$2 flags="-s -w" p minor
 	case $1 in
-	kube-*)
+	kube-* | kubelet)
 		minor=${v#v*.}
 		minor=${minor%%.*}
 		for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -209,6 +210,8 @@ RUN=$STATE_DIR/run
 LOGS=$STATE_DIR/logs
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
 APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+# shellcheck source=e2e/node.sh
+source "$REPO_ROOT/e2e/node.sh"
 
 # lock: one cluster.sh at a time per state dir (parallel test binaries all call `up`). The
 # lock file sits beside the state dir so that `down` can remove the state dir while holding it.
@@ -315,12 +318,15 @@ start() {
 	# A process that just exited may still be releasing its port for a moment.
 	local i
 	for ((i = 0; i < 20; i++)); do
-		port_free "$port" && break
+		[[ -z $port ]] || port_free "$port" && break
 		sleep 0.25
 	done
-	port_free "$port" || die "port $port for $name is in use by a process that $STATE_DIR did not record; stop it, or pick other ports with the LGTM_*_PORT variables (see e2e/README.md)"
+	[[ -z $port ]] || port_free "$port" || die "port $port for $name is in use by a process that $STATE_DIR did not record; stop it, or pick other ports with the LGTM_*_PORT variables (see e2e/README.md)"
 	[[ $name == kube-apiserver ]] && APISERVER_STARTED=1
-	bin=$(tool_path "$name")
+	case $name in
+	containerd) bin=$(command -v containerd) ;; # Debian's, not built here
+	*) bin=$(tool_path "$name") ;;
+	esac
 	mkdir -p "$RUN" "$LOGS"
 	printf '\n==== %s cluster.sh starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$LOGS/$name.log"
 	setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 {LOCK_FD}>&- &
@@ -520,7 +526,7 @@ NODE
 
 all_running() {
 	local c
-	for c in "${CONTROL_PLANE[@]}"; do pid_of "$c" >/dev/null || return 1; done
+	for c in "${CONTROL_PLANE[@]}" $(node_components); do pid_of "$c" >/dev/null || return 1; done
 }
 
 nodes_ready() {
@@ -574,7 +580,7 @@ cmd_up() {
 		--authorization-mode=Node,RBAC \
 		--enable-admission-plugins=NodeRestriction \
 		--allow-privileged=true --profiling=false \
-		--endpoint-reconciler-type=none
+		--endpoint-reconciler-type=none --kubelet-preferred-address-types=InternalIP,Hostname
 	wait_until kube-apiserver "kube-apiserver /readyz is ok" apiserver_ready
 
 	# --node-monitor-grace-period: a simulated node goes NotReady only when kwok is gone
@@ -606,7 +612,7 @@ cmd_up() {
 	refresh kwok
 	start kwok "$KWOK_PORT" \
 		--kubeconfig="$STATE_DIR/kwok.kubeconfig" --config="$STATE_DIR/kwok-stages.yaml" \
-		--manage-all-nodes=true --cidr="$POD_CIDR" --node-ip=127.0.0.1 \
+		--manage-nodes-with-label-selector=type=kwok --cidr="$POD_CIDR" --node-ip=127.0.0.1 \
 		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"
 
 	kctl apply -f "$STATE_DIR/storage-class.yaml" >/dev/null ||
@@ -615,6 +621,7 @@ cmd_up() {
 		die "could not create the kwok nodes (see $LOGS/kube-apiserver.log)"
 	wait_until kwok "$NODE_COUNT kwok nodes are Ready" nodes_ready
 	wait_until kube-controller-manager "the default ServiceAccount exists" kctl get serviceaccount default -n default
+	node_up
 
 	log "control plane is up in $(duration $((SECONDS - t0))) (state in $STATE_DIR, logs in $LOGS)"
 	echo "export KUBECONFIG=$KUBECONFIG_PATH"
@@ -626,6 +633,7 @@ cmd_down() {
 		log "nothing to stop ($STATE_DIR does not exist)"
 		return 0
 	fi
+	node_down
 	local i name pid pids=() names=()
 	for ((i = ${#CONTROL_PLANE[@]} - 1; i >= 0; i--)); do
 		name=${CONTROL_PLANE[i]}
@@ -680,7 +688,7 @@ cmd_compact() {
 
 cmd_status() {
 	local c pid ok=0
-	for c in "${CONTROL_PLANE[@]}"; do
+	for c in "${CONTROL_PLANE[@]}" $(node_components); do
 		if pid=$(pid_of "$c"); then
 			log "$c: running (pid $pid)"
 		else

@@ -10,7 +10,9 @@
 //! operator's gateway Deployments and pool StatefulSets become ready); the garbage collector
 //! follows owner references (deleting a GrafanaCluster removes its children); CRD CEL rules
 //! are enforced (the WorkerPool admission tests); RBAC denies a ServiceAccount without
-//! rights (the tests of an operator that cannot list). When one of these fails, the
+//! rights (the tests of an operator that cannot list); and the one real node (containerd
+//! and a kubelet, `e2e/node.sh`) runs a restricted pod that serves on its pod address. When
+//! one of these fails, the
 //! operator tests' failures say nothing about the operator: fix the harness first.
 //!
 //! Their names say so: each starts with `control_plane_`. Each test works in a namespace of
@@ -600,4 +602,80 @@ async fn control_plane_forbids_a_service_account_without_rights() {
     assert_eq!(still.code, 403, "{still:?}");
 
     ns.cleanup().await;
+}
+
+/// The real node (e2e/node.sh) runs what a restricted pod needs: a non-root user, a
+/// read-only root filesystem with an emptyDir, a readiness probe by HTTP, and an address
+/// on the node's bridge that this process reaches. Only pods that tolerate the node's taint
+/// and select its label land there.
+#[tokio::test]
+async fn control_plane_runs_a_restricted_pod_on_the_real_node() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "real-node").await;
+    let image = std::process::Command::new(support::repo_root().join("e2e/images.sh"))
+        .args(["ref", "busybox"])
+        .output()
+        .expect("e2e/images.sh runs");
+    let image = String::from_utf8(image.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let pod: Pod = from_json(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "nodeSelector": {"lgtm.coordinated.dev/real-node": "true"},
+            "tolerations": [{"key": "lgtm.coordinated.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true},
+            "containers": [{
+                "name": "web",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", "echo \"served by $(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                "securityContext": {
+                    "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}
+            }],
+            "volumes": [{"name": "www", "emptyDir": {}}]
+        }
+    }));
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+    let pod = wait_for("the pod Ready on the real node", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get("web").await?;
+            Ok(if pod_is_ready(&pod) {
+                Check::Done(pod)
+            } else {
+                Check::Pending(format!("{:?}", pod.status))
+            })
+        }
+    })
+    .await;
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some("real-node"));
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("a pod IP");
+    // The kubelet's probe passed; this process reaches the pod on its bridge address too.
+    let reply = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{ip}:8080/index.html"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&reply.stdout).trim(),
+        "served by web",
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    // And the API server reaches the kubelet (logs, as `kubectl logs` asks for them).
+    let logs = kubectl_ok(["logs", "-n", ns.name(), "web"]).await;
+    assert!(!logs.contains("Error"), "{logs}");
 }

@@ -1,0 +1,158 @@
+# shellcheck shell=bash
+# The real node: containerd, runc and CNI plugins from Debian, and a kubelet built from the
+# pinned k8s.io/kubernetes, beside the kwok nodes. Sourced by e2e/cluster.sh, whose helpers
+# (start, pid_of, issue, build, kctl…) it uses. See e2e/README.md, "The real node".
+#
+# Pods land here only when they ask: the node is tainted lgtm.coordinated.dev/real-node
+# (NoSchedule) and labelled lgtm.coordinated.dev/real-node=true, so a pod needs both the
+# toleration and the nodeSelector. Everything else keeps landing on the kwok nodes.
+
+REAL_NODE=${LGTM_REAL_NODE:-1}
+REAL_NODE_NAME=real-node
+REAL_NODE_LABEL=lgtm.coordinated.dev/real-node
+KUBELET_PORT=${LGTM_KUBELET_PORT:-21250}
+KUBELET_HEALTHZ_PORT=${LGTM_KUBELET_HEALTHZ_PORT:-21248}
+# A /24 outside the kwok nodes' ranges (10.244.0-2.0/24), on a bridge of its own.
+REAL_NODE_POD_CIDR=10.244.200.0/24
+NODE_DIR=$STATE_DIR/node
+CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
+# The Debian packages the node runs on, and the image tools (e2e/images.sh).
+NODE_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo busybox-static)
+CNI_BIN_DIR=/usr/lib/cni
+PAUSE_IMAGE=$("$REPO_ROOT/e2e/images.sh" ref pause)
+
+node_components() { ((REAL_NODE)) && echo containerd kubelet; }
+
+# The Debian packages, installed when missing (the node needs root: containers, mounts,
+# network namespaces).
+ensure_node_packages() {
+	local missing=() p
+	for p in "${NODE_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+	((${#missing[@]})) || return 0
+	[[ $(id -u) == 0 ]] || die "the real node needs root and the Debian packages ${missing[*]} (or set LGTM_REAL_NODE=0)"
+	log "installing Debian packages for the real node: ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$LOGS/apt.log" 2>&1 ||
+		{ apt-get update -qq >>"$LOGS/apt.log" 2>&1 &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$LOGS/apt.log" 2>&1; } ||
+		die "apt-get install ${missing[*]} failed (see $LOGS/apt.log)"
+}
+
+write_node_config() {
+	mkdir -p "$NODE_DIR/containerd" "$NODE_DIR/cni" "$NODE_DIR/kubelet"
+	[[ -f $PKI/node.crt ]] || issue node "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+	write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" node "system:node:$REAL_NODE_NAME"
+	# restrict_oom_score_adj: this machine lacks CAP_SYS_RESOURCE, so runc cannot lower a
+	# sandbox's oom_score_adj and every sandbox failed ("can't get final child's PID from
+	# pipe") until containerd was told not to try.
+	cat >"$NODE_DIR/containerd/config.toml" <<TOML
+version = 2
+root = "$NODE_DIR/containerd/root"
+state = "$NODE_DIR/containerd/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CNI_BIN_DIR"
+    conf_dir = "$NODE_DIR/cni"
+TOML
+	cat >"$NODE_DIR/cni/10-lgtm.conflist" <<JSON
+{"cniVersion": "0.4.0", "name": "lgtm", "plugins": [
+  {"type": "bridge", "bridge": "lgtm0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$REAL_NODE_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}
+JSON
+	# The kubelet API (logs, exec) listens on the node's own address only (Kubernetes
+	# refuses a loopback node IP), open to callers there: a local test cluster.
+	cat >"$NODE_DIR/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $(node_ip)
+port: $KUBELET_PORT
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+readOnlyPort: 0
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+failSwapOn: false
+clusterDomain: cluster.local
+registerWithTaints:
+- {key: $REAL_NODE_LABEL, value: "true", effect: NoSchedule}
+enforceNodeAllocatable: []
+evictionHard: {}
+localStorageCapacityIsolation: false
+makeIPTablesUtilChains: false
+YAML
+}
+
+# The machine's first IPv4 address that is not loopback: the node's InternalIP.
+node_ip() {
+	local ip
+	ip=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -m1 -E '^[0-9]+\.' || true)
+	[[ -n $ip ]] || die "the real node needs a non-loopback IPv4 address (hostname -I shows none)"
+	echo "$ip"
+}
+
+kubelet_healthy() { [[ $(curl -sS --max-time 5 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz") == ok ]]; }
+containerd_healthy() { ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; }
+real_node_ready() {
+	[[ $(kctl get node "$REAL_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+node_up() {
+	((REAL_NODE)) || return 0
+	ensure_node_packages
+	build kubelet
+	write_node_config
+	echo 1 >/proc/sys/net/ipv4/ip_forward 2>/dev/null || true
+	start containerd "" --config "$NODE_DIR/containerd/config.toml"
+	wait_until containerd "containerd answers" containerd_healthy
+	"$REPO_ROOT/e2e/images.sh" import "$CONTAINERD_SOCK" || die "the node's images could not be built or imported"
+	start kubelet "$KUBELET_PORT" \
+		--config="$NODE_DIR/kubelet.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
+		--hostname-override="$REAL_NODE_NAME" --node-ip="$(node_ip)" \
+		--node-labels="type=real,$REAL_NODE_LABEL=true" \
+		--root-dir="$NODE_DIR/kubelet" --cert-dir="$NODE_DIR/kubelet/pki"
+	wait_until kubelet "kubelet /healthz is ok" kubelet_healthy
+	wait_until kubelet "node $REAL_NODE_NAME is Ready" real_node_ready
+}
+
+# node_down: the kubelet and containerd stop; the node's containers and their mounts go
+# with them (kubelet leaves pods running when it stops).
+node_down() {
+	local pid
+	if pid=$(pid_of kubelet); then kill -TERM "$pid" 2>/dev/null || true; fi
+	if containerd_healthy; then
+		local c
+		for c in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
+			ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$c" >/dev/null 2>&1 || true
+		done
+		sleep 1
+		for c in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+			ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$c" >/dev/null 2>&1 || true
+			ctr --address "$CONTAINERD_SOCK" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
+		done
+	fi
+	if pid=$(pid_of containerd); then kill -TERM "$pid" 2>/dev/null || true; fi
+	local i
+	for ((i = 0; i < 50; i++)); do
+		pid_of kubelet >/dev/null || pid_of containerd >/dev/null || break
+		sleep 0.2
+	done
+	# Mounts under the node's directory (pod volumes, sandboxes' shm, overlay rootfs).
+	if [[ -d $NODE_DIR ]]; then
+		awk -v d="$NODE_DIR" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+			while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	fi
+	ip link delete lgtm0 2>/dev/null || true
+}
