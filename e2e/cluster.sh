@@ -26,7 +26,7 @@ SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
 NODE_COUNT=3
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-ALL_TOOLS=("${CONTROL_PLANE[@]}" kubelet helm chainsaw)
+ALL_TOOLS=("${CONTROL_PLANE[@]}" kubelet coredns helm chainsaw)
 
 BUILD_PID='' BUILD_TMP='' LOCK_FD=''
 on_exit() {
@@ -58,6 +58,7 @@ tool_spec() {
 		echo "kubernetes k8s.io/kubernetes k8s.io/kubernetes/cmd/$1" ;;
 	etcd) echo "kubernetes go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
 	kwok) echo "kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok" ;;
+	coredns) echo "coredns github.com/coredns/coredns github.com/coredns/coredns" ;;
 	helm) echo "helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm" ;;
 	chainsaw) echo "chainsaw github.com/kyverno/chainsaw github.com/kyverno/chainsaw" ;;
 	*) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;

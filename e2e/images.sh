@@ -2,7 +2,7 @@
 # Container images for the real node, built without Docker or a registry: each is an OCI
 # layout made with umoci (Debian), turned into a docker-archive with skopeo (Debian) and
 # imported into the node's containerd. Cached under ~/.cache/lgtm-operator/images, keyed by
-# what goes into them. ADR 8 says why these tools.
+# what goes into them (this script included). ADR 8 says why these tools.
 #
 # Usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME
 #   pause    the sandbox image: a static pause binary built here from e2e/images/pause.c
@@ -32,8 +32,8 @@ ref() {
 # key NAME: what the image is made of, short: its tag and cache key.
 key() {
 	case $1 in
-	pause) sha256sum "$REPO_ROOT/e2e/images/pause.c" | cut -c1-12 ;;
-	busybox) dpkg-query -W -f '${Version}' busybox-static | tr -c 'A-Za-z0-9_.-' '-' ;;
+	pause) cat "$REPO_ROOT/e2e/images/pause.c" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12 ;;
+	busybox) { dpkg-query -W -f '${Version}' busybox-static; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12 ;;
 	esac
 }
 
@@ -49,7 +49,7 @@ rootfs() {
 		mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc"
 		cp /bin/busybox "$dir/bin/busybox"
 		local applet
-		for applet in sh httpd echo cat sleep ls wget nc mkdir hostname env; do ln -s busybox "$dir/bin/$applet"; done
+		for applet in sh httpd echo cat sleep ls wget nc mkdir hostname env nslookup awk; do ln -s busybox "$dir/bin/$applet"; done
 		echo /bin/sh
 		;;
 	esac

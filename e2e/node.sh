@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The real node: containerd, runc and CNI plugins from Debian, and a kubelet built from the
-# pinned k8s.io/kubernetes, beside the kwok nodes. Sourced by e2e/cluster.sh, whose helpers
+# The real node: containerd, runc and CNI plugins from Debian, a kubelet built from the
+# pinned k8s.io/kubernetes and CoreDNS built from its module, beside the kwok nodes. Sourced by e2e/cluster.sh, whose helpers
 # (start, pid_of, issue, build, kctl…) it uses. See e2e/README.md, "The real node".
 #
 # Pods land here only when they ask: the node is tainted lgtm.coordinated.dev/real-node
@@ -21,7 +21,7 @@ NODE_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo busybox-
 CNI_BIN_DIR=/usr/lib/cni
 PAUSE_IMAGE=$("$REPO_ROOT/e2e/images.sh" ref pause)
 
-node_components() { ((REAL_NODE)) && echo containerd kubelet; }
+node_components() { ((REAL_NODE)) && echo containerd coredns kubelet; }
 
 # The Debian packages, installed when missing (the node needs root: containers, mounts,
 # network namespaces).
@@ -43,6 +43,26 @@ write_node_config() {
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 	write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" node "system:node:$REAL_NODE_NAME"
+	# Cluster DNS for the real node's pods: CoreDNS as a process on the node's address
+	# (the kubelet's clusterDNS), answering cluster.local from the API server. It runs on
+	# the host rather than as a pod behind a ClusterIP, since no kube-proxy routes those.
+	cat >"$NODE_DIR/Corefile" <<COREFILE
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $(node_ip)
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_PATH lgtm-local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 5
+}
+.:53 {
+    bind $(node_ip)
+    errors
+    forward . /etc/resolv.conf
+}
+COREFILE
 	# restrict_oom_score_adj: this machine lacks CAP_SYS_RESOURCE, so runc cannot lower a
 	# sandbox's oom_score_adj and every sandbox failed ("can't get final child's PID from
 	# pipe") until containerd was told not to try.
@@ -86,6 +106,7 @@ cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 failSwapOn: false
 clusterDomain: cluster.local
+clusterDNS: [$(node_ip)]
 registerWithTaints:
 - {key: $REAL_NODE_LABEL, value: "true", effect: NoSchedule}
 enforceNodeAllocatable: []
@@ -103,6 +124,8 @@ node_ip() {
 	echo "$ip"
 }
 
+coredns_answers() { busybox nslookup kubernetes.default.svc.cluster.local "$(node_ip)" 2>/dev/null | grep -q '10\.96\.0\.1'; }
+
 kubelet_healthy() { [[ $(curl -sS --max-time 5 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz") == ok ]]; }
 containerd_healthy() { ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; }
 real_node_ready() {
@@ -118,6 +141,9 @@ node_up() {
 	start containerd "" --config "$NODE_DIR/containerd/config.toml"
 	wait_until containerd "containerd answers" containerd_healthy
 	"$REPO_ROOT/e2e/images.sh" import "$CONTAINERD_SOCK" || die "the node's images could not be built or imported"
+	build coredns
+	start coredns "" -conf "$NODE_DIR/Corefile"
+	wait_until coredns "CoreDNS answers for cluster.local" coredns_answers
 	start kubelet "$KUBELET_PORT" \
 		--config="$NODE_DIR/kubelet.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
 		--hostname-override="$REAL_NODE_NAME" --node-ip="$(node_ip)" \
@@ -143,10 +169,11 @@ node_down() {
 			ctr --address "$CONTAINERD_SOCK" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
 		done
 	fi
+	if pid=$(pid_of coredns); then kill -TERM "$pid" 2>/dev/null || true; fi
 	if pid=$(pid_of containerd); then kill -TERM "$pid" 2>/dev/null || true; fi
 	local i
 	for ((i = 0; i < 50; i++)); do
-		pid_of kubelet >/dev/null || pid_of containerd >/dev/null || break
+		pid_of kubelet >/dev/null || pid_of containerd >/dev/null || pid_of coredns >/dev/null || break
 		sleep 0.2
 	done
 	# Mounts under the node's directory (pod volumes, sandboxes' shm, overlay rootfs).

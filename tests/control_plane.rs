@@ -621,7 +621,7 @@ async fn control_plane_runs_a_restricted_pod_on_the_real_node() {
         .trim()
         .to_string();
     let pod: Pod = from_json(json!({
-        "metadata": {"name": "web"},
+        "metadata": {"name": "web", "labels": {"app": "web"}},
         "spec": {
             "nodeSelector": {"lgtm.coordinated.dev/real-node": "true"},
             "tolerations": [{"key": "lgtm.coordinated.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
@@ -678,4 +678,37 @@ async fn control_plane_runs_a_restricted_pod_on_the_real_node() {
     // And the API server reaches the kubelet (logs, as `kubectl logs` asks for them).
     let logs = kubectl_ok(["logs", "-n", ns.name(), "web"]).await;
     assert!(!logs.contains("Error"), "{logs}");
+
+    // Cluster DNS (CoreDNS on the node): from inside the pod, a headless Service's name
+    // gives the pod's address, as the gateway's resolver needs for role Services.
+    let service: k8s_openapi::api::core::v1::Service = from_json(json!({
+        "metadata": {"name": "web"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 8080}]}
+    }));
+    ns.api::<k8s_openapi::api::core::v1::Service>()
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create the Service");
+    let name = format!("web.{}.svc.cluster.local", ns.name());
+    let namespace = ns.name().to_string();
+    wait_for("the Service's name to resolve inside the pod", WAIT, || {
+        let (name, namespace, ip) = (name.clone(), namespace.clone(), ip.clone());
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .args(["--kubeconfig"])
+                .arg(support::kubeconfig_path())
+                .args(["exec", "-n", &namespace, "web", "--", "nslookup", &name])
+                .output()
+                .await
+                .expect("kubectl runs");
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            Ok(if text.contains(&ip) {
+                Check::Done(())
+            } else {
+                Check::Pending(text)
+            })
+        }
+    })
+    .await;
 }
