@@ -7,12 +7,16 @@
 # Usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME
 #   pause    the sandbox image: a static pause binary built here from e2e/images/pause.c
 #   busybox  Debian's static busybox, for tests that need a shell and an HTTP server
+#   gateway  Debian's nginx with the libraries it links, and busybox's sh and awk for the
+#            gateway's start script: the gateway as the operator renders it
+#   exporter Debian's prometheus-nginx-exporter (0.11: the Go module proxy here refuses
+#            github.com/nginx/nginx-prometheus-exporter, so it cannot be built from source)
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${LGTM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lgtm-operator}
 IMAGE_CACHE=$CACHE_DIR/images
-IMAGES=(pause busybox)
+IMAGES=(pause busybox gateway exporter)
 
 log() { printf '%s\n' "images.sh: $*" >&2; }
 die() {
@@ -25,6 +29,8 @@ ref() {
 	case $1 in
 	pause) echo "lgtm.local/pause:$(key pause)" ;;
 	busybox) echo "lgtm.local/busybox:$(key busybox)" ;;
+	gateway) echo "lgtm.local/gateway:$(key gateway)" ;;
+	exporter) echo "lgtm.local/nginx-exporter:$(key exporter)" ;;
 	*) die "unknown image '$1' (known: ${IMAGES[*]})" ;;
 	esac
 }
@@ -34,6 +40,8 @@ key() {
 	case $1 in
 	pause) cat "$REPO_ROOT/e2e/images/pause.c" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12 ;;
 	busybox) { dpkg-query -W -f '${Version}' busybox-static; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12 ;;
+	gateway) { dpkg-query -W -f '${Version}' nginx busybox-static; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12 ;;
+	exporter) { dpkg-query -W -f '${Version}' prometheus-nginx-exporter; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12 ;;
 	esac
 }
 
@@ -52,7 +60,32 @@ rootfs() {
 		for applet in sh httpd echo cat sleep ls wget nc mkdir hostname env nslookup awk; do ln -s busybox "$dir/bin/$applet"; done
 		echo /bin/sh
 		;;
+	gateway)
+		mkdir -p "$dir/bin" "$dir/usr/sbin" "$dir/tmp" "$dir/etc/nginx" "$dir/var/log/nginx"
+		cp /bin/busybox "$dir/bin/busybox"
+		local applet
+		for applet in sh awk mkdir cat echo; do ln -s busybox "$dir/bin/$applet"; done
+		binary_with_libraries /usr/sbin/nginx "$dir"
+		echo /bin/sh
+		;;
+	exporter)
+		binary_with_libraries /usr/bin/prometheus-nginx-exporter "$dir"
+		echo /usr/bin/prometheus-nginx-exporter
+		;;
 	esac
+}
+
+# binary_with_libraries BINARY DIR: BINARY and every shared library it loads (ldd), at the
+# same paths under DIR.
+binary_with_libraries() {
+	local binary=$1 dir=$2 lib
+	[[ -x $binary ]] || die "$binary is missing (its Debian package is installed by e2e/node.sh)"
+	mkdir -p "$dir${binary%/*}"
+	cp "$binary" "$dir$binary"
+	for lib in $(ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+		mkdir -p "$dir${lib%/*}"
+		cp -L "$lib" "$dir$lib"
+	done
 }
 
 # build_one NAME: the docker-archive of NAME in the cache (built when missing).
@@ -70,6 +103,7 @@ build_one() {
 		entrypoint=$(rootfs "$name" "$tmp/bundle/rootfs")
 		umoci repack --image "$tmp/layout:$name" "$tmp/bundle"
 		umoci config --image "$tmp/layout:$name" --config.entrypoint "$entrypoint" --config.user 65535:65535 \
+			--config.env PATH=/usr/sbin:/usr/bin:/bin \
 			--config.workingdir / --architecture amd64 --os linux
 		skopeo copy -q "oci:$tmp/layout:$name" "docker-archive:$tmp/$name.tar:$(ref "$name")"
 		mv -f "$tmp/$name.tar" "$archive"

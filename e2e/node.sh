@@ -17,7 +17,7 @@ REAL_NODE_POD_CIDR=10.244.200.0/24
 NODE_DIR=$STATE_DIR/node
 CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
 # The Debian packages the node runs on, and the image tools (e2e/images.sh).
-NODE_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo busybox-static)
+NODE_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo busybox-static nginx prometheus-nginx-exporter)
 CNI_BIN_DIR=/usr/lib/cni
 PAUSE_IMAGE=$("$REPO_ROOT/e2e/images.sh" ref pause)
 

@@ -1332,3 +1332,81 @@ async fn children_no_longer_wanted_are_deleted_whatever_their_names() {
     assert!(env.exists::<Service>("metrics-gateway").await);
     env.finish().await;
 }
+
+/// The gateway as the operator renders it runs as a real pod on the real node
+/// (e2e/node.sh), from images built here (e2e/images.sh: Debian's nginx and exporter): its
+/// securityContext, mounts, start script and probes hold up in a real container, it turns
+/// Ready by its own probes, and it answers on its pod address — `GET /` 200, and 503
+/// naming a role no pool provides.
+#[tokio::test]
+async fn the_rendered_gateway_runs_as_a_real_pod() {
+    let image = |name: &str| {
+        let out = std::process::Command::new(support::repo_root().join("e2e/images.sh"))
+            .args(["ref", name])
+            .output()
+            .expect("e2e/images.sh runs");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+    let env = OperatorNamespace::start("real-gateway").await;
+    env.apply(CREDENTIALS).await;
+    env.apply(&cluster_yaml(
+        "logs",
+        "loki",
+        &format!(
+            "  gateway:\n    image: {}\n    exporterImage: {}\n    nodeSelector: {{lgtm.coordinated.dev/real-node: 'true'}}\n    tolerations: [{{key: lgtm.coordinated.dev/real-node, operator: Exists, effect: NoSchedule}}]\n",
+            image("gateway"),
+            image("exporter")
+        ),
+    ))
+    .await;
+    env.apply(&pool_yaml("logs-read", "logs", 1, "{loki: {read: true}}"))
+        .await;
+    env.wait_until(
+        "logs-gateway",
+        "the gateway Deployment available",
+        |d: Deployment| {
+            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            if ready >= 1 {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{ready} ready"))
+            }
+        },
+    )
+    .await;
+    let pods = env
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+        .await
+        .expect("list gateway pods");
+    let pod = pods.items.first().expect("a gateway pod");
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some("real-node"));
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP");
+    let curl = |url: String| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(url)
+            .output()
+            .await
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let root = curl(format!("http://{ip}:3100/")).await;
+    assert!(root.ends_with("\n200"), "GET / answers 200: {root}");
+    let push = curl(format!("http://{ip}:3100/loki/api/v1/push")).await;
+    assert!(
+        push.ends_with("\n503") && push.contains("write"),
+        "no pool runs write: {push}"
+    );
+    let health = curl(format!("http://{ip}:8081/healthz")).await;
+    assert!(health.ends_with("\n200"), "{health}");
+    env.finish().await;
+}

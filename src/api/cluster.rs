@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -231,6 +231,14 @@ pub struct GatewaySpec {
     /// Compute resources of the nginx container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the gateway pods must run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
 }
 
 impl Default for GatewaySpec {
@@ -241,6 +249,8 @@ impl Default for GatewaySpec {
             exporter_image: default_exporter_image(),
             service: GatewayServiceSpec::default(),
             resources: None,
+            node_selector: None,
+            tolerations: None,
         }
     }
 }

@@ -119,6 +119,8 @@ fn pod_spec(
         volumes: Some(volumes),
         security_context: Some(restricted_pod(NGINX_USER)),
         topology_spread_constraints: Some(vec![spread_over_zones(selector(cluster))]),
+        node_selector: cluster.spec.gateway.node_selector.clone(),
+        tolerations: cluster.spec.gateway.tolerations.clone(),
         ..PodSpec::default()
     }
 }
@@ -428,5 +430,24 @@ mod tests {
         assert!(pod.containers.iter().any(|c| c.name == "agent"));
         assert_eq!(pod.service_account_name.as_deref(), Some("metrics-agent"));
         assert_eq!(pod.automount_service_account_token, Some(true));
+    }
+
+    #[test]
+    fn the_gateway_goes_where_its_node_selector_and_tolerations_say() {
+        let cluster = fixtures::cluster(
+            "product: mimir\nstorage: {s3: {endpoint: e, bucket: b, credentialsSecret: {name: s}}}\ngateway:\n  nodeSelector: {edge: \"true\"}\n  tolerations: [{key: edge, operator: Exists, effect: NoSchedule}]\n",
+        );
+        let pod = gateway(&cluster, &["all"])
+            .deployment
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        assert_eq!(pod.node_selector.expect("selector")["edge"], "true");
+        assert_eq!(
+            pod.tolerations.expect("tolerations")[0].key.as_deref(),
+            Some("edge")
+        );
     }
 }
