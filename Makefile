@@ -5,7 +5,7 @@ CARGO   ?= cargo
 TEST_THREADS ?= 6
 
 .DEFAULT_GOAL := help
-.PHONY: help run stop test lint fmt-check clippy crds crds-check helm-lint unit nginx \
+.PHONY: help image run stop test lint fmt-check clippy crds crds-check helm-lint unit nginx \
 	integration e2e faults docs bench cluster-up cluster-down kubeconfig tools
 
 help: ## List the targets
@@ -63,6 +63,11 @@ e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, cha
 faults: ## API server restarted and down, watches expired, etcd restarted, operator killed: changes still converge
 	@status=0; $(CARGO) test --test faults -- --test-threads 1 --nocapture || status=$$?; \
 	  env $(FAULTS_ENV) $(CLUSTER) down; exit $$status
+
+image: ## The operator image as an OCI archive (target/image/lgtm-operator.oci.tar), built without Docker
+	$(CARGO) build --release --locked --bin lgtm-operator
+	e2e/images.sh operator target/release/lgtm-operator oci-archive target/image/lgtm-operator.oci.tar lgtm-operator:$$($(CARGO) pkgid | sed 's/.*[#@]//')
+	@echo "push it with any registry client, e.g.: skopeo copy oci-archive:target/image/lgtm-operator.oci.tar docker://REGISTRY/lgtm-operator:TAG"
 
 bench: ## Benchmarks (rendering and consistency computation)
 	$(CARGO) bench --bench render

@@ -5,6 +5,7 @@
 # and a kubelet, e2e/node.sh) unless LGTM_REAL_NODE=0. See e2e/README.md.
 #
 # Usage: e2e/cluster.sh build [all|TOOL...] | up | down | status | kubeconfig | tool-path TOOL
+#        | load-image ARCHIVE
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -687,6 +688,16 @@ cmd_compact() {
 	echo "$revision"
 }
 
+# cmd_load_image ARCHIVE: import a docker-archive into the real node's containerd, so that
+# pods there can run it with imagePullPolicy: Never (no registry here).
+cmd_load_image() {
+	(($# == 1)) || die "usage: e2e/cluster.sh load-image ARCHIVE"
+	((REAL_NODE)) || die "there is no real node (LGTM_REAL_NODE=0)"
+	containerd_healthy || die "the real node's containerd is not running (e2e/cluster.sh up)"
+	ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$1" >/dev/null || die "ctr images import $1 failed"
+	log "loaded $1 into the real node"
+}
+
 cmd_status() {
 	local c pid ok=0
 	for c in "${CONTROL_PLANE[@]}" $(node_components); do
@@ -727,6 +738,7 @@ Usage: e2e/cluster.sh COMMAND
   stop NAME [TERM|KILL]
                        stop one component and wait until it is gone ('up' restarts it)
   compact              compact etcd to its current revision (old watches then get 410)
+  load-image ARCHIVE   import a docker-archive into the real node's containerd
   tool-path TOOL       build TOOL if missing and print its path (${ALL_TOOLS[*]})
 
 Environment: LGTM_CACHE_DIR, LGTM_STATE_DIR, LGTM_READY_TIMEOUT (seconds), LGTM_ETCD_PORT,
@@ -745,6 +757,7 @@ main() {
 	kubeconfig) echo "$KUBECONFIG_PATH" ;;
 	stop) cmd_stop "$@" ;;
 	compact) cmd_compact ;;
+	load-image) cmd_load_image "$@" ;;
 	tool-path) cmd_tool_path "$@" ;;
 	help | -h | --help) usage ;;
 	*)

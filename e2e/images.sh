@@ -5,6 +5,7 @@
 # what goes into them (this script included). ADR 8 says why these tools.
 #
 # Usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME
+#        e2e/images.sh operator BINARY oci-archive|docker-archive OUT REF
 #   pause    the sandbox image: a static pause binary built here from e2e/images/pause.c
 #   busybox  Debian's static busybox, for tests that need a shell and an HTTP server
 #   gateway  Debian's nginx with the libraries it links, and busybox's sh and awk for the
@@ -75,6 +76,40 @@ rootfs() {
 	esac
 }
 
+# operator BINARY FORMAT OUT REF: the operator image — BINARY at /usr/local/bin with the
+# libraries it links, CA certificates and a passwd entry for its user — as the Dockerfile
+# builds it (distroless cc, nonroot 65532), written to OUT as FORMAT (oci-archive for
+# `make image`, docker-archive for the real node's containerd), tagged REF.
+cmd_operator() {
+	local binary=$1 format=$2 out=$3 ref=$4 tmp
+	[[ $format == oci-archive || $format == docker-archive ]] || die "format: oci-archive or docker-archive"
+	for tool in umoci skopeo; do command -v "$tool" >/dev/null || die "'$tool' is needed to build images"; done
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' RETURN
+	umoci init --layout "$tmp/layout"
+	umoci new --image "$tmp/layout:operator"
+	umoci unpack --image "$tmp/layout:operator" "$tmp/bundle" >/dev/null
+	local root=$tmp/bundle/rootfs
+	mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp"
+	binary_with_libraries "$(readlink -f "$binary")" "$root"
+	binary=$(readlink -f "$binary")
+	if [[ $binary != /usr/local/bin/lgtm-operator ]]; then
+		mv "$root$binary" "$root/usr/local/bin/lgtm-operator"
+	fi
+	# A debug build carries ~150 MB of debug info; the image needs none of it.
+	strip --strip-debug "$root/usr/local/bin/lgtm-operator"
+	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+	umoci repack --image "$tmp/layout:operator" "$tmp/bundle"
+	umoci config --image "$tmp/layout:operator" --config.entrypoint /usr/local/bin/lgtm-operator \
+		--config.cmd run --config.user 65532:65532 --config.workingdir / --architecture amd64 --os linux
+	mkdir -p "$(dirname "$out")"
+	rm -f "$out"
+	skopeo copy -q "oci:$tmp/layout:operator" "$format:$out:$ref"
+	log "wrote $ref to $out ($format)"
+}
+
 # binary_with_libraries BINARY DIR: BINARY and every shared library it loads (ldd), at the
 # same paths under DIR.
 binary_with_libraries() {
@@ -128,5 +163,7 @@ case ${1:-} in
 build) for name in "${IMAGES[@]}"; do build_one "$name" >/dev/null; done ;;
 import) cmd_import "${2:?usage: e2e/images.sh import CONTAINERD_SOCKET}" ;;
 ref) ref "${2:?usage: e2e/images.sh ref NAME}" ;;
-*) die "usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME" ;;
+operator) (($# == 5)) || die "usage: e2e/images.sh operator BINARY oci-archive|docker-archive OUT REF"
+	cmd_operator "$2" "$3" "$4" "$5" ;;
+*) die "usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME | operator BINARY FORMAT OUT REF" ;;
 esac

@@ -1410,3 +1410,93 @@ async fn the_rendered_gateway_runs_as_a_real_pod() {
     assert!(health.ends_with("\n200"), "{health}");
     env.finish().await;
 }
+
+/// The operator image (`e2e/images.sh operator`, what `make image` packs from the release
+/// binary; here from the test build) runs on the real node as its non-root user with a
+/// read-only root: `lgtm-operator render` over the samples, mounted from a ConfigMap,
+/// prints the children. In-cluster `run` needs a routed `kubernetes` Service, which the
+/// local cluster lacks until kube-proxy (the real-node issue).
+#[tokio::test]
+async fn the_operator_image_runs_on_the_real_node() {
+    let env = OperatorNamespace::start("operator-image").await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = dir.path().join("operator.tar");
+    let reference = "lgtm.local/lgtm-operator:test";
+    let built = std::process::Command::new(support::repo_root().join("e2e/images.sh"))
+        .arg("operator")
+        .arg(env!("CARGO_BIN_EXE_lgtm-operator"))
+        .arg("docker-archive")
+        .arg(&archive)
+        .arg(reference)
+        .output()
+        .expect("e2e/images.sh runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let loaded = std::process::Command::new(support::repo_root().join("e2e/cluster.sh"))
+        .arg("load-image")
+        .arg(&archive)
+        .output()
+        .expect("e2e/cluster.sh runs");
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+
+    let samples = support::repo_root().join("deploy/samples");
+    let read = |f: &str| std::fs::read_to_string(samples.join(f)).expect("sample");
+    let config: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "samples"},
+        "data": {
+            "s3-credentials.yaml": read("s3-credentials.yaml"),
+            "loki-monolithic.yaml": read("loki-monolithic.yaml"),
+        }
+    }))
+    .expect("ConfigMap");
+    env.api::<ConfigMap>()
+        .create(&Default::default(), &config)
+        .await
+        .expect("create the samples");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "render"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"lgtm.coordinated.dev/real-node": "true"},
+            "tolerations": [{"key": "lgtm.coordinated.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [{
+                "name": "operator",
+                "image": reference,
+                "imagePullPolicy": "Never",
+                "args": ["render", "-n", "obs", "-f", "/samples/s3-credentials.yaml", "-f", "/samples/loki-monolithic.yaml"],
+                "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "samples", "mountPath": "/samples"}]
+            }],
+            "volumes": [{"name": "samples", "configMap": {"name": "samples"}}]
+        }
+    }))
+    .expect("Pod");
+    env.api::<k8s_openapi::api::core::v1::Pod>()
+        .create(&Default::default(), &pod)
+        .await
+        .expect("create the pod");
+    env.wait_until(
+        "render",
+        "the operator image to finish",
+        |p: k8s_openapi::api::core::v1::Pod| match p.status.and_then(|s| s.phase).as_deref() {
+            Some("Succeeded") => Check::Done(()),
+            other => Check::Pending(format!("phase {other:?}")),
+        },
+    )
+    .await;
+    let logs = kubectl_ok(["logs", "-n", env.name(), "render"]).await;
+    assert!(
+        logs.contains("kind: StatefulSet") && logs.contains("name: logs-all"),
+        "{logs}"
+    );
+    env.finish().await;
+}
