@@ -55,7 +55,7 @@ fn indent(yaml: &str) -> String {
 pub fn ready_pool(name: &str, product: Product, toggles: &[&str], replicas: i32) -> WorkerPool {
     let toggles: Vec<String> = toggles
         .iter()
-        .map(|t| format!("{}: true", camel(t)))
+        .map(|t| format!("{}: true", crate::api::json_name(t)))
         .collect();
     let mut pool = pool(
         name,
@@ -82,18 +82,4 @@ pub fn storage_secrets()
     }))
     .expect("fixture secret");
     std::collections::BTreeMap::from([("s3-credentials".to_string(), Some(secret))])
-}
-
-/// The JSON name of a catalogue name (`query-frontend` → `queryFrontend`).
-fn camel(name: &str) -> String {
-    let mut parts = name.split('-');
-    let mut out = parts.next().unwrap_or_default().to_string();
-    for part in parts {
-        let mut chars = part.chars();
-        if let Some(first) = chars.next() {
-            out.extend(first.to_uppercase());
-            out.push_str(chars.as_str());
-        }
-    }
-    out
 }

@@ -476,20 +476,6 @@ mod tests {
             )
         }
 
-        /// The JSON name of a catalogue name (`query-frontend` → `queryFrontend`).
-        fn camel(name: &str) -> String {
-            let mut parts = name.split('-');
-            let mut out = parts.next().unwrap_or_default().to_string();
-            for part in parts {
-                let mut chars = part.chars();
-                if let Some(first) = chars.next() {
-                    out.extend(first.to_uppercase());
-                    out.push_str(chars.as_str());
-                }
-            }
-            out
-        }
-
         #[test]
         fn the_samples() {
             insta::assert_snapshot!("samples", manifests(&[SECRET, MIMIR, LOKI, TEMPO]));
@@ -519,7 +505,13 @@ mod tests {
                         continue;
                     }
                     let pool_name = format!("{name}-{toggle}");
-                    yaml += &pool(&name, &pool_name, product, &[&camel(toggle)], 2);
+                    yaml += &pool(
+                        &name,
+                        &pool_name,
+                        product,
+                        &[&crate::api::json_name(toggle)],
+                        2,
+                    );
                 }
                 if product == Product::Mimir {
                     // Combinations one process runs: two concrete roles, and a meta-role

@@ -10,6 +10,8 @@ mod schema;
 pub use cluster::*;
 pub use pool::*;
 pub use reason::{Reason, Severity};
+#[cfg(test)]
+pub(crate) use schema::json_name;
 
 /// API group of both kinds.
 pub const GROUP: &str = "lgtm.coordinated.dev";

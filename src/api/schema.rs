@@ -45,7 +45,7 @@ fn push_rule(schema: &mut Schema, rule: String, message: &str) {
 }
 
 /// The JSON name of a catalogue role name (`query-frontend` → `queryFrontend`).
-fn json_name(role: &str) -> String {
+pub(crate) fn json_name(role: &str) -> String {
     let mut parts = role.split('-');
     let mut name = parts.next().unwrap_or_default().to_string();
     for part in parts {
