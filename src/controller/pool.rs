@@ -47,7 +47,6 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
 
     // Read.
     let cluster: Option<GrafanaCluster> = get_opt(client, &ns, &pool.spec.cluster_ref).await?;
-    let statefulset: Option<StatefulSet> = get_opt(client, &ns, &pool.name_any()).await?;
     let (config, storage) = match &cluster {
         Some(cluster) => read_cluster_inputs(ctx, cluster).await?,
         None => (None, StorageSecrets::default()),
@@ -68,7 +67,8 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
             prune_workload(ctx, pool, &Kept::default(), true).await?;
             None
         }
-        PoolAction::Leave => statefulset,
+        // Only a workload left as it is needs reading: the other actions know theirs.
+        PoolAction::Leave => get_opt(client, &ns, &pool.name_any()).await?,
     };
 
     // Status.

@@ -132,6 +132,29 @@ struct Watches<'a> {
     progress: Arc<ControllerProgress>,
 }
 
+/// What a watched kind must be: namespaced, readable, and movable across tasks.
+trait Watched:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 impl Watches<'_> {
     fn api<K>(&self) -> Api<K>
     where
@@ -160,13 +183,7 @@ impl Watches<'_> {
         writer: reflector::store::Writer<K>,
     ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
     where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
             .backoff(WatchBackoff::new())
@@ -182,13 +199,7 @@ impl Watches<'_> {
         &self,
     ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
     where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
         Owner: Resource<DynamicType = ()>,
     {
         let progress = self.progress.clone();
@@ -208,13 +219,7 @@ impl Watches<'_> {
         config: watcher::Config,
     ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
     where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let events = watcher(self.api::<K>(), self.config(config)).backoff(WatchBackoff::new());
         tracked(events, self.record(&K::kind(&()))).touched_objects()

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetStatus,
 };
 use k8s_openapi::jiff::civil::Date;
+use serde_json::json;
 
 use super::cluster::{ClusterInputs, ConfigProblem, plan as plan_cluster};
 use super::cluster_status::*;
@@ -352,4 +353,23 @@ fn a_config_problem_says_the_last_configuration_keeps_running() {
         "spec.retention: no unit; the last valid configuration keeps running"
     );
     assert_eq!(Reason::InvalidRetention.severity(), Severity::Warning);
+}
+
+#[test]
+fn loki_says_its_workers_send_no_traces_over_otlp() {
+    let traces_advice = |product: Product| {
+        let mut cluster = fixtures::minimal_cluster(product);
+        cluster.spec.self_monitoring.traces = Some(
+            serde_json::from_value(json!({"otlpEndpoint": "tempo.obs.svc:4317"}))
+                .expect("traces spec"),
+        );
+        let topology = fixtures::topology(product, &[("all", &["all"], 3)]);
+        recommendations(product, &cluster.spec, &topology)
+            .into_iter()
+            .filter(|r| r.starts_with("selfMonitoring.traces"))
+            .count()
+    };
+    assert_eq!(traces_advice(Product::Loki), 1);
+    assert_eq!(traces_advice(Product::Mimir), 0);
+    assert_eq!(traces_advice(Product::Tempo), 0);
 }
