@@ -127,6 +127,21 @@ impl OperatorProcess {
             .sum()
     }
 
+    /// Waits until the sum of metric `name` over lines with `labels` is above zero. A
+    /// reconcile is counted when it returns, after its writes are visible, so a test that
+    /// has seen a reconcile's effect waits for its count rather than reading it at once.
+    pub async fn metric_counted(&self, name: &str, labels: &[&str], what: &str) -> f64 {
+        wait_for(what, Duration::from_secs(30), || async {
+            let value = self.metric(name, labels).await;
+            Ok(if value > 0.0 {
+                Check::Done(value)
+            } else {
+                Check::Pending(format!("{name}{labels:?} = {value}\n{}", self.log()))
+            })
+        })
+        .await
+    }
+
     /// Sends `signal` (`KILL`, `TERM`) and waits until the process has exited.
     pub async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.pid().to_string();
