@@ -27,7 +27,7 @@ SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
 NODE_COUNT=3
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-ALL_TOOLS=("${CONTROL_PLANE[@]}" kubelet coredns helm chainsaw)
+ALL_TOOLS=("${CONTROL_PLANE[@]}" kubelet kube-proxy coredns local-path-provisioner helm chainsaw)
 
 BUILD_PID='' BUILD_TMP='' LOCK_FD=''
 on_exit() {
@@ -55,11 +55,12 @@ duration() { # seconds -> "4m29s"
 # tool_spec TOOL -> "<tools dir> <module whose version keys the cache> <package to build>"
 tool_spec() {
 	case $1 in
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
 		echo "kubernetes k8s.io/kubernetes k8s.io/kubernetes/cmd/$1" ;;
 	etcd) echo "kubernetes go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
 	kwok) echo "kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok" ;;
 	coredns) echo "coredns github.com/coredns/coredns github.com/coredns/coredns" ;;
+	local-path-provisioner) echo "local-path-provisioner github.com/rancher/local-path-provisioner github.com/rancher/local-path-provisioner" ;;
 	helm) echo "helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm" ;;
 	chainsaw) echo "chainsaw github.com/kyverno/chainsaw github.com/kyverno/chainsaw" ;;
 	*) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
@@ -286,6 +287,13 @@ healthy() {
 	kube-controller-manager) component_healthy "$KCM_PORT" ;;
 	kube-scheduler) component_healthy "$SCHEDULER_PORT" ;;
 	kwok) [[ $(curl -sS --max-time 5 "http://127.0.0.1:$KWOK_PORT/healthz") == ok ]] ;;
+	# The real node's (e2e/node.sh): without these, `up` beside a running node waited for
+	# a health it could never see, and failed.
+	containerd) containerd_healthy ;;
+	coredns) coredns_answers ;;
+	kubelet) kubelet_healthy ;;
+	kube-proxy) kube_proxy_healthy ;;
+	local-path-provisioner) pid_of local-path-provisioner >/dev/null ;;
 	*) return 1 ;;
 	esac
 }
@@ -389,8 +397,27 @@ issue() {
 	rm -f "$PKI/$name.csr"
 }
 
+# The address the API server advertises (the `kubernetes` Service's endpoint): the node's
+# own with the real node, whose pods reach it through that Service; else loopback.
+apiserver_address() { if ((REAL_NODE)); then node_ip; else echo 127.0.0.1; fi; }
+
+apiserver_cert() {
+	local extra=''
+	[[ $(apiserver_address) == 127.0.0.1 ]] || extra=",IP:$(apiserver_address)"
+	issue apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:${SERVICE_CIDR%.0/*}.1$extra,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+	apiserver_address >"$PKI/.apiserver-address"
+}
+
 gen_pki() {
-	[[ -f $PKI/.complete ]] && return 0
+	if [[ -f $PKI/.complete ]]; then
+		# A state made without the real node (or on another address) gets a new serving
+		# certificate naming the address pods now reach the API server on.
+		[[ $(cat "$PKI/.apiserver-address" 2>/dev/null) == "$(apiserver_address)" ]] || apiserver_cert
+		return 0
+	fi
 	log "generating certificates and keys in $PKI"
 	rm -rf "$PKI"
 	mkdir -p "$PKI"
@@ -399,10 +426,7 @@ gen_pki() {
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 	make_ca ca lgtm-operator-local-ca
-	issue apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:${SERVICE_CIDR%.0/*}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+	apiserver_cert
 	issue admin "/O=system:masters/CN=kubernetes-admin" "$client"
 	issue kube-controller-manager "/CN=system:kube-controller-manager" "$client"
 	issue kube-scheduler "/CN=system:kube-scheduler" "$client"
@@ -564,12 +588,15 @@ cmd_up() {
 		--unsafe-no-fsync --log-level=warn
 	wait_until etcd "etcd is healthy" etcd_healthy
 
-	# --endpoint-reconciler-type=none: the reconciler would publish 127.0.0.1 as the endpoint
-	# of the `kubernetes` Service, which Endpoints validation rejects (loopback) every 10s;
-	# nothing runs inside the cluster that could use it anyway.
+	# With the real node the API server also listens on the node's address and publishes it
+	# as the `kubernetes` Service's endpoint, which pods (the operator in-cluster) reach
+	# through kube-proxy. Without it, --endpoint-reconciler-type=none: the reconciler would
+	# publish 127.0.0.1, which Endpoints validation rejects (loopback) every 10s.
+	local bind=127.0.0.1 reconciler=none
+	if ((REAL_NODE)); then bind=0.0.0.0 reconciler=lease; fi
 	start kube-apiserver "$APISERVER_PORT" \
 		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-		--bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --advertise-address=127.0.0.1 \
+		--bind-address="$bind" --secure-port="$APISERVER_PORT" --advertise-address="$(apiserver_address)" \
 		--tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
 		--client-ca-file="$PKI/ca.crt" \
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -582,7 +609,7 @@ cmd_up() {
 		--authorization-mode=Node,RBAC \
 		--enable-admission-plugins=NodeRestriction \
 		--allow-privileged=true --profiling=false \
-		--endpoint-reconciler-type=none --kubelet-preferred-address-types=InternalIP,Hostname
+		--endpoint-reconciler-type="$reconciler" --kubelet-preferred-address-types=InternalIP,Hostname
 	wait_until kube-apiserver "kube-apiserver /readyz is ok" apiserver_ready
 
 	# --node-monitor-grace-period: a simulated node goes NotReady only when kwok is gone

@@ -6,6 +6,7 @@
 #
 # Usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME
 #        e2e/images.sh operator BINARY oci-archive|docker-archive OUT REF
+#        e2e/images.sh contract-worker BINARY mimir|loki|tempo OUT REF
 #   pause    the sandbox image: a static pause binary built here from e2e/images/pause.c
 #   busybox  Debian's static busybox, for tests that need a shell and an HTTP server
 #   gateway  Debian's nginx with the libraries it links, and busybox's sh and awk for the
@@ -81,32 +82,49 @@ rootfs() {
 # builds it (distroless cc, nonroot 65532), written to OUT as FORMAT (oci-archive for
 # `make image`, docker-archive for the real node's containerd), tagged REF.
 cmd_operator() {
-	local binary=$1 format=$2 out=$3 ref=$4 tmp
+	binary_image "$1" lgtm-operator "$2" "$3" "$4" --config.cmd run --config.user 65532:65532
+}
+
+# contract-worker BINARY PRODUCT OUT REF: the contract worker (src/bin/contract-worker.rs),
+# a test double of PRODUCT's workers, as a docker-archive for the real node. The product's
+# pods run it with the arguments the operator renders for the product; the image says
+# which product it plays.
+cmd_contract_worker() {
+	binary_image "$1" contract-worker docker-archive "$3" "$4" \
+		--config.env "LGTM_CONTRACT_PRODUCT=$2" --config.user 10001:10001
+}
+
+# binary_image BINARY NAME FORMAT OUT REF [umoci config flags]: BINARY at
+# /usr/local/bin/NAME (its entrypoint) with the libraries it links, CA certificates and
+# passwd entries, written to OUT as FORMAT, tagged REF.
+binary_image() {
+	local binary=$1 name=$2 format=$3 out=$4 ref=$5 tmp
+	shift 5
 	[[ $format == oci-archive || $format == docker-archive ]] || die "format: oci-archive or docker-archive"
 	for tool in umoci skopeo; do command -v "$tool" >/dev/null || die "'$tool' is needed to build images"; done
 	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' RETURN
+	trap 'rm -rf "$tmp"; trap - RETURN' RETURN
 	umoci init --layout "$tmp/layout"
-	umoci new --image "$tmp/layout:operator"
-	umoci unpack --image "$tmp/layout:operator" "$tmp/bundle" >/dev/null
+	umoci new --image "$tmp/layout:$name"
+	umoci unpack --image "$tmp/layout:$name" "$tmp/bundle" >/dev/null
 	local root=$tmp/bundle/rootfs
 	mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp"
-	binary_with_libraries "$(readlink -f "$binary")" "$root"
 	binary=$(readlink -f "$binary")
-	if [[ $binary != /usr/local/bin/lgtm-operator ]]; then
-		mv "$root$binary" "$root/usr/local/bin/lgtm-operator"
+	binary_with_libraries "$binary" "$root"
+	if [[ $binary != "/usr/local/bin/$name" ]]; then
+		mv "$root$binary" "$root/usr/local/bin/$name"
 	fi
 	# A debug build carries ~150 MB of debug info; the image needs none of it.
-	strip --strip-debug "$root/usr/local/bin/lgtm-operator"
+	strip --strip-debug "$root/usr/local/bin/$name"
 	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
 	printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
-	umoci repack --image "$tmp/layout:operator" "$tmp/bundle"
-	umoci config --image "$tmp/layout:operator" --config.entrypoint /usr/local/bin/lgtm-operator \
-		--config.cmd run --config.user 65532:65532 --config.workingdir / --architecture amd64 --os linux
+	umoci repack --image "$tmp/layout:$name" "$tmp/bundle"
+	umoci config --image "$tmp/layout:$name" --config.entrypoint "/usr/local/bin/$name" \
+		--config.workingdir / --architecture amd64 --os linux "$@"
 	mkdir -p "$(dirname "$out")"
 	rm -f "$out"
-	skopeo copy -q "oci:$tmp/layout:operator" "$format:$out:$ref"
+	skopeo copy -q "oci:$tmp/layout:$name" "$format:$out:$ref"
 	log "wrote $ref to $out ($format)"
 }
 
@@ -165,5 +183,7 @@ import) cmd_import "${2:?usage: e2e/images.sh import CONTAINERD_SOCKET}" ;;
 ref) ref "${2:?usage: e2e/images.sh ref NAME}" ;;
 operator) (($# == 5)) || die "usage: e2e/images.sh operator BINARY oci-archive|docker-archive OUT REF"
 	cmd_operator "$2" "$3" "$4" "$5" ;;
-*) die "usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME | operator BINARY FORMAT OUT REF" ;;
+contract-worker) (($# == 5)) || die "usage: e2e/images.sh contract-worker BINARY mimir|loki|tempo OUT REF"
+	cmd_contract_worker "$2" "$3" "$4" "$5" ;;
+*) die "usage: e2e/images.sh build | import CONTAINERD_SOCKET | ref NAME | operator BINARY FORMAT OUT REF | contract-worker BINARY PRODUCT OUT REF" ;;
 esac

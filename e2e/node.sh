@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # The real node: containerd, runc and CNI plugins from Debian, a kubelet built from the
-# pinned k8s.io/kubernetes and CoreDNS built from its module, beside the kwok nodes. Sourced by e2e/cluster.sh, whose helpers
+# pinned k8s.io/kubernetes, kube-proxy (iptables) for ClusterIP Services, CoreDNS and the
+# local-path provisioner built from their modules, beside the kwok nodes. Sourced by
+# e2e/cluster.sh, whose helpers
 # (start, pid_of, issue, build, kctl…) it uses. See e2e/README.md, "The real node".
 #
 # Pods land here only when they ask: the node is tainted lgtm.coordinated.dev/real-node
@@ -12,16 +14,21 @@ REAL_NODE_NAME=real-node
 REAL_NODE_LABEL=lgtm.coordinated.dev/real-node
 KUBELET_PORT=${LGTM_KUBELET_PORT:-21250}
 KUBELET_HEALTHZ_PORT=${LGTM_KUBELET_HEALTHZ_PORT:-21248}
+KUBE_PROXY_HEALTHZ_PORT=${LGTM_KUBE_PROXY_HEALTHZ_PORT:-21256}
+KUBE_PROXY_METRICS_PORT=${LGTM_KUBE_PROXY_METRICS_PORT:-21249}
+# Worker PVCs on the real node name this StorageClass (it is not the default: PVCs of pods
+# on the kwok nodes stay as they were). Its volumes are directories under $NODE_DIR/volumes.
+REAL_NODE_STORAGE_CLASS=real-node-local
 # A /24 outside the kwok nodes' ranges (10.244.0-2.0/24), on a bridge of its own.
 REAL_NODE_POD_CIDR=10.244.200.0/24
 NODE_DIR=$STATE_DIR/node
 CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
 # The Debian packages the node runs on, and the image tools (e2e/images.sh).
-NODE_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo busybox-static nginx prometheus-nginx-exporter)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables umoci skopeo busybox-static nginx prometheus-nginx-exporter)
 CNI_BIN_DIR=/usr/lib/cni
 PAUSE_IMAGE=$("$REPO_ROOT/e2e/images.sh" ref pause)
 
-node_components() { ((REAL_NODE)) && echo containerd coredns kubelet; }
+node_components() { ((REAL_NODE)) && echo containerd coredns kubelet kube-proxy local-path-provisioner; }
 
 # The Debian packages, installed when missing (the node needs root: containers, mounts,
 # network namespaces).
@@ -116,6 +123,64 @@ makeIPTablesUtilChains: false
 YAML
 }
 
+# The local-path provisioner's objects: its namespace, the helper pods' ServiceAccount,
+# the scripts its helper pods run (mkdir/rm of a volume's directory) and the StorageClass.
+# The helper pods run as root from the local busybox image, on the real node.
+storage_objects() {
+	cat <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner-service-account, namespace: local-path-storage}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: $REAL_NODE_STORAGE_CLASS}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+YAML
+}
+
+write_storage_config() {
+	mkdir -p "$NODE_DIR/volumes"
+	printf '{"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["%s"]}]}\n' \
+		"$NODE_DIR/volumes" >"$NODE_DIR/local-path.json"
+	cat >"$NODE_DIR/helper-pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: helper-pod}
+spec:
+  automountServiceAccountToken: false
+  tolerations: [{key: $REAL_NODE_LABEL, operator: Exists, effect: NoSchedule}]
+  securityContext: {runAsUser: 0}
+  containers:
+  - name: helper-pod
+    image: $("$REPO_ROOT/e2e/images.sh" ref busybox)
+    imagePullPolicy: Never
+YAML
+}
+
+kube_proxy_healthy() { curl -sS --max-time 5 "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz" | grep -q lastUpdated; }
+# The kubernetes Service answers through its ClusterIP: kube-proxy's rules are in place.
+cluster_ip_routed() { curl -sk --max-time 2 -o /dev/null "https://10.96.0.1/readyz"; }
+
 # The machine's first IPv4 address that is not loopback: the node's InternalIP.
 node_ip() {
 	local ip
@@ -151,15 +216,33 @@ node_up() {
 		--root-dir="$NODE_DIR/kubelet" --cert-dir="$NODE_DIR/kubelet/pki"
 	wait_until kubelet "kubelet /healthz is ok" kubelet_healthy
 	wait_until kubelet "node $REAL_NODE_NAME is Ready" real_node_ready
+	# Bridged pod traffic must pass iptables for kube-proxy's DNAT to see it.
+	echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || true
+	build kube-proxy local-path-provisioner
+	start kube-proxy "$KUBE_PROXY_HEALTHZ_PORT" \
+		--kubeconfig="$KUBECONFIG_PATH" --hostname-override="$REAL_NODE_NAME" \
+		--proxy-mode=iptables --cluster-cidr="$POD_CIDR" \
+		--healthz-bind-address="127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT" \
+		--metrics-bind-address="127.0.0.1:$KUBE_PROXY_METRICS_PORT" \
+		--conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 \
+		--conntrack-tcp-timeout-close-wait=0
+	wait_until kube-proxy "kube-proxy routes ClusterIPs" cluster_ip_routed
+	write_storage_config
+	storage_objects | kctl apply -f - >/dev/null || die "cannot create the local-path provisioner's objects"
+	start local-path-provisioner "" --debug start --kubeconfig="$KUBECONFIG_PATH" \
+		--namespace=local-path-storage --config="$NODE_DIR/local-path.json" \
+		--helper-pod-file="$NODE_DIR/helper-pod.yaml"
 }
 
 # node_down: the kubelet and containerd stop; the node's containers and their mounts go
 # with them (kubelet leaves pods running when it stops).
 node_down() {
 	local pid
-	if pid=$(pid_of kubelet); then kill -TERM "$pid" 2>/dev/null || true; fi
+	local c
+	for c in local-path-provisioner kube-proxy kubelet; do
+		if pid=$(pid_of "$c"); then kill -TERM "$pid" 2>/dev/null || true; fi
+	done
 	if containerd_healthy; then
-		local c
 		for c in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
 			ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$c" >/dev/null 2>&1 || true
 		done
@@ -173,7 +256,10 @@ node_down() {
 	if pid=$(pid_of containerd); then kill -TERM "$pid" 2>/dev/null || true; fi
 	local i
 	for ((i = 0; i < 50; i++)); do
-		pid_of kubelet >/dev/null || pid_of containerd >/dev/null || pid_of coredns >/dev/null || break
+		for c in local-path-provisioner kube-proxy kubelet containerd coredns; do
+			pid_of "$c" >/dev/null && continue 2
+		done
+		break
 		sleep 0.2
 	done
 	# Mounts under the node's directory (pod volumes, sandboxes' shm, overlay rootfs).
@@ -182,4 +268,6 @@ node_down() {
 			while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	fi
 	ip link delete lgtm0 2>/dev/null || true
+	# kube-proxy's iptables rules outlive it; a later node must not route by stale ones.
+	if [[ -x $(tool_path kube-proxy) ]]; then "$(tool_path kube-proxy)" --cleanup >/dev/null 2>&1 || true; fi
 }
