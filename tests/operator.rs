@@ -501,6 +501,30 @@ async fn the_api_server_refuses_invalid_manifests_naming_the_field_or_rule() {
     assert!(!typo.success);
     assert!(typo.stderr.contains("quorier"), "{}", typo.stderr);
 
+    // `image` is a repository: a tag there would render `repo:tag:version`, which no
+    // runtime can pull. A registry's port is not a tag.
+    let tagged = env
+        .try_apply(&cluster_yaml(
+            "tagged",
+            "mimir",
+            "  image: grafana/mimir:2.17.0\n",
+        ))
+        .await;
+    assert!(!tagged.success);
+    assert!(
+        tagged.stderr.contains("the tag is spec.version"),
+        "{}",
+        tagged.stderr
+    );
+    let with_port = env
+        .try_apply(&cluster_yaml(
+            "port",
+            "mimir",
+            "  image: registry:5000/grafana/mimir\n",
+        ))
+        .await;
+    assert!(with_port.success, "{}", with_port.stderr);
+
     let two_tempo = env
         .try_apply(&pool_yaml(
             "two",
@@ -1350,16 +1374,7 @@ async fn children_no_longer_wanted_are_deleted_whatever_their_names() {
 /// naming a role no pool provides.
 #[tokio::test]
 async fn the_rendered_gateway_runs_as_a_real_pod() {
-    let image = |name: &str| {
-        let out = std::process::Command::new(support::repo_root().join("e2e/images.sh"))
-            .args(["ref", name])
-            .output()
-            .expect("e2e/images.sh runs");
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string()
-    };
+    let image = support::real_node::image_ref;
     let env = OperatorNamespace::start("real-gateway").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml(

@@ -60,8 +60,9 @@ pub struct GrafanaClusterSpec {
     pub version: Option<String>,
 
     /// Product image repository, e.g. a mirror of grafana/mimir. Defaults to the
-    /// product's image on Docker Hub.
+    /// product's image on Docker Hub. The tag is `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.matches('[:@][^/]*$')").message("image is a repository without a tag or digest (for example registry.example.com/grafana/mimir): the tag is spec.version"))]
     pub image: Option<String>,
 
     /// Object storage shared by every worker. Required even for a single monolithic

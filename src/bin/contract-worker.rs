@@ -352,6 +352,8 @@ async fn main() -> ExitCode {
         Ok(started) => started,
         Err(why) => {
             tracing_line(&format!("exiting at start: {why}"));
+            // Kubernetes shows this file as the container's last termination message.
+            let _ = std::fs::write("/dev/termination-log", &why);
             return ExitCode::from(1);
         }
     };

@@ -15,6 +15,7 @@
 
 mod operator_namespace;
 mod operator_process;
+pub mod real_node;
 #[allow(unused_imports)] // not every test binary runs the operator in its process
 pub use operator_namespace::{
     CREDENTIALS, InProcessOperator, OperatorNamespace, TIMEOUT, WithConditions, cluster_yaml,

@@ -1,0 +1,408 @@
+//! Every sample, run for real on the real node (e2e/node.sh): the operator renders the
+//! gateway and the workers, the gateway is Debian's nginx, and each worker is the
+//! contract worker (src/bin/contract-worker.rs), which plays the product's run-time
+//! contract: it parses the rendered config, writes where the product writes, exits where
+//! the product would, and answers every path with its pod name and roles. Requests go
+//! to the gateway's Service through kube-proxy, and reach workers through CoreDNS.
+//!
+//! What stays simulated: the agent (its image is not built here) runs on the kwok nodes.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ListParams;
+use lgtm_operator::product::{Handling, Product, Protocol, RouteTo};
+use serde_json::Value;
+use support::real_node::{contract_worker_image, onto_real_node, sample_documents};
+use support::{Check, OperatorNamespace, TIMEOUT, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What answered one request: the contract worker's identity line, parsed.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    pod: String,
+    roles: BTreeSet<String>,
+    /// The request line as it reached the worker (`GET /path`).
+    request: String,
+    body: String,
+}
+
+fn parse_answer(status: u16, body: &str) -> Answer {
+    let field = |name: &str| {
+        body.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let request = body
+        .split_once("request=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_default();
+    Answer {
+        status,
+        pod: field("pod"),
+        roles: field("roles").split(',').map(str::to_string).collect(),
+        request,
+        body: body.to_string(),
+    }
+}
+
+/// `GET http://address/path` with curl (the gateway's Service, through kube-proxy).
+async fn get(address: &str, path: &str) -> Answer {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("http://{address}{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    parse_answer(status.parse().unwrap_or(0), body)
+}
+
+/// A websocket upgrade of `path` (Loki's tail): the worker sends its identity as the
+/// first message.
+async fn websocket(address: &str, path: &str) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the gateway");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains("request=\"") {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&seen).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let message = text
+        .find("contract-worker")
+        .map(|at| &text[at..])
+        .unwrap_or(&text);
+    parse_answer(status, message)
+}
+
+/// A gRPC call through the gateway: the contract worker refuses it as UNIMPLEMENTED with
+/// its identity as the message, which shows where the gateway sent it.
+async fn grpc(address: &str) -> Answer {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let call = async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("address")
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|_| ())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            parse_answer(200, status.message())
+        }
+        other => parse_answer(0, &format!("{other:?}")),
+    }
+}
+
+/// Where the gateway must send a route: its role, or the first of its candidates that
+/// some pool of the cluster provides.
+fn expected_role(to: RouteTo, present: &BTreeSet<String>) -> Option<String> {
+    match to {
+        RouteTo::Role(role) => Some(role.to_string()),
+        RouteTo::FirstPresent(roles) => roles
+            .iter()
+            .find(|r| present.contains(**r))
+            .map(|r| r.to_string()),
+    }
+}
+
+/// A path an nginx location matches (as tests/gateway_nginx.rs derives it).
+fn sample_path(location: &str) -> String {
+    let (modifier, pattern) = location.split_once(' ').unwrap_or(("", location));
+    let prefix = match modifier {
+        "=" => return pattern.to_string(),
+        "~" | "~*" => pattern
+            .strip_suffix(".*")
+            .map(|literal| literal.strip_prefix('^').unwrap_or(literal))
+            .unwrap_or(pattern),
+        _ => pattern,
+    };
+    if prefix.ends_with('/') {
+        format!("{prefix}sample")
+    } else {
+        format!("{prefix}/sample")
+    }
+}
+
+/// Applies sample `file` onto the real node, with `product`'s contract worker as the
+/// workers' image, and waits until every pool's pods are Ready by their real probes.
+async fn sample_on_real_node(env: &OperatorNamespace, file: &str, product: Product) -> Vec<String> {
+    let image = contract_worker_image(product).await;
+    let docs: Vec<Value> = sample_documents("s3-credentials.yaml")
+        .into_iter()
+        .chain(sample_documents(file))
+        .map(|doc| onto_real_node(doc, &image))
+        .collect();
+    let pools: Vec<(String, i32)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "WorkerPool")
+        .map(|d| {
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+            (name, replicas)
+        })
+        .collect();
+    let manifest = docs
+        .iter()
+        .map(|d| serde_saphyr::to_string(d).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    env.apply(&manifest).await;
+    for (pool, replicas) in &pools {
+        let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
+        let pods = || async {
+            let list = env
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&format!("lgtm.coordinated.dev/pool={pool}")))
+                .await?;
+            Ok::<_, kube::Error>(describe_pods(&list.items))
+        };
+        wait_for(&what, TIMEOUT, || async {
+            let sts = env.api::<StatefulSet>().get(pool).await?;
+            let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            Ok(if ready == *replicas {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{ready} ready; pods: {}", pods().await?))
+            })
+        })
+        .await;
+    }
+    pools.into_iter().map(|(name, _)| name).collect()
+}
+
+/// One line per pod: name, node, phase, restarts and the last termination message.
+fn describe_pods(pods: &[Pod]) -> String {
+    pods.iter()
+        .map(|p| {
+            let status = p.status.clone().unwrap_or_default();
+            let container = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .next();
+            let restarts = container.as_ref().map_or(0, |c| c.restart_count);
+            let last = container
+                .and_then(|c| c.last_state)
+                .and_then(|s| s.terminated)
+                .map(|t| format!(" last exit {} {:?}", t.exit_code, t.message))
+                .unwrap_or_default();
+            format!(
+                "{} on {:?} {:?} restarts {restarts}{last}",
+                p.metadata.name.clone().unwrap_or_default(),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                status.phase
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Every worker pod of the namespace runs on the real node and has never restarted.
+async fn assert_workers_started_once(env: &OperatorNamespace) {
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
+        .await
+        .expect("list workers");
+    assert!(!pods.items.is_empty(), "no worker pods");
+    for pod in &pods.items {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+        assert!(
+            node == Some("real-node") && restarts == 0,
+            "every worker starts once on the real node: {}",
+            describe_pods(&pods.items)
+        );
+    }
+}
+
+/// The cluster's gateway Service address (ClusterIP) and the roles its pools provide.
+async fn gateway_and_roles(env: &OperatorNamespace, cluster: &str) -> (String, BTreeSet<String>) {
+    let status = env
+        .cluster_condition(cluster, "Available", "True")
+        .await
+        .status
+        .expect("status");
+    let present = status
+        .roles
+        .iter()
+        .filter(|r| !r.pools.is_empty())
+        .map(|r| r.name.clone())
+        .collect();
+    let service: Service = env.get(&format!("{cluster}-gateway")).await;
+    let ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the gateway Service has a ClusterIP");
+    (ip, present)
+}
+
+/// Sends a request for every route of the product's gateway to its Service, and returns
+/// one line per request that did not reach a worker of the right role; also the pods
+/// that answered, per role.
+async fn route_failures(
+    product: Product,
+    ip: &str,
+    present: &BTreeSet<String>,
+) -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
+    let mut failures = Vec::new();
+    let mut answered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for listener in product.catalogue().listeners {
+        let address = format!("{ip}:{}", listener.port);
+        for route in listener.routes {
+            let Some(role) = expected_role(route.to, present) else {
+                continue;
+            };
+            let path = sample_path(route.location);
+            let answer = match (listener.protocol, route.handling) {
+                (Protocol::Grpc, _) => grpc(&address).await,
+                (_, Handling::WebSocket) => websocket(&address, &path).await,
+                _ => get(&address, &path).await,
+            };
+            let arrives_as = match route.handling {
+                Handling::RewriteTo(to) => to.to_string(),
+                _ => path.clone(),
+            };
+            let what = format!("{:?} {} on :{}", listener.protocol, path, listener.port);
+            let ok_status = matches!(answer.status, 200 | 101);
+            let path_ok = listener.protocol == Protocol::Grpc
+                || answer.request.split_whitespace().nth(1) == Some(arrives_as.as_str());
+            if !ok_status || !answer.roles.contains(&role) || !path_ok {
+                failures.push(format!(
+                    "{what}: expected a {role} worker seeing {arrives_as}, got {} {:?}",
+                    answer.status, answer.body
+                ));
+            } else {
+                answered.entry(role).or_default().insert(answer.pod);
+            }
+        }
+    }
+    (failures, answered)
+}
+
+async fn sample_runs_for_real(file: &str, product: Product, cluster: &str) {
+    let env = OperatorNamespace::start(&format!("real-{product}")).await;
+    sample_on_real_node(&env, file, product).await;
+    let (ip, present) = gateway_and_roles(&env, cluster).await;
+    assert_workers_started_once(&env).await;
+    let (failures, answered) = route_failures(product, &ip, &present).await;
+    assert!(
+        failures.is_empty(),
+        "requests through the gateway Service that missed their role:\n{}",
+        failures.join("\n")
+    );
+    // Every role a route names answered, from pods of that role (a summary for the log).
+    assert!(!answered.is_empty(), "no route was exercised");
+    for (role, pods) in &answered {
+        eprintln!("{product}: {role} answered from {pods:?}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loki_sample_runs_for_real_and_the_gateway_routes_every_path() {
+    sample_runs_for_real("loki-monolithic.yaml", Product::Loki, "logs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mimir_sample_runs_for_real_and_the_gateway_routes_every_path() {
+    sample_runs_for_real("mimir-read-write-backend.yaml", Product::Mimir, "metrics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tempo_sample_runs_for_real_and_the_gateway_routes_every_path() {
+    sample_runs_for_real("tempo-microservices.yaml", Product::Tempo, "traces").await;
+}
+
+/// The runtime-contract fix, shown on a real container: a Mimir worker rendered as before
+/// it (no `activity_tracker.filepath`, so the product's default `./metrics-activity.log`
+/// under the image's read-only `/`) exits at start and crash-loops, as Mimir 2.17 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mimir_rendered_without_an_activity_file_would_crash_loop() {
+    let env = OperatorNamespace::start("real-mimir-old").await;
+    let image = contract_worker_image(Product::Mimir).await;
+    let docs: Vec<Value> = sample_documents("s3-credentials.yaml")
+        .into_iter()
+        .chain([
+            serde_json::json!({
+                "apiVersion": "lgtm.coordinated.dev/v1alpha1", "kind": "GrafanaCluster",
+                "metadata": {"name": "old"},
+                "spec": {"product": "mimir",
+                    "storage": {"s3": {"endpoint": "minio.minio.svc:9000", "bucket": "mimir",
+                        "credentialsSecret": {"name": "s3-credentials"}}},
+                    // What the rendering before the contract fix left to Mimir's default.
+                    "configOverrides": {"activity_tracker": {"filepath": "./metrics-activity.log"}}}
+            }),
+            serde_json::json!({
+                "apiVersion": "lgtm.coordinated.dev/v1alpha1", "kind": "WorkerPool",
+                "metadata": {"name": "old-all"},
+                "spec": {"clusterRef": "old", "replicas": 1, "roles": {"mimir": {"all": true}}}
+            }),
+        ])
+        .map(|doc| onto_real_node(doc, &image))
+        .collect();
+    let manifest = docs
+        .iter()
+        .map(|d| serde_saphyr::to_string(d).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    env.apply(&manifest).await;
+    let message = wait_for("the old rendering to crash-loop", TIMEOUT, || async {
+        let pod: Pod = env.api::<Pod>().get("old-all-0").await?;
+        let last = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.into_iter().next())
+            .filter(|c| c.restart_count >= 1)
+            .and_then(|c| c.last_state)
+            .and_then(|s| s.terminated);
+        Ok(match last {
+            Some(t) if t.exit_code == 1 => Check::Done(t.message.unwrap_or_default()),
+            other => Check::Pending(format!("{other:?}")),
+        })
+    })
+    .await;
+    assert!(
+        message.contains("activity_tracker.filepath=./metrics-activity.log")
+            && message.contains("Read-only file system"),
+        "the worker names the key and the read-only root: {message}"
+    );
+    env.finish().await;
+}

@@ -1,0 +1,139 @@
+//! What tests need to put pods on the real node (e2e/node.sh): the images built here, the
+//! node's selector, toleration and StorageClass, and manifests rewritten to use them.
+
+use std::path::Path;
+
+use lgtm_operator::product::Product;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::repo_root;
+
+/// The label (and taint key) that keeps every other pod off the real node.
+pub const REAL_NODE_LABEL: &str = "lgtm.coordinated.dev/real-node";
+/// The StorageClass whose volumes are directories on the real node.
+pub const REAL_NODE_STORAGE_CLASS: &str = "real-node-local";
+
+/// The nodeSelector and tolerations that put a pod on the real node.
+pub fn placement() -> (Value, Value) {
+    (
+        json!({ REAL_NODE_LABEL: "true" }),
+        json!([{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}]),
+    )
+}
+
+/// The reference of an image of `e2e/images.sh` (pause, busybox, gateway, exporter).
+pub fn image_ref(name: &str) -> String {
+    let out = std::process::Command::new(repo_root().join("e2e/images.sh"))
+        .args(["ref", name])
+        .output()
+        .expect("e2e/images.sh runs");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// Runs a script of the repository, failing the test with its output when it fails.
+fn script(path: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(repo_root().join(path))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{path} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{path} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Packs `binary` with `e2e/images.sh KIND` and loads it into the real node's containerd.
+pub fn build_and_load(kind: &str, binary: &Path, extra: &str, reference: &str) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = dir.path().join("image.tar");
+    let mut args: Vec<&std::ffi::OsStr> = vec![kind.as_ref(), binary.as_os_str()];
+    if !extra.is_empty() {
+        args.push(extra.as_ref());
+    }
+    args.extend([archive.as_os_str(), reference.as_ref()]);
+    script("e2e/images.sh", &args);
+    script(
+        "e2e/cluster.sh",
+        &["load-image".as_ref(), archive.as_os_str()],
+    );
+}
+
+/// The repository (a GrafanaCluster's `spec.image`) of `product`'s contract worker.
+pub fn contract_worker_repository(product: Product) -> String {
+    format!("lgtm.local/contract-worker-{product}")
+}
+
+/// The contract worker's image for `product` (src/bin/contract-worker.rs), from this
+/// test build, loaded into the real node once per test binary; returns its repository.
+pub async fn contract_worker_image(product: Product) -> String {
+    static LOADED: [OnceCell<String>; 3] = [
+        OnceCell::const_new(),
+        OnceCell::const_new(),
+        OnceCell::const_new(),
+    ];
+    let index = Product::ALL
+        .iter()
+        .position(|p| *p == product)
+        .expect("a product");
+    LOADED[index]
+        .get_or_init(|| async move {
+            // Tagged with the product's version: a cluster's `image` is a repository,
+            // and the operator adds the version as the tag.
+            let repository = contract_worker_repository(product);
+            let reference = format!("{repository}:{}", product.catalogue().version);
+            let binary = Path::new(env!("CARGO_BIN_EXE_contract-worker")).to_path_buf();
+            let for_task = reference.clone();
+            tokio::task::spawn_blocking(move || {
+                build_and_load("contract-worker", &binary, product.as_str(), &for_task);
+            })
+            .await
+            .expect("the image builds");
+            repository
+        })
+        .await
+        .clone()
+}
+
+/// A manifest (one document, as JSON) moved onto the real node: a GrafanaCluster runs
+/// `worker_image` (a repository) and its gateway from the local images there, without
+/// the agent sidecar (no Alloy image is built here); a WorkerPool's pods go there with
+/// volumes of [`REAL_NODE_STORAGE_CLASS`].
+pub fn onto_real_node(mut doc: Value, worker_image: &str) -> Value {
+    let (node_selector, tolerations) = placement();
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    let spec = &mut doc["spec"];
+    match kind.as_str() {
+        "GrafanaCluster" => {
+            spec["image"] = json!(worker_image);
+            spec["gateway"]["image"] = json!(image_ref("gateway"));
+            spec["gateway"]["exporterImage"] = json!(image_ref("exporter"));
+            spec["gateway"]["nodeSelector"] = node_selector;
+            spec["gateway"]["tolerations"] = tolerations;
+            spec["selfMonitoring"] = json!({"enabled": false});
+        }
+        "WorkerPool" => {
+            spec["nodeSelector"] = node_selector;
+            spec["tolerations"] = tolerations;
+            spec["storage"] = json!({"size": "1Gi", "storageClassName": REAL_NODE_STORAGE_CLASS});
+        }
+        _ => {}
+    }
+    doc
+}
+
+/// The documents of a YAML file of `deploy/samples/`, as JSON.
+pub fn sample_documents(file: &str) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/samples").join(file)).expect("the sample");
+    serde_saphyr::from_multiple::<Value>(&text)
+        .expect("the sample parses")
+        .into_iter()
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
