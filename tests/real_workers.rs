@@ -155,52 +155,55 @@ fn sample_path(location: &str) -> String {
 
 /// Applies sample `file` onto the real node, with `product`'s contract worker as the
 /// workers' image, and waits until every pool's pods are Ready by their real probes.
-async fn sample_on_real_node(env: &OperatorNamespace, file: &str, product: Product) -> Vec<String> {
-    let image = contract_worker_image(product).await;
-    let docs: Vec<Value> = sample_documents("s3-credentials.yaml")
+async fn sample_on_real_node(env: &OperatorNamespace, file: &str, product: Product) {
+    let docs = sample_documents("s3-credentials.yaml")
         .into_iter()
         .chain(sample_documents(file))
+        .collect();
+    apply_on_real_node(env, docs, product).await;
+}
+
+/// Applies `docs` moved onto the real node ([`onto_real_node`]) and waits until every
+/// pool among them is Ready.
+async fn apply_on_real_node(env: &OperatorNamespace, docs: Vec<Value>, product: Product) {
+    let image = contract_worker_image(product).await;
+    let docs: Vec<Value> = docs
+        .into_iter()
         .map(|doc| onto_real_node(doc, &image))
         .collect();
-    let pools: Vec<(String, i32)> = docs
-        .iter()
-        .filter(|d| d["kind"] == "WorkerPool")
-        .map(|d| {
-            let name = d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-            (name, replicas)
-        })
-        .collect();
-    let manifest = docs
-        .iter()
+    env.apply(&to_yaml(&docs)).await;
+    for pool in docs.iter().filter(|d| d["kind"] == "WorkerPool") {
+        let name = pool["metadata"]["name"].as_str().unwrap_or_default();
+        let replicas = pool["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+        pool_ready(env, name, replicas).await;
+    }
+}
+
+fn to_yaml(docs: &[Value]) -> String {
+    docs.iter()
         .map(|d| serde_saphyr::to_string(d).expect("YAML"))
         .collect::<Vec<_>>()
-        .join("---\n");
-    env.apply(&manifest).await;
-    for (pool, replicas) in &pools {
-        let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
-        let pods = || async {
-            let list = env
-                .api::<Pod>()
-                .list(&ListParams::default().labels(&format!("lgtm.coordinated.dev/pool={pool}")))
-                .await?;
-            Ok::<_, kube::Error>(describe_pods(&list.items))
-        };
-        wait_for(&what, TIMEOUT, || async {
-            let sts = env.api::<StatefulSet>().get(pool).await?;
-            let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            Ok(if ready == *replicas {
-                Check::Done(())
-            } else {
-                Check::Pending(format!("{ready} ready; pods: {}", pods().await?))
-            })
+        .join("---\n")
+}
+
+/// Waits until `pool`'s StatefulSet has `replicas` Ready pods, and no more pods.
+async fn pool_ready(env: &OperatorNamespace, pool: &str, replicas: i32) {
+    let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
+    wait_for(&what, TIMEOUT, || async {
+        let sts = env.api::<StatefulSet>().get(pool).await?;
+        let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("lgtm.coordinated.dev/pool={pool}")))
+            .await?
+            .items;
+        Ok(if ready == replicas && pods.len() == replicas as usize {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{ready} ready; pods: {}", describe_pods(&pods)))
         })
-        .await;
-    }
-    pools.into_iter().map(|(name, _)| name).collect()
+    })
+    .await;
 }
 
 /// One line per pod: name, node, phase, restarts and the last termination message.
@@ -378,12 +381,7 @@ async fn mimir_rendered_without_an_activity_file_would_crash_loop() {
         ])
         .map(|doc| onto_real_node(doc, &image))
         .collect();
-    let manifest = docs
-        .iter()
-        .map(|d| serde_saphyr::to_string(d).expect("YAML"))
-        .collect::<Vec<_>>()
-        .join("---\n");
-    env.apply(&manifest).await;
+    env.apply(&to_yaml(&docs)).await;
     let message = wait_for("the old rendering to crash-loop", TIMEOUT, || async {
         let pod: Pod = env.api::<Pod>().get("old-all-0").await?;
         let last = pod
@@ -403,6 +401,146 @@ async fn mimir_rendered_without_an_activity_file_would_crash_loop() {
         message.contains("activity_tracker.filepath=./metrics-activity.log")
             && message.contains("Read-only file system"),
         "the worker names the key and the read-only root: {message}"
+    );
+    env.finish().await;
+}
+
+/// The gateway's pod: its uid and restarts, to show that scaling never restarts it.
+async fn gateway_pod(env: &OperatorNamespace) -> (String, i32) {
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+        .await
+        .expect("list gateway pods");
+    let pod = pods.items.first().expect("a gateway pod");
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+    (pod.metadata.uid.clone().unwrap_or_default(), restarts)
+}
+
+/// Sends requests for `path` until `done` says the pods seen answer as wanted; returns
+/// when each request was sent (since `start`) and how many failed.
+async fn requests_until(
+    address: &str,
+    path: &str,
+    what: &str,
+    start: Instant,
+    done: impl Fn(&[String]) -> bool,
+) -> (Vec<Duration>, usize) {
+    // (the pod that answered each request, "" for a failure; failures)
+    let seen = std::sync::Mutex::new((Vec::<String>::new(), 0usize, Vec::<Duration>::new()));
+    wait_for(what, TIMEOUT, || {
+        let (seen, done) = (&seen, &done);
+        async move {
+            let sent = start.elapsed();
+            let answer = get(address, path).await;
+            let mut seen = seen.lock().expect("not poisoned");
+            seen.2.push(sent);
+            let pod = if answer.status == 200 {
+                answer.pod
+            } else {
+                seen.1 += 1;
+                eprintln!(
+                    "{what}: request failed: {} {:?}",
+                    answer.status, answer.body
+                );
+                String::new()
+            };
+            seen.0.push(pod);
+            let last = &seen.0[seen.0.len().saturating_sub(6)..];
+            Ok(if done(&seen.0) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("last answers: {last:?}"))
+            })
+        }
+    })
+    .await;
+    let seen = seen.into_inner().expect("not poisoned");
+    (seen.2, seen.1)
+}
+
+/// Scaling a pool 1→3→1 on the real node: the gateway spreads requests over the new
+/// pods and stops sending to the removed ones, through DNS alone, without a restart.
+/// Prints how long each switch took (a figure, not an assertion: e2e/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_a_pool_moves_the_gateway_traffic_without_a_restart() {
+    let env = OperatorNamespace::start("real-scale").await;
+    let yaml = [
+        support::CREDENTIALS.to_string(),
+        support::cluster_yaml("logs", "loki", ""),
+        support::pool_yaml("logs-read", "logs", 1, "{loki: {read: true}}"),
+        support::pool_yaml("logs-write", "logs", 1, "{loki: {write: true}}"),
+        support::pool_yaml("logs-backend", "logs", 1, "{loki: {backend: true}}"),
+    ];
+    let docs = yaml
+        .iter()
+        .map(|y| serde_saphyr::from_str::<Value>(y).expect("YAML"))
+        .collect();
+    apply_on_real_node(&env, docs, Product::Loki).await;
+    let (ip, _) = gateway_and_roles(&env, "logs").await;
+    let address = format!("{ip}:3100");
+    let path = "/loki/api/v1/query_range";
+    let before = gateway_pod(&env).await;
+
+    env.merge_patch("workerpool", "logs-read", r#"{"spec":{"replicas":3}}"#)
+        .await;
+    let start = Instant::now();
+    pool_ready(&env, "logs-read", 3).await;
+    let ready = start.elapsed();
+    let (sent, failed) = requests_until(
+        &address,
+        path,
+        "requests to reach all 3 readers",
+        start,
+        |seen| {
+            seen.iter()
+                .filter(|p| p.starts_with("logs-read-"))
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 3
+        },
+    )
+    .await;
+    eprintln!(
+        "scale 1→3: pods Ready after {ready:?}; all 3 had answered through the gateway by {:?} ({} requests, {failed} failed)",
+        sent.last().copied().unwrap_or_default(),
+        sent.len()
+    );
+    assert_eq!(failed, 0, "no request fails while pods are added");
+
+    env.merge_patch("workerpool", "logs-read", r#"{"spec":{"replicas":1}}"#)
+        .await;
+    let start = Instant::now();
+    pool_ready(&env, "logs-read", 1).await;
+    let gone = start.elapsed();
+    // Settled: the last 20 answers all came from the one pod left.
+    const SETTLED: usize = 20;
+    let (sent, failed) = requests_until(
+        &address,
+        path,
+        "requests to reach only logs-read-0",
+        start,
+        |seen| {
+            seen.len() >= SETTLED
+                && seen[seen.len() - SETTLED..]
+                    .iter()
+                    .all(|p| p == "logs-read-0")
+        },
+    )
+    .await;
+    eprintln!(
+        "scale 3→1: pods gone after {gone:?}; only logs-read-0 answering from {:?} on ({} requests, {failed} failed on the way)",
+        sent[sent.len() - SETTLED],
+        sent.len()
+    );
+    assert_eq!(
+        gateway_pod(&env).await,
+        before,
+        "the gateway pod was neither replaced nor restarted"
     );
     env.finish().await;
 }
