@@ -544,3 +544,107 @@ async fn scaling_a_pool_moves_the_gateway_traffic_without_a_restart() {
     );
     env.finish().await;
 }
+
+/// `curl` of `url` with extra arguments: the HTTP status (0 when no answer) and body.
+async fn curl(url: &str, args: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.parse().unwrap_or(0), body.to_string())
+}
+
+/// TLS from a real gateway pod: without its Secret the gateway serves nothing (no
+/// plain-text fallback); with it, HTTPS with that certificate reaches the workers, and
+/// plain HTTP on the same port is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_https_from_its_secret_and_nothing_without_it() {
+    use k8s_openapi::api::core::v1::Secret;
+    let env = OperatorNamespace::start("real-tls").await;
+    let yaml = [
+        support::CREDENTIALS.to_string(),
+        support::cluster_yaml("logs", "loki", "  tls: {secretName: logs-tls}\n"),
+        support::pool_yaml("logs-all", "logs", 1, "{loki: {all: true}}"),
+    ];
+    let docs = yaml
+        .iter()
+        .map(|y| serde_saphyr::from_str::<Value>(y).expect("YAML"))
+        .collect();
+    apply_on_real_node(&env, docs, Product::Loki).await;
+    env.cluster_reason("logs", "TLSReady", "SecretNotFound")
+        .await;
+    let service: Service = env.get("logs-gateway").await;
+    let ip = service.spec.and_then(|s| s.cluster_ip).expect("ClusterIP");
+    // The pod waits for its Secret: no address, so the Service answers nothing.
+    let (status, _) = curl(&format!("http://{ip}:3100/ready"), &[]).await;
+    assert_eq!(
+        status, 0,
+        "nothing is served in plain text without the Secret"
+    );
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec![format!("logs-gateway.{}.svc", env.name())])
+            .expect("a self-signed certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, certified.cert.pem()).expect("write the certificate");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("logs-tls".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(
+            [
+                ("tls.crt".to_string(), certified.cert.pem()),
+                ("tls.key".to_string(), certified.signing_key.serialize_pem()),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    env.api::<Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create the Secret");
+    env.cluster_condition("logs", "TLSReady", "True").await;
+    env.cluster_condition("logs", "Available", "True").await;
+    let host = format!("logs-gateway.{}.svc", env.name());
+    let resolve = format!("{host}:3100:{ip}");
+    let url = format!("https://{host}:3100/loki/api/v1/labels");
+    let (status, body) = wait_for("HTTPS through the gateway", TIMEOUT, || async {
+        let (status, body) = curl(
+            &url,
+            &[
+                "--cacert",
+                ca.to_str().expect("utf-8"),
+                "--resolve",
+                &resolve,
+            ],
+        )
+        .await;
+        Ok(if status == 200 {
+            Check::Done((status, body))
+        } else {
+            Check::Pending(format!("{status} {body}"))
+        })
+    })
+    .await;
+    let answer = parse_answer(status, &body);
+    assert!(
+        answer.roles.contains("read"),
+        "HTTPS reached a reader: {body}"
+    );
+    let (plain, body) = curl(&format!("http://{ip}:3100/loki/api/v1/labels"), &[]).await;
+    assert!(
+        plain == 400 || plain == 0,
+        "plain HTTP on the TLS port reaches no worker: {plain} {body}"
+    );
+    assert!(!body.contains("contract-worker"), "{body}");
+    env.finish().await;
+}
