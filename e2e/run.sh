@@ -2,12 +2,18 @@
 # `make run`: the local control plane, the CRDs, the operator (in the background) and the
 # samples, then `kubectl get grafanaclusters,workerpools -A` until every sample cluster is
 # Consistent and Available. `make stop` (or `e2e/run.sh stop`) ends it all.
+#
+# With the real node (the default), the Loki sample runs there as real pods: its gateway
+# is the nginx image built here and its workers are the contract worker (a test double of
+# Loki's run-time contract, src/bin/contract-worker.rs), so a request through the gateway
+# really reaches a worker. The other samples run on the simulated (kwok) nodes.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=$REPO_ROOT/.state/operator
 NAMESPACE=${LGTM_DEMO_NAMESPACE:-lgtm-demo}
 TIMEOUT=${LGTM_RUN_TIMEOUT:-300}
+REAL_NODE=${LGTM_REAL_NODE:-1}
 
 log() { printf '%s\n' "run.sh: $*" >&2; }
 
@@ -46,7 +52,50 @@ log "operator running (pid $(cat "$RUN_DIR/pid"), log $RUN_DIR/operator.log, met
 
 log "applying the samples to namespace $NAMESPACE"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n "$NAMESPACE" -f "$REPO_ROOT/deploy/samples/" >/dev/null
+SAMPLES=$REPO_ROOT/deploy/samples
+if ((REAL_NODE)); then
+	log "building the contract worker image for Loki and loading it into the real node"
+	cargo build --quiet --manifest-path "$REPO_ROOT/Cargo.toml" --bin contract-worker
+	# Tagged with the Loki version the operator runs: a cluster's image is a repository.
+	LOKI_VERSION=$("$REPO_ROOT/target/debug/lgtm-operator" render -f "$SAMPLES/s3-credentials.yaml" \
+		-f "$SAMPLES/loki-monolithic.yaml" | awk '/image: grafana\/loki:/ { sub(/.*:/, ""); print; exit }')
+	"$REPO_ROOT/e2e/images.sh" contract-worker "$REPO_ROOT/target/debug/contract-worker" loki \
+		"$RUN_DIR/contract-worker-loki.tar" "lgtm.local/contract-worker-loki:$LOKI_VERSION" 2>/dev/null
+	"$REPO_ROOT/e2e/cluster.sh" load-image "$RUN_DIR/contract-worker-loki.tar" 2>/dev/null
+	for f in "$SAMPLES"/*.yaml; do
+		[[ $f == */loki-monolithic.yaml ]] || kubectl apply -n "$NAMESPACE" -f "$f" >/dev/null
+	done
+	# The Loki sample, placed on the real node (its nodeSelector, toleration and
+	# StorageClass; see e2e/README.md, "The real node").
+	PLACEMENT="nodeSelector: {lgtm.coordinated.dev/real-node: 'true'}
+    tolerations: [{key: lgtm.coordinated.dev/real-node, operator: Exists, effect: NoSchedule}]"
+	kubectl apply -n "$NAMESPACE" -f - >/dev/null <<YAML
+apiVersion: lgtm.coordinated.dev/v1alpha1
+kind: GrafanaCluster
+metadata: {name: logs}
+spec:
+  product: loki
+  image: lgtm.local/contract-worker-loki
+  storage: {s3: {endpoint: minio.minio.svc:9000, bucket: loki, credentialsSecret: {name: s3-credentials}}}
+  retention: 14d
+  gateway:
+    image: $("$REPO_ROOT/e2e/images.sh" ref gateway)
+    exporterImage: $("$REPO_ROOT/e2e/images.sh" ref exporter)
+    $PLACEMENT
+---
+apiVersion: lgtm.coordinated.dev/v1alpha1
+kind: WorkerPool
+metadata: {name: logs-all}
+spec:
+  clusterRef: logs
+  replicas: 1
+  roles: {loki: {all: true}}
+  storage: {size: 1Gi, storageClassName: real-node-local}
+  ${PLACEMENT//$'\n'    /$'\n'  }
+YAML
+else
+	kubectl apply -n "$NAMESPACE" -f "$SAMPLES/" >/dev/null
+fi
 
 # Every sample cluster Consistent and Available?
 settled() {
@@ -74,5 +123,17 @@ Every sample cluster is Consistent and Available (after $((SECONDS - start))s).
   export KUBECONFIG=$KUBECONFIG
   kubectl get lgtm -n $NAMESPACE            # both kinds
   kubectl describe grafanacluster metrics -n $NAMESPACE
-Stop everything with: make stop
 EOT
+if ((REAL_NODE)); then
+	echo
+	kubectl rollout status -n "$NAMESPACE" deployment/logs-gateway --timeout=120s >/dev/null
+	kubectl get pods -n "$NAMESPACE" -o wide -l app.kubernetes.io/instance=logs
+	GATEWAY_IP=$(kubectl get service logs-gateway -n "$NAMESPACE" -o jsonpath='{.spec.clusterIP}')
+	cat <<EOT
+
+The Loki sample runs as real pods on the real node (its workers are contract workers).
+Ask its gateway; the answer names the worker pod and roles that served it:
+  curl http://$GATEWAY_IP:3100/loki/api/v1/labels
+EOT
+fi
+echo "Stop everything with: make stop"
