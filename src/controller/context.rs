@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::{Client, Resource};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
 
 use super::Error;
+use crate::api::WorkerPool;
 use crate::render::Settings;
-use crate::telemetry::{ControllerProgress, Health, Metrics, backoff};
+use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -25,6 +27,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Whether the PrometheusRule CRD is installed, and when that was last looked up.
     prometheus_rules: Mutex<Option<(std::time::Instant, bool)>>,
+    /// Every WorkerPool, reflected by the watch that triggers cluster reconciles: a
+    /// cluster reads its pools here rather than listing them on each reconcile.
+    pools: Store<DeserializeGuard<WorkerPool>>,
+    /// Whether every watch cache has filled (until then, pools are listed).
+    progress: Arc<Progress>,
 }
 
 impl Context {
@@ -34,6 +41,7 @@ impl Context {
         health: Health,
         recorder: Recorder,
         controllers: &[&'static str],
+        pools: Store<DeserializeGuard<WorkerPool>>,
     ) -> Self {
         let controllers = controllers
             .iter()
@@ -48,7 +56,31 @@ impl Context {
             recorder,
             failures: Mutex::default(),
             prometheus_rules: Mutex::default(),
+            pools,
+            progress: health.progress,
         }
+    }
+
+    /// The live pools of cluster `name` in `ns` from the watch cache, sorted by name as a
+    /// list returns them; `None` until every cache has filled.
+    pub(super) fn cached_pools(&self, ns: &str, name: &str) -> Option<Vec<WorkerPool>> {
+        if !self.progress.synced() {
+            return None;
+        }
+        let mut pools: Vec<WorkerPool> = self
+            .pools
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|pool| {
+                pool.namespace().as_deref() == Some(ns)
+                    && pool.spec.cluster_ref == name
+                    && pool.meta().deletion_timestamp.is_none()
+            })
+            .cloned()
+            .collect();
+        pools.sort_by_key(|pool| pool.name_any());
+        Some(pools)
     }
 
     /// The progress record of `controller` (one of the two controllers' names).

@@ -12,8 +12,12 @@ use crate::api::WorkerPool;
 use crate::plan::secrets::Secrets;
 
 /// The cluster's pools: WorkerPools of its namespace that name it (malformed ones are
-/// left out; their own reconciler reports them, and so are those being deleted).
+/// left out; their own reconciler reports them, and so are those being deleted). Read
+/// from the watch cache; listed through the API only before the caches have filled.
 pub async fn pools_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<WorkerPool>> {
+    if let Some(pools) = ctx.cached_pools(ns, name) {
+        return Ok(pools);
+    }
     let api: Api<DeserializeGuard<WorkerPool>> = Api::namespaced(ctx.client.clone(), ns);
     let list = api
         .list(&ListParams::default())

@@ -225,6 +225,21 @@ impl Watches<'_> {
         tracked(events, self.record(&K::kind(&()))).touched_objects()
     }
 
+    /// Every object of kind `K`, reflected into `writer`'s store before it is passed on:
+    /// a reconcile it triggers reads the store at least as new as the trigger.
+    fn reflected<K>(
+        &self,
+        writer: reflector::store::Writer<K>,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Watched,
+    {
+        let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
+            .backoff(WatchBackoff::new())
+            .reflect(writer);
+        tracked(events, self.record(&K::kind(&()))).touched_objects()
+    }
+
     /// Secrets, by metadata only: their data is read when a reconcile needs it.
     fn secrets(
         &self,
@@ -296,6 +311,7 @@ fn cluster_controller(
     w: &Watches,
     writer: reflector::store::Writer<DeserializeGuard<GrafanaCluster>>,
     store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    pools: reflector::store::Writer<DeserializeGuard<WorkerPool>>,
 ) -> Controller<DeserializeGuard<GrafanaCluster>> {
     let clusters_by_secret = store.clone();
     Controller::for_stream(w.main(writer), store.clone())
@@ -307,7 +323,7 @@ fn cluster_controller(
         .owns_stream(w.owned::<Role, GrafanaCluster>())
         .owns_stream(w.owned::<RoleBinding, GrafanaCluster>())
         .watches_stream(
-            w.related::<DeserializeGuard<WorkerPool>>(watcher::Config::default()),
+            w.reflected(pools),
             w.counted(|pool: DeserializeGuard<WorkerPool>| {
                 let pool = pool.0.ok()?;
                 let ns = pool.namespace()?;
@@ -375,7 +391,12 @@ fn pool_controller(
 }
 
 /// What both controllers' reconciles share; Events name this pod as their reporter.
-fn context(client: &Client, options: &Options, health: &Health) -> Arc<Context> {
+fn context(
+    client: &Client,
+    options: &Options,
+    health: &Health,
+    pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+) -> Arc<Context> {
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -386,13 +407,16 @@ fn context(client: &Client, options: &Options, health: &Health) -> Arc<Context> 
         health.clone(),
         Recorder::new(client.clone(), reporter),
         &[cluster::CONTROLLER, pool::CONTROLLER],
+        pools,
     ))
 }
 
 /// Runs both controllers until SIGTERM or Ctrl-C, marking `health` synced once every
 /// watch cache has filled; gives up when that takes longer than the options allow.
 async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
-    let ctx = context(&client, &options, &health);
+    // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
+    let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
+    let ctx = context(&client, &options, &health, cluster_pools.clone());
     let cluster_watches = Watches {
         client: &client,
         options: &options,
@@ -410,11 +434,15 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
     let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
     let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
-    let clusters = cluster_controller(&cluster_watches, cluster_writer, &cluster_store)
-        .graceful_shutdown_on(shutdown.clone());
+    let clusters = cluster_controller(
+        &cluster_watches,
+        cluster_writer,
+        &cluster_store,
+        cluster_pools_writer,
+    )
+    .graceful_shutdown_on(shutdown.clone());
     let pools = pool_controller(&pool_watches, pool_writer, &pool_store, &cluster_store)
         .graceful_shutdown_on(shutdown.clone());
-
     let cluster_progress = cluster_watches.progress.clone();
     let pool_progress = pool_watches.progress.clone();
     let controllers = async {
@@ -437,10 +465,10 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     // Awaited in the controllers' own task, never in another: a store's readiness keeps a
     // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
     // the wake-up from the controller that also waits for it, or lose its own.
-    let synced = tokio::time::timeout(options.cache_sync_timeout, async {
-        cluster_store.wait_until_ready().await.is_ok()
-            && pool_store.wait_until_ready().await.is_ok()
-    });
+    let synced = tokio::time::timeout(
+        options.cache_sync_timeout,
+        filled(cluster_store, pool_store, cluster_pools),
+    );
     tokio::select! {
         _ = &mut controllers => return stopped(&ctx, shutdown.peek().is_some()),
         // No reconcile runs before the caches filled, so there is nothing to finish; and
@@ -461,6 +489,17 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     }
     controllers.await;
     stopped(&ctx, shutdown.peek().is_some())
+}
+
+/// Whether every store filled; false when one was dropped (its controller is stopping).
+async fn filled(
+    clusters: reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+    cluster_pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+) -> bool {
+    clusters.wait_until_ready().await.is_ok()
+        && pools.wait_until_ready().await.is_ok()
+        && cluster_pools.wait_until_ready().await.is_ok()
 }
 
 /// The controllers' streams ended: a clean stop when a signal asked for it, else an error
