@@ -1389,25 +1389,8 @@ async fn the_rendered_gateway_runs_as_a_real_pod() {
     .await;
     env.apply(&pool_yaml("logs-read", "logs", 1, "{loki: {read: true}}"))
         .await;
-    env.wait_until(
-        "logs-gateway",
-        "the gateway Deployment available",
-        |d: Deployment| {
-            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            if ready >= 1 {
-                Check::Done(())
-            } else {
-                Check::Pending(format!("{ready} ready"))
-            }
-        },
-    )
-    .await;
-    let pods = env
-        .api::<k8s_openapi::api::core::v1::Pod>()
-        .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
-        .await
-        .expect("list gateway pods");
-    let pod = pods.items.first().expect("a gateway pod");
+    let pods = support::real_node::rolled_out(&env, "logs-gateway").await;
+    let pod = pods.first().expect("a gateway pod");
     let spec = pod.spec.as_ref().expect("spec");
     assert_eq!(spec.node_name.as_deref(), Some("real-node"));
     let ip = pod

@@ -269,6 +269,7 @@ async fn gateway_and_roles(env: &OperatorNamespace, cluster: &str) -> (String, B
         .filter(|r| !r.pools.is_empty())
         .map(|r| r.name.clone())
         .collect();
+    support::real_node::rolled_out(env, &format!("{cluster}-gateway")).await;
     let service: Service = env.get(&format!("{cluster}-gateway")).await;
     let ip = service
         .spec

@@ -137,3 +137,58 @@ pub fn sample_documents(file: &str) -> Vec<Value> {
         .filter(|doc| !doc.is_null())
         .collect()
 }
+
+/// Waits until Deployment `name` has rolled out: every replica updated, Ready, and no
+/// old pod left (the gateway rolls once right after its pools appear, so "one Ready
+/// replica" may still be the old pod while the new one has no address yet). Returns its
+/// Ready pods.
+pub async fn rolled_out(
+    env: &super::OperatorNamespace,
+    name: &str,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    let what = format!("Deployment {name} rolled out on the real node");
+    super::wait_for(&what, super::TIMEOUT, || async {
+        let d: Deployment = env.api::<Deployment>().get(name).await?;
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let generation = d.metadata.generation;
+        let status = d.status.unwrap_or_default();
+        let selector = d
+            .spec
+            .and_then(|s| s.selector.match_labels)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods: Vec<Pod> = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        let ready = |p: &Pod| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().is_some_and(|s| {
+                    s.pod_ip.is_some()
+                        && s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        };
+        let done = status.observed_generation == generation
+            && status.updated_replicas == Some(want)
+            && status.ready_replicas == Some(want)
+            && status.replicas == Some(want)
+            && pods.len() == want as usize
+            && pods.iter().all(ready);
+        Ok(if done {
+            super::Check::Done(pods)
+        } else {
+            super::Check::Pending(format!("{status:?}; {} pods", pods.len()))
+        })
+    })
+    .await
+}
