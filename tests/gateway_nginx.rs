@@ -7,6 +7,8 @@
 //! mistake shows, and the catalogue itself, so every route the renderer emits is exercised.
 
 mod nginx_support;
+#[path = "shared/routes.rs"]
+mod routes;
 
 use std::collections::BTreeSet;
 
@@ -16,6 +18,7 @@ use nginx_support::{
     Families, Gateway, LOOPBACK_V6, Request, SAMPLE_RESOLV_CONF, Workspace, grpc_health_check_to,
     send_to, try_send_to,
 };
+use routes::sample_path;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 // --- What products.md documents -------------------------------------------------------
@@ -282,27 +285,6 @@ fn catalogue_probes(product: Product) -> Vec<Probe> {
         }
     }
     probes
-}
-
-/// A path an nginx location matches: the exact path, or below the prefix, or below the
-/// literal of a `<literal>.*` or `^<literal>.*` regex.
-fn sample_path(location: &str) -> String {
-    let (modifier, pattern) = location.split_once(' ').unwrap_or(("", location));
-    let prefix = match modifier {
-        "=" => return pattern.to_string(),
-        "~" | "~*" => pattern
-            .strip_suffix(".*")
-            .map(|literal| literal.strip_prefix('^').unwrap_or(literal))
-            .filter(|literal| !literal.contains(['^', '$', '(', '[', '*', '+', '?', '\\']))
-            .unwrap_or_else(|| panic!("cannot derive a path for the regex location {location}")),
-        "" | "^~" => pattern,
-        _ => panic!("unknown location modifier in {location}"),
-    };
-    if prefix.ends_with('/') {
-        format!("{prefix}sample")
-    } else {
-        format!("{prefix}/sample")
-    }
 }
 
 /// Sends every probe through the gateway; a line per probe that did not land as expected.

@@ -7,6 +7,8 @@
 //!
 //! What stays simulated: the agent (its image is not built here) runs on the kwok nodes.
 
+#[path = "shared/routes.rs"]
+mod routes;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +18,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use lgtm_operator::product::{Handling, Product, Protocol, RouteTo};
+use routes::sample_path;
 use serde_json::Value;
 use support::real_node::{contract_worker_image, onto_real_node, sample_documents};
 use support::{Check, OperatorNamespace, TIMEOUT, wait_for};
@@ -53,17 +56,11 @@ fn parse_answer(status: u16, body: &str) -> Answer {
     }
 }
 
-/// `GET http://address/path` with curl (the gateway's Service, through kube-proxy).
+/// `GET http://address/path` (the gateway's Service, through kube-proxy), as the worker
+/// that answered.
 async fn get(address: &str, path: &str) -> Answer {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .arg(format!("http://{address}{path}"))
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    parse_answer(status.parse().unwrap_or(0), body)
+    let (status, body) = curl(&format!("http://{address}{path}"), &[]).await;
+    parse_answer(status, &body)
 }
 
 /// A websocket upgrade of `path` (Loki's tail): the worker sends its identity as the
@@ -135,24 +132,6 @@ fn expected_role(to: RouteTo, present: &BTreeSet<String>) -> Option<String> {
     }
 }
 
-/// A path an nginx location matches (as tests/gateway_nginx.rs derives it).
-fn sample_path(location: &str) -> String {
-    let (modifier, pattern) = location.split_once(' ').unwrap_or(("", location));
-    let prefix = match modifier {
-        "=" => return pattern.to_string(),
-        "~" | "~*" => pattern
-            .strip_suffix(".*")
-            .map(|literal| literal.strip_prefix('^').unwrap_or(literal))
-            .unwrap_or(pattern),
-        _ => pattern,
-    };
-    if prefix.ends_with('/') {
-        format!("{prefix}sample")
-    } else {
-        format!("{prefix}/sample")
-    }
-}
-
 /// Applies sample `file` onto the real node, with `product`'s contract worker as the
 /// workers' image, and waits until every pool's pods are Ready by their real probes.
 async fn sample_on_real_node(env: &OperatorNamespace, file: &str, product: Product) {
@@ -177,6 +156,10 @@ async fn apply_on_real_node(env: &OperatorNamespace, docs: Vec<Value>, product: 
         let replicas = pool["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
         pool_ready(env, name, replicas).await;
     }
+}
+
+fn from_yaml(doc: &str) -> Value {
+    serde_saphyr::from_str(doc).expect("YAML")
 }
 
 fn to_yaml(docs: &[Value]) -> String {
@@ -478,10 +461,7 @@ async fn scaling_a_pool_moves_the_gateway_traffic_without_a_restart() {
         support::pool_yaml("logs-write", "logs", 1, "{loki: {write: true}}"),
         support::pool_yaml("logs-backend", "logs", 1, "{loki: {backend: true}}"),
     ];
-    let docs = yaml
-        .iter()
-        .map(|y| serde_saphyr::from_str::<Value>(y).expect("YAML"))
-        .collect();
+    let docs = yaml.iter().map(|y| from_yaml(y)).collect();
     apply_on_real_node(&env, docs, Product::Loki).await;
     let (ip, _) = gateway_and_roles(&env, "logs").await;
     let address = format!("{ip}:3100");
@@ -558,7 +538,7 @@ async fn scaling_a_pool_moves_the_gateway_traffic_without_a_restart() {
 /// `curl` of `url` with extra arguments: the HTTP status (0 when no answer) and body.
 async fn curl(url: &str, args: &[&str]) -> (u16, String) {
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
         .args(args)
         .arg(url)
         .output()
@@ -581,10 +561,7 @@ async fn the_gateway_serves_https_from_its_secret_and_nothing_without_it() {
         support::cluster_yaml("logs", "loki", "  tls: {secretName: logs-tls}\n"),
         support::pool_yaml("logs-all", "logs", 1, "{loki: {all: true}}"),
     ];
-    let docs = yaml
-        .iter()
-        .map(|y| serde_saphyr::from_str::<Value>(y).expect("YAML"))
-        .collect();
+    let docs = yaml.iter().map(|y| from_yaml(y)).collect();
     apply_on_real_node(&env, docs, Product::Loki).await;
     env.cluster_reason("logs", "TLSReady", "SecretNotFound")
         .await;

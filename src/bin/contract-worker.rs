@@ -288,7 +288,7 @@ async fn answer(
         if request.method().as_str() != endpoint.method {
             return (StatusCode::METHOD_NOT_ALLOWED, format!("{text}\n")).into_response();
         }
-        tracing_line(&format!(
+        say(&format!(
             "lifecycle {}: {}",
             endpoint.path, endpoint.what.what
         ));
@@ -296,7 +296,8 @@ async fn answer(
     (StatusCode::OK, format!("{text}\n")).into_response()
 }
 
-fn tracing_line(line: &str) {
+/// A line on stderr, where the container's log is read.
+fn say(line: &str) {
     eprintln!("contract-worker: {line}");
 }
 
@@ -331,7 +332,7 @@ fn start() -> Result<(Worker, BTreeSet<u16>), String> {
     std::env::set_current_dir(contract.image.workdir)
         .map_err(|e| format!("cannot enter {}: {e}", contract.image.workdir))?;
     for created in create_paths(contract, &config, &roles)? {
-        tracing_line(&format!("wrote {created}"));
+        say(&format!("wrote {created}"));
     }
     let role_list: Vec<&str> = roles.iter().copied().collect();
     let unready = check_temp_dir(contract, &role_list);
@@ -351,38 +352,38 @@ async fn main() -> ExitCode {
     let (worker, ports) = match start() {
         Ok(started) => started,
         Err(why) => {
-            tracing_line(&format!("exiting at start: {why}"));
+            say(&format!("exiting at start: {why}"));
             // Kubernetes shows this file as the container's last termination message.
             let _ = std::fs::write("/dev/termination-log", &why);
             return ExitCode::from(1);
         }
     };
     if let Some(why) = &worker.unready {
-        tracing_line(why);
+        say(why);
     }
     let app = Router::new().fallback(answer).with_state(Arc::new(worker));
     for port in &ports {
         let listener = match tokio::net::TcpListener::bind(("0.0.0.0", *port)).await {
             Ok(l) => l,
             Err(e) => {
-                tracing_line(&format!("exiting at start: cannot bind port {port}: {e}"));
+                say(&format!("exiting at start: cannot bind port {port}: {e}"));
                 return ExitCode::from(1);
             }
         };
         let app = app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
-    tracing_line(&format!("listening on {ports:?}"));
+    say(&format!("listening on {ports:?}"));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            tracing_line(&format!("cannot wait for SIGTERM: {e}"));
+            say(&format!("cannot wait for SIGTERM: {e}"));
             return ExitCode::from(1);
         }
     };
     tokio::select! {
-        _ = term.recv() => tracing_line("SIGTERM: exiting"),
-        _ = tokio::signal::ctrl_c() => tracing_line("SIGINT: exiting"),
+        _ = term.recv() => say("SIGTERM: exiting"),
+        _ = tokio::signal::ctrl_c() => say("SIGINT: exiting"),
     }
     ExitCode::SUCCESS
 }

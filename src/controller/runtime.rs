@@ -185,13 +185,24 @@ impl Watches<'_> {
     where
         K: Watched,
     {
+        let progress = self.progress.clone();
+        self.reflected_events(writer)
+            .applied_objects()
+            .inspect_ok(move |_| progress.triggered(Instant::now()))
+    }
+
+    /// Every event of kind `K`, applied to `writer`'s store before it is passed on.
+    fn reflected_events<K>(
+        &self,
+        writer: reflector::store::Writer<K>,
+    ) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+    where
+        K: Watched,
+    {
         let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
             .backoff(WatchBackoff::new())
             .reflect(writer);
-        let progress = self.progress.clone();
         tracked(events, self.record(&K::kind(&())))
-            .applied_objects()
-            .inspect_ok(move |_| progress.triggered(Instant::now()))
     }
 
     /// Children of kind `K` (metadata only, labelled as ours) that `Owner` controls.
@@ -234,10 +245,7 @@ impl Watches<'_> {
     where
         K: Watched,
     {
-        let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
-            .backoff(WatchBackoff::new())
-            .reflect(writer);
-        tracked(events, self.record(&K::kind(&()))).touched_objects()
+        self.reflected_events(writer).touched_objects()
     }
 
     /// Secrets, by metadata only: their data is read when a reconcile needs it.
