@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, env = "WATCH_TIMEOUT_SECONDS", default_value_t = 290,
               value_parser = clap::value_parser!(u32).range(1..))]
         watch_timeout_seconds: u32,
+        /// Objects each controller reconciles at once (0: no bound).
+        #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY)]
+        concurrency: u16,
+        /// Milliseconds a controller waits for more changes to an object before it
+        /// reconciles it.
+        #[arg(long, env = "RECONCILE_DEBOUNCE_MS",
+              default_value_t = controller::DEFAULT_DEBOUNCE.as_millis() as u64)]
+        debounce_ms: u64,
     },
     /// Print every object the operator would create for the given manifests
     /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
@@ -109,23 +117,28 @@ async fn main() -> anyhow::Result<()> {
             cache_sync_timeout_seconds,
             stall_timeout_seconds,
             watch_timeout_seconds,
+            concurrency,
+            debounce_ms,
         } => {
-            let leader_election = leader_elect.then(|| {
-                // The pod name is unique among replicas; a random suffix keeps two local
+            let lease = leader_elect.then(|| Lease {
+                name: lease_name,
+                namespace: lease_namespace,
+                // The pod name is unique among replicas; the process id keeps two local
                 // runs apart.
-                let identity = std::env::var("POD_NAME")
-                    .unwrap_or_else(|_| format!("lgtm-operator-{}", std::process::id()));
-                LeaderElection::new(&lease_name, &lease_namespace, &identity)
+                identity: std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("lgtm-operator-{}", std::process::id())),
             });
             let options = Options {
                 namespace,
                 settings,
-                leader_election,
+                leader_election: None,
                 cache_sync_timeout: Duration::from_secs(cache_sync_timeout_seconds),
                 watch_timeout_seconds,
+                concurrency,
+                debounce: Duration::from_millis(debounce_ms),
             };
             let health = Health::new(Duration::from_secs(stall_timeout_seconds));
-            run(listen, log_format, options, health).await
+            run(listen, log_format, options, lease, health).await
         }
         Command::Render {
             files,
@@ -150,16 +163,36 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The Lease to take part in leader election on, and this replica's identity.
+struct Lease {
+    name: String,
+    namespace: String,
+    identity: String,
+}
+
 async fn run(
     listen: SocketAddr,
     log_format: LogFormat,
-    options: Options,
+    mut options: Options,
+    lease: Option<Lease>,
     health: Health,
 ) -> anyhow::Result<()> {
     telemetry::init_logging(log_format);
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    options.leader_election = lease.map(|lease| {
+        LeaderElection::new(
+            &lease.name,
+            &lease.namespace,
+            &lease.identity,
+            config.clone(),
+        )
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a Kubernetes client from the configuration")?
+        .with_layer(&health.metrics.count_api_requests())
+        .build();
     tracing::info!(
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
         leader_election = options.leader_election.is_some(),

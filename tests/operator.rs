@@ -1199,6 +1199,103 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     env.finish().await;
 }
 
+/// Split-brain made impossible rather than unlikely: a leader cut off from the API server
+/// (its renewals hang, as under a partition or an overloaded server) stops reconciling
+/// before its lease expires as the other replicas compute it, so before any of them can
+/// take it, whatever its lease library still believes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_before_its_lease_can_pass_to_another() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use std::time::SystemTime;
+
+    let env = OperatorNamespace::without_operator("fence").await;
+    let partition = support::Partition::start(support::kubeconfig_path()).await;
+    let args = ["--leader-elect", "--lease-namespace", env.name()];
+    let mut first =
+        OperatorProcess::start_as(partition.kubeconfig(), env.name(), "first", &args).await;
+    // The Lease as the API server has it: holder, renewTime, leaseDurationSeconds.
+    let lease = || async {
+        let lease: Lease = env.get("lgtm-operator").await;
+        let spec = lease.spec.unwrap_or_default();
+        (
+            spec.holder_identity.unwrap_or_default(),
+            spec.renew_time.map(|t| SystemTime::from(t.0)),
+            spec.acquire_time.map(|t| SystemTime::from(t.0)),
+            Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0) as u64),
+        )
+    };
+    // Cut it off once it has renewed the lease at least once (a renewal, not only the
+    // acquisition, is what the fence counts from in the steady state).
+    let acquired = wait_for("the first replica to hold the lease", TIMEOUT, || async {
+        let (holder, renewed, acquired, _) = lease().await;
+        Ok(match (holder.as_str(), renewed, acquired) {
+            ("first", Some(r), Some(a)) => Check::Done((r, a)),
+            other => Check::Pending(format!("{other:?}")),
+        })
+    })
+    .await;
+    wait_for("a renewal after the acquisition", TIMEOUT, || async {
+        let (_, renewed, _, _) = lease().await;
+        Ok(if renewed > Some(acquired.1) {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("renewed {renewed:?}"))
+        })
+    })
+    .await;
+    let second =
+        OperatorProcess::start_as(support::kubeconfig_path(), env.name(), "second", &args).await;
+    partition.cut();
+
+    // The last renewal of the first replica that the API server accepted, and when the
+    // lease expires for everyone else.
+    let (holder, last_renewal, _, duration) = lease().await;
+    assert_eq!(holder, "first");
+    let expiry = last_renewal.expect("renewTime") + duration;
+
+    let status = first.exited(duration + Duration::from_secs(10)).await;
+    let status =
+        status.unwrap_or_else(|| panic!("still running after the lease expired:\n{}", first.log()));
+    assert!(
+        !status.success(),
+        "it stops with an error, so that Kubernetes restarts it"
+    );
+    // It stops reconciling when it logs why (the controllers are dropped at once); the
+    // release of the lease that follows may wait on the dead connection a little.
+    let log = first.log();
+    let stopped_at: SystemTime = log
+        .lines()
+        .filter(|line| line.contains("not renewed in time"))
+        .find_map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).ok()?;
+            let at: k8s_openapi::jiff::Timestamp = line["timestamp"].as_str()?.parse().ok()?;
+            Some(SystemTime::from(at))
+        })
+        .unwrap_or_else(|| panic!("the log says why it stopped:\n{log}"));
+    let margin = expiry.duration_since(stopped_at).unwrap_or_else(|_| {
+        panic!(
+            "stopped {:?} after its lease expired",
+            stopped_at.duration_since(expiry)
+        )
+    });
+    println!("the cut-off leader stopped {margin:?} before its lease expired");
+
+    let taken_at = wait_for("the second replica to take the lease", TIMEOUT, || async {
+        let (holder, _, acquired, _) = lease().await;
+        Ok(match (holder.as_str(), acquired) {
+            ("second", Some(at)) => Check::Done(at),
+            other => Check::Pending(format!("{other:?}")),
+        })
+    })
+    .await;
+    assert!(
+        taken_at > stopped_at,
+        "the second replica took the lease before the first stopped"
+    );
+    drop(second);
+    env.finish().await;
+}
+
 /// An operator whose watches can never fill (here: an account without any rights) must not
 /// idle unready forever: it stops with an error naming the cause, so that Kubernetes
 /// restarts it and its logs say what to fix.

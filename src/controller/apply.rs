@@ -5,38 +5,15 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Context;
+use super::children;
+pub use super::children::Child;
 use super::error::{Error, Result};
 use crate::api::FIELD_MANAGER;
-
-/// Kinds the operator applies and prunes.
-pub trait Child:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Child for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static
-{
-}
 
 /// Applies `object` (server-side, forced: the operator owns every field it sets, and a
 /// manual edit of one is reverted). An unchanged object is not written by the API server.
@@ -60,10 +37,22 @@ pub async fn apply<K: Child>(client: &Client, object: &K) -> Result<K> {
 /// The children a reconcile wants, by kind and name: pruning deletes the others. Keyed
 /// by kind too, since children of different kinds share names (the gateway's
 /// ConfigMap, Service and PodDisruptionBudget are all `<c>-gateway`).
-#[derive(Debug, Default)]
-pub struct Kept(BTreeSet<(String, String)>);
+#[derive(Debug)]
+pub struct Kept {
+    /// The kind of the owner whose children these are.
+    owner: String,
+    names: BTreeSet<(String, String)>,
+}
 
 impl Kept {
+    /// Nothing kept yet of the children of an object of kind `Owner`.
+    pub fn of<Owner: Resource<DynamicType = ()>>() -> Self {
+        Self {
+            owner: Owner::kind(&()).into_owned(),
+            names: BTreeSet::new(),
+        }
+    }
+
     /// Keeps `object`.
     pub fn add<K: Resource<DynamicType = ()>>(&mut self, object: &K) {
         self.add_named::<K>(object.name_any());
@@ -71,16 +60,16 @@ impl Kept {
 
     /// Keeps the object of kind `K` named `name`, whether or not it was applied now.
     pub fn add_named<K: Resource<DynamicType = ()>>(&mut self, name: String) {
-        self.0.insert((K::kind(&()).to_string(), name));
+        self.names.insert((K::kind(&()).to_string(), name));
     }
 
     /// Keeps an object of a kind known only at run time.
     pub fn add_dynamic(&mut self, resource: &ApiResource, name: String) {
-        self.0.insert((resource.kind.clone(), name));
+        self.names.insert((resource.kind.clone(), name));
     }
 
     fn names_of(&self, kind: &str) -> BTreeSet<String> {
-        self.0
+        self.names
             .iter()
             .filter(|(k, _)| k == kind)
             .map(|(_, name)| name.clone())
@@ -88,32 +77,72 @@ impl Kept {
     }
 }
 
-/// Applies `object` and keeps it.
-pub async fn apply_kept<K: Child>(client: &Client, kept: &mut Kept, object: &K) -> Result<K> {
-    let applied = apply(client, object).await?;
-    kept.add(&applied);
+/// Applies `object` and keeps it. Not sent when nothing changed since the operator
+/// last applied it (see [`super::children`]).
+pub async fn apply_kept<K: Child>(ctx: &Context, kept: &mut Kept, object: &K) -> Result<()> {
+    kept.add(object);
+    let wanted = children::wanted(object);
+    if ctx.children.unchanged(&kept.owner, object, wanted) {
+        return Ok(());
+    }
+    let applied = apply(&ctx.client, object).await?;
+    ctx.children.remember(&applied, wanted);
+    Ok(())
+}
+
+/// [`apply_kept`], returning the object as the API server has it now: the applied
+/// object, or when nothing had to be applied, the object read.
+pub async fn apply_kept_read<K: Child>(ctx: &Context, kept: &mut Kept, object: &K) -> Result<K> {
+    kept.add(object);
+    let wanted = children::wanted(object);
+    if ctx.children.unchanged(&kept.owner, object, wanted) {
+        let namespace = object.namespace().unwrap_or_default();
+        if let Some(live) = get_opt(&ctx.client, &namespace, &object.name_any()).await? {
+            return Ok(live);
+        }
+    }
+    let applied = apply(&ctx.client, object).await?;
+    ctx.children.remember(&applied, wanted);
     Ok(applied)
 }
 
-/// Whose children to prune: those carrying `selector` and controlled by `owner_uid`.
+/// Whose children to prune: those labelled `label` and controlled by `uid`.
 pub struct Owner<'a> {
     pub namespace: &'a str,
-    pub selector: &'a str,
+    pub label: (&'a str, &'a str),
     pub uid: &'a str,
 }
 
-/// Deletes the objects of kind `K` of `owner` that `kept` does not name. Returns the
-/// names deleted.
-pub async fn prune<K: Child>(
-    client: &Client,
-    owner: &Owner<'_>,
-    kept: &Kept,
-) -> Result<Vec<String>> {
-    let api = Api::<K>::namespaced(client.clone(), owner.namespace);
-    prune_in(api, owner, &kept.names_of(K::kind(&()).as_ref())).await
+impl Owner<'_> {
+    fn selector(&self) -> String {
+        format!("{}={}", self.label.0, self.label.1)
+    }
+
+    fn controls(&self, meta: &kube::api::ObjectMeta) -> bool {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == self.uid)
+    }
 }
 
-/// [`prune`] for a kind known only at run time (a PrometheusRule).
+/// Deletes the objects of kind `K` of `owner` that `kept` does not name, found in the
+/// watch cache (listed before the caches have filled). Returns the names deleted.
+pub async fn prune<K: Child>(ctx: &Context, owner: &Owner<'_>, kept: &Kept) -> Result<Vec<String>> {
+    let api = Api::<K>::namespaced(ctx.client.clone(), owner.namespace);
+    let keep = kept.names_of(K::kind(&()).as_ref());
+    let existing = match ctx.cached_children::<K>(&kept.owner, owner.namespace, owner.label) {
+        Some(cached) => cached.into_iter().map(|o| o.metadata).collect(),
+        None => list_owned(&api, owner).await?,
+    };
+    let deleted = delete_unkept(api, owner, &keep, existing).await?;
+    for name in &deleted {
+        ctx.children.forget::<K>(owner.namespace, name);
+    }
+    Ok(deleted)
+}
+
+/// [`prune`] for a kind known only at run time (a PrometheusRule): listed, uncached.
 pub async fn prune_dynamic(
     client: &Client,
     resource: &ApiResource,
@@ -121,26 +150,38 @@ pub async fn prune_dynamic(
     kept: &Kept,
 ) -> Result<Vec<String>> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), owner.namespace, resource);
-    prune_in(api, owner, &kept.names_of(&resource.kind)).await
+    let existing = list_owned(&api, owner).await?;
+    delete_unkept(api, owner, &kept.names_of(&resource.kind), existing).await
 }
 
-async fn prune_in<K>(api: Api<K>, owner: &Owner<'_>, keep: &BTreeSet<String>) -> Result<Vec<String>>
+/// The metadata of the objects `api` serves that carry `owner`'s label.
+async fn list_owned<K>(api: &Api<K>, owner: &Owner<'_>) -> Result<Vec<kube::api::ObjectMeta>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    let list = api
+        .list_metadata(&ListParams::default().labels(&owner.selector()))
+        .await
+        .map_err(Error::read(api.resource_url().to_string()))?;
+    Ok(list.items.into_iter().map(|o| o.metadata).collect())
+}
+
+/// Deletes those of `existing` that `owner` controls, `keep` does not name and are not
+/// already being deleted.
+async fn delete_unkept<K>(
+    api: Api<K>,
+    owner: &Owner<'_>,
+    keep: &BTreeSet<String>,
+    existing: Vec<kube::api::ObjectMeta>,
+) -> Result<Vec<String>>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
     let kind = api.resource_url().to_string();
-    let existing = api
-        .list_metadata(&ListParams::default().labels(owner.selector))
-        .await
-        .map_err(Error::read(kind.clone()))?;
     let mut deleted = Vec::new();
-    for object in existing {
-        let name = object.name_any();
-        let controlled = object
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.uid == owner.uid);
-        if !controlled || keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
+    for meta in existing {
+        let name = meta.name.clone().unwrap_or_default();
+        if !owner.controls(&meta) || keep.contains(&name) || meta.deletion_timestamp.is_some() {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {

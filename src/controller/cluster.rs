@@ -15,7 +15,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
 use super::apply::{
-    Kept, Owner, apply, apply_dynamic, apply_kept, apply_status, get_opt, prune, prune_dynamic,
+    Kept, Owner, apply, apply_dynamic, apply_kept, apply_kept_read, apply_status, get_opt, prune,
+    prune_dynamic,
 };
 use super::context::{guarded, retry};
 use super::error::{Error, Result};
@@ -125,11 +126,11 @@ async fn apply_children(
         dashboards,
         alerts,
     } = children;
-    let mut kept = Kept::default();
+    let mut kept = Kept::of::<GrafanaCluster>();
     // The shared config is never pruned: while frozen it is not in the plan.
     kept.add_named::<ConfigMap>(view.child_name("config"));
     if let Some(config) = shared_config {
-        apply_kept(client, &mut kept, config).await?;
+        apply_kept(ctx, &mut kept, config).await?;
     }
     let Gateway {
         config,
@@ -137,15 +138,15 @@ async fn apply_children(
         service,
         pdb,
     } = gateway;
-    apply_kept(client, &mut kept, config).await?;
-    let deployment = apply_kept(client, &mut kept, deployment).await?;
-    apply_kept(client, &mut kept, service).await?;
+    apply_kept(ctx, &mut kept, config).await?;
+    let deployment = apply_kept_read(ctx, &mut kept, deployment).await?;
+    apply_kept(ctx, &mut kept, service).await?;
     if let Some(pdb) = pdb {
-        apply_kept(client, &mut kept, pdb).await?;
+        apply_kept(ctx, &mut kept, pdb).await?;
     }
-    apply_kept(client, &mut kept, gossip).await?;
+    apply_kept(ctx, &mut kept, gossip).await?;
     for service in role_services {
-        apply_kept(client, &mut kept, service).await?;
+        apply_kept(ctx, &mut kept, service).await?;
     }
     if let Some(Agent {
         config,
@@ -155,18 +156,18 @@ async fn apply_children(
         peers,
     }) = agent
     {
-        apply_kept(client, &mut kept, config).await?;
-        apply_kept(client, &mut kept, service_account).await?;
-        apply_kept(client, &mut kept, role).await?;
-        apply_kept(client, &mut kept, role_binding).await?;
-        apply_kept(client, &mut kept, peers).await?;
+        apply_kept(ctx, &mut kept, config).await?;
+        apply_kept(ctx, &mut kept, service_account).await?;
+        apply_kept(ctx, &mut kept, role).await?;
+        apply_kept(ctx, &mut kept, role_binding).await?;
+        apply_kept(ctx, &mut kept, peers).await?;
     }
     for dashboard in dashboards {
-        apply_kept(client, &mut kept, dashboard).await?;
+        apply_kept(ctx, &mut kept, dashboard).await?;
     }
     match alerts {
         Some(Alerts::ConfigMap(rules)) => {
-            apply_kept(client, &mut kept, rules).await?;
+            apply_kept(ctx, &mut kept, rules).await?;
         }
         Some(Alerts::PrometheusRule(rule)) => {
             let resource = observability::prometheus_rule_resource();
@@ -187,18 +188,18 @@ async fn prune_children(
     let client = &ctx.client;
     let namespace = cluster.namespace().unwrap_or_default();
     let uid = cluster.uid().unwrap_or_default();
-    let selector = format!("{CLUSTER}={}", cluster.name_any());
+    let name = cluster.name_any();
     let owner = Owner {
         namespace: &namespace,
-        selector: &selector,
+        label: (CLUSTER, &name),
         uid: &uid,
     };
-    prune::<Service>(client, &owner, kept).await?;
-    prune::<PodDisruptionBudget>(client, &owner, kept).await?;
-    prune::<ConfigMap>(client, &owner, kept).await?;
-    prune::<ServiceAccount>(client, &owner, kept).await?;
-    prune::<Role>(client, &owner, kept).await?;
-    prune::<RoleBinding>(client, &owner, kept).await?;
+    prune::<Service>(ctx, &owner, kept).await?;
+    prune::<PodDisruptionBudget>(ctx, &owner, kept).await?;
+    prune::<ConfigMap>(ctx, &owner, kept).await?;
+    prune::<ServiceAccount>(ctx, &owner, kept).await?;
+    prune::<Role>(ctx, &owner, kept).await?;
+    prune::<RoleBinding>(ctx, &owner, kept).await?;
     if prometheus_rules {
         let resource = observability::prometheus_rule_resource();
         prune_dynamic(client, &resource, &owner, kept).await?;

@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::Error;
+use super::children::Child;
+use super::children::Children;
 use crate::api::WorkerPool;
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
@@ -30,7 +32,9 @@ pub struct Context {
     /// Every WorkerPool, reflected by the watch that triggers cluster reconciles: a
     /// cluster reads its pools here rather than listing them on each reconcile.
     pools: Store<DeserializeGuard<WorkerPool>>,
-    /// Whether every watch cache has filled (until then, pools are listed).
+    /// The children's metadata caches and what was last applied to each.
+    pub(super) children: Children,
+    /// Whether every watch cache has filled (until then, pools and children are listed).
     progress: Arc<Progress>,
 }
 
@@ -42,6 +46,7 @@ impl Context {
         recorder: Recorder,
         controllers: &[&'static str],
         pools: Store<DeserializeGuard<WorkerPool>>,
+        children: Children,
     ) -> Self {
         let controllers = controllers
             .iter()
@@ -57,6 +62,7 @@ impl Context {
             failures: Mutex::default(),
             prometheus_rules: Mutex::default(),
             pools,
+            children,
             progress: health.progress,
         }
     }
@@ -81,6 +87,21 @@ impl Context {
             .collect();
         pools.sort_by_key(|pool| pool.name_any());
         Some(pools)
+    }
+
+    /// The children of kind `K` of an `owner` kind in `ns` labelled `label`, from the
+    /// watch cache; `None`
+    /// until every cache has filled, or for a kind without a cache.
+    pub(super) fn cached_children<K: Child>(
+        &self,
+        owner: &str,
+        ns: &str,
+        label: (&str, &str),
+    ) -> Option<Vec<PartialObjectMeta<K>>> {
+        if !self.progress.synced() {
+            return None;
+        }
+        self.children.labelled(owner, ns, label)
     }
 
     /// The progress record of `controller` (one of the two controllers' names).

@@ -6,9 +6,11 @@
 //! - [`pool`]: a WorkerPool's StatefulSet, Service and PodDisruptionBudget;
 //! - [`runtime`]: the watches and the two controllers, with leader election;
 //! - [`context`]: what every reconcile shares, and its retry backoff;
+//! - [`children`]: the children's watch caches, and what was last applied to each;
 //! - [`events`]: an Event per condition that turns bad.
 
 mod apply;
+mod children;
 mod cluster;
 mod context;
 mod error;
@@ -27,6 +29,12 @@ pub use runtime::run;
 
 use crate::render::Settings;
 
+/// Reconciles each controller runs at once: enough to keep a busy API server's latency
+/// hidden, few enough that a burst of clusters cannot starve other clients.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+/// The wait after a change for more changes to the same object.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
 /// How the operator runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -41,6 +49,11 @@ pub struct Options {
     /// How long the API server keeps one watch request open before the watch starts a
     /// new one from where it left off.
     pub watch_timeout_seconds: u32,
+    /// How many objects each controller reconciles at once (0: no bound).
+    pub concurrency: u16,
+    /// How long a controller waits for more changes to an object before it reconciles
+    /// it, so that a burst of changes costs one reconcile.
+    pub debounce: Duration,
 }
 
 impl Default for Options {
@@ -52,6 +65,8 @@ impl Default for Options {
             cache_sync_timeout: Duration::from_secs(120),
             // kube-runtime's own default.
             watch_timeout_seconds: 290,
+            concurrency: DEFAULT_CONCURRENCY,
+            debounce: DEFAULT_DEBOUNCE,
         }
     }
 }
@@ -66,6 +81,8 @@ pub enum RunError {
         #[source]
         source: kube_lease_manager::LeaseManagerError,
     },
+    #[error("cannot build the leader lease's API client: {0}")]
+    LeaseClient(#[source] kube::Error),
     #[error("lost the leader lease; stopping so a fresh start competes again")]
     Lost,
     #[error(

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
-use super::apply::{Kept, Owner, apply_kept, apply_status, get_opt, prune};
+use super::apply::{Kept, Owner, apply_kept, apply_kept_read, apply_status, get_opt, prune};
 use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
@@ -64,7 +64,7 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let statefulset = match &plan.action {
         PoolAction::Apply(workers) => Some(apply_workers(ctx, pool, workers).await?),
         PoolAction::Remove => {
-            prune_workload(ctx, pool, &Kept::default(), true).await?;
+            prune_workload(ctx, pool, &Kept::of::<WorkerPool>(), true).await?;
             None
         }
         // Only a workload left as it is needs reading: the other actions know theirs.
@@ -103,17 +103,16 @@ async fn read_cluster_inputs(
 /// Destructured without `..`: an object added to [`Workers`] does not compile until it
 /// is applied here. Returns the StatefulSet as applied.
 async fn apply_workers(ctx: &Context, pool: &WorkerPool, workers: &Workers) -> Result<StatefulSet> {
-    let client = &ctx.client;
     let Workers {
         statefulset,
         service,
         pdb,
     } = workers;
-    let mut kept = Kept::default();
-    let statefulset = apply_kept(client, &mut kept, statefulset).await?;
-    apply_kept(client, &mut kept, service).await?;
+    let mut kept = Kept::of::<WorkerPool>();
+    let statefulset = apply_kept_read(ctx, &mut kept, statefulset).await?;
+    apply_kept(ctx, &mut kept, service).await?;
     if let Some(pdb) = pdb {
-        apply_kept(client, &mut kept, pdb).await?;
+        apply_kept(ctx, &mut kept, pdb).await?;
     }
     prune_workload(ctx, pool, &kept, false).await?;
     Ok(statefulset)
@@ -127,20 +126,19 @@ async fn prune_workload(
     kept: &Kept,
     with_statefulset: bool,
 ) -> Result<()> {
-    let client = &ctx.client;
     let namespace = pool.namespace().unwrap_or_default();
     let uid = pool.uid().unwrap_or_default();
-    let selector = format!("{POOL}={}", pool.name_any());
+    let name = pool.name_any();
     let owner = Owner {
         namespace: &namespace,
-        selector: &selector,
+        label: (POOL, &name),
         uid: &uid,
     };
     if with_statefulset {
-        prune::<StatefulSet>(client, &owner, kept).await?;
-        prune::<Service>(client, &owner, kept).await?;
+        prune::<StatefulSet>(ctx, &owner, kept).await?;
+        prune::<Service>(ctx, &owner, kept).await?;
     }
-    prune::<PodDisruptionBudget>(client, &owner, kept).await?;
+    prune::<PodDisruptionBudget>(ctx, &owner, kept).await?;
     Ok(())
 }
 

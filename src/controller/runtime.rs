@@ -29,6 +29,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::children::Children;
 use super::{Context, Options, RunError, cluster, leader, pool};
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
@@ -82,7 +83,7 @@ pub async fn run(client: Client, options: Options, health: Health) -> Result<(),
     let Some(election) = options.leader_election.clone() else {
         return run_controllers(client, options, health).await;
     };
-    let mut campaign = leader::Campaign::start(client.clone(), &election).await?;
+    let mut campaign = leader::Campaign::start(&election).await?;
     health.progress.set_synced(true);
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
     tokio::select! {
@@ -205,22 +206,39 @@ impl Watches<'_> {
         tracked(events, self.record(&K::kind(&())))
     }
 
-    /// Children of kind `K` (metadata only, labelled as ours) that `Owner` controls.
+    /// Children of kind `K` (metadata only, labelled as ours) that `Owner` controls,
+    /// reflected into `writer`'s store first.
     fn owned<K, Owner>(
         &self,
+        writer: reflector::store::Writer<PartialObjectMeta<K>>,
     ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
     where
         K: Watched,
+        PartialObjectMeta<K>: Watched,
         Owner: Resource<DynamicType = ()>,
     {
         let progress = self.progress.clone();
+        let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let events = watcher(self.api::<PartialObjectMeta<K>>(), self.config(config))
+            .backoff(WatchBackoff::new())
+            // Nothing reads them, and they are most of an object's metadata.
+            .modify(|child| child.managed_fields_mut().clear());
         // Services and PodDisruptionBudgets belong to clusters and to pools: each
-        // controller takes only its own, so that every event it gets is work for it.
-        self.related::<PartialObjectMeta<K>>(
-            watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}")),
-        )
-        .try_filter(|child| ready(controlled_by::<Owner>(child)))
-        .inspect_ok(move |_| progress.triggered(Instant::now()))
+        // controller takes (and caches) only its own, so that every event it gets is work
+        // for it.
+        let events = events.try_filter(|event| {
+            ready(match event {
+                watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
+                    controlled_by::<Owner>(child)
+                }
+                _ => true,
+            })
+        });
+        let events = events.reflect(writer);
+        tracked(events, self.record(&K::kind(&())))
+            .touched_objects()
+            .try_filter(|child| ready(controlled_by::<Owner>(child)))
+            .inspect_ok(move |_| progress.triggered(Instant::now()))
     }
 
     /// Objects of kind `K` (`PartialObjectMeta` for metadata only), for a mapper to
@@ -246,6 +264,46 @@ impl Watches<'_> {
         K: Watched,
     {
         self.reflected_events(writer).touched_objects()
+    }
+
+    /// Objects of kind `K` when their spec changed (a new generation), appeared or were
+    /// deleted; status and metadata updates are dropped.
+    fn spec_changes<K>(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Watched,
+    {
+        let mut generations: std::collections::HashMap<ObjectRef<K>, Option<i64>> =
+            std::collections::HashMap::new();
+        let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
+            .backoff(WatchBackoff::new());
+        tracked(events, self.record(&K::kind(&())))
+            .map_ok(move |event| {
+                let changed: Vec<K> = match event {
+                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                        let generation = object.meta().generation;
+                        let previous = generations.insert(ObjectRef::from(&object), generation);
+                        if previous == Some(generation) {
+                            vec![]
+                        } else {
+                            vec![object]
+                        }
+                    }
+                    watcher::Event::Delete(object) => {
+                        generations.remove(&ObjectRef::from(&object));
+                        vec![object]
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => vec![],
+                };
+                futures::stream::iter(changed.into_iter().map(Ok))
+            })
+            .try_flatten()
+    }
+
+    /// How each controller schedules its reconciles.
+    fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default()
+            .concurrency(self.options.concurrency)
+            .debounce(self.options.debounce)
     }
 
     /// Secrets, by metadata only: their data is read when a reconcile needs it.
@@ -320,16 +378,18 @@ fn cluster_controller(
     writer: reflector::store::Writer<DeserializeGuard<GrafanaCluster>>,
     store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
     pools: reflector::store::Writer<DeserializeGuard<WorkerPool>>,
+    children: ClusterChildWriters,
 ) -> Controller<DeserializeGuard<GrafanaCluster>> {
     let clusters_by_secret = store.clone();
     Controller::for_stream(w.main(writer), store.clone())
-        .owns_stream(w.owned::<Deployment, GrafanaCluster>())
-        .owns_stream(w.owned::<ConfigMap, GrafanaCluster>())
-        .owns_stream(w.owned::<Service, GrafanaCluster>())
-        .owns_stream(w.owned::<PodDisruptionBudget, GrafanaCluster>())
-        .owns_stream(w.owned::<ServiceAccount, GrafanaCluster>())
-        .owns_stream(w.owned::<Role, GrafanaCluster>())
-        .owns_stream(w.owned::<RoleBinding, GrafanaCluster>())
+        .with_config(w.controller_config())
+        .owns_stream(w.owned::<Deployment, GrafanaCluster>(children.deployments))
+        .owns_stream(w.owned::<ConfigMap, GrafanaCluster>(children.config_maps))
+        .owns_stream(w.owned::<Service, GrafanaCluster>(children.services))
+        .owns_stream(w.owned::<PodDisruptionBudget, GrafanaCluster>(children.pdbs))
+        .owns_stream(w.owned::<ServiceAccount, GrafanaCluster>(children.service_accounts))
+        .owns_stream(w.owned::<Role, GrafanaCluster>(children.roles))
+        .owns_stream(w.owned::<RoleBinding, GrafanaCluster>(children.role_bindings))
         .watches_stream(
             w.reflected(pools),
             w.counted(|pool: DeserializeGuard<WorkerPool>| {
@@ -353,6 +413,7 @@ fn pool_controller(
     writer: reflector::store::Writer<DeserializeGuard<WorkerPool>>,
     store: &reflector::Store<DeserializeGuard<WorkerPool>>,
     clusters: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    children: PoolChildWriters,
 ) -> Controller<DeserializeGuard<WorkerPool>> {
     let (pools_by_cluster, pools_by_config, pools_by_secret) =
         (store.clone(), store.clone(), store.clone());
@@ -362,11 +423,14 @@ fn pool_controller(
         Component::Config.as_str()
     );
     Controller::for_stream(w.main(writer), store.clone())
-        .owns_stream(w.owned::<StatefulSet, WorkerPool>())
-        .owns_stream(w.owned::<Service, WorkerPool>())
-        .owns_stream(w.owned::<PodDisruptionBudget, WorkerPool>())
+        .with_config(w.controller_config())
+        .owns_stream(w.owned::<StatefulSet, WorkerPool>(children.statefulsets))
+        .owns_stream(w.owned::<Service, WorkerPool>(children.services))
+        .owns_stream(w.owned::<PodDisruptionBudget, WorkerPool>(children.pdbs))
         .watches_stream(
-            w.related::<PartialObjectMeta<GrafanaCluster>>(watcher::Config::default()),
+            // A pool reads its cluster's spec, never its status: a cluster's own status
+            // writes would otherwise reconcile every one of its pools.
+            w.spec_changes::<PartialObjectMeta<GrafanaCluster>>(),
             w.counted(move |cluster: PartialObjectMeta<GrafanaCluster>| {
                 let ns = cluster.namespace().unwrap_or_default();
                 pools_of(&pools_by_cluster, &ns, &cluster.name_any())
@@ -404,6 +468,7 @@ fn context(
     options: &Options,
     health: &Health,
     pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+    children: Children,
 ) -> Arc<Context> {
     let reporter = Reporter {
         controller: MANAGER.into(),
@@ -416,6 +481,7 @@ fn context(
         Recorder::new(client.clone(), reporter),
         &[cluster::CONTROLLER, pool::CONTROLLER],
         pools,
+        children,
     ))
 }
 
@@ -424,7 +490,8 @@ fn context(
 async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
     // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
     let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
-    let ctx = context(&client, &options, &health, cluster_pools.clone());
+    let (children, child_writers) = child_caches();
+    let ctx = context(&client, &options, &health, cluster_pools.clone(), children);
     let cluster_watches = Watches {
         client: &client,
         options: &options,
@@ -447,35 +514,25 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
         cluster_writer,
         &cluster_store,
         cluster_pools_writer,
+        child_writers.cluster,
     )
     .graceful_shutdown_on(shutdown.clone());
-    let pools = pool_controller(&pool_watches, pool_writer, &pool_store, &cluster_store)
-        .graceful_shutdown_on(shutdown.clone());
-    let cluster_progress = cluster_watches.progress.clone();
-    let pool_progress = pool_watches.progress.clone();
-    let controllers = async {
-        futures::join!(
-            clusters
-                .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-                .for_each(|result| {
-                    report(&cluster_progress, result);
-                    ready(())
-                }),
-            pools
-                .run(pool::reconcile, pool::error_policy, ctx.clone())
-                .for_each(|result| {
-                    report(&pool_progress, result);
-                    ready(())
-                }),
-        )
-    };
+    let pools = pool_controller(
+        &pool_watches,
+        pool_writer,
+        &pool_store,
+        &cluster_store,
+        child_writers.pool,
+    )
+    .graceful_shutdown_on(shutdown.clone());
+    let controllers = reconcile_all(clusters, pools, ctx.clone());
     let mut controllers = std::pin::pin!(controllers);
     // Awaited in the controllers' own task, never in another: a store's readiness keeps a
     // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
     // the wake-up from the controller that also waits for it, or lose its own.
     let synced = tokio::time::timeout(
         options.cache_sync_timeout,
-        filled(cluster_store, pool_store, cluster_pools),
+        filled(cluster_store, pool_store, cluster_pools, &ctx),
     );
     tokio::select! {
         _ = &mut controllers => return stopped(&ctx, shutdown.peek().is_some()),
@@ -499,15 +556,96 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     stopped(&ctx, shutdown.peek().is_some())
 }
 
+/// Runs both controllers' reconciles, each outcome reported to its controller's progress.
+async fn reconcile_all(
+    clusters: Controller<DeserializeGuard<GrafanaCluster>>,
+    pools: Controller<DeserializeGuard<WorkerPool>>,
+    ctx: Arc<Context>,
+) {
+    let cluster_progress = ctx.controller(cluster::CONTROLLER);
+    let pool_progress = ctx.controller(pool::CONTROLLER);
+    futures::join!(
+        clusters
+            .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+            .for_each(|result| {
+                report(&cluster_progress, result);
+                ready(())
+            }),
+        pools
+            .run(pool::reconcile, pool::error_policy, ctx.clone())
+            .for_each(|result| {
+                report(&pool_progress, result);
+                ready(())
+            }),
+    );
+}
+
 /// Whether every store filled; false when one was dropped (its controller is stopping).
 async fn filled(
     clusters: reflector::Store<DeserializeGuard<GrafanaCluster>>,
     pools: reflector::Store<DeserializeGuard<WorkerPool>>,
     cluster_pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+    ctx: &Context,
 ) -> bool {
     clusters.wait_until_ready().await.is_ok()
         && pools.wait_until_ready().await.is_ok()
         && cluster_pools.wait_until_ready().await.is_ok()
+        && ctx.children.filled().await
+}
+
+/// The writers of the children's metadata caches, one per kind, for the watches that
+/// fill them.
+struct ChildWriters {
+    cluster: ClusterChildWriters,
+    pool: PoolChildWriters,
+}
+
+/// The caches the pool controller's watches fill.
+struct PoolChildWriters {
+    statefulsets: reflector::store::Writer<PartialObjectMeta<StatefulSet>>,
+    services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+/// The caches the cluster controller's watches fill.
+struct ClusterChildWriters {
+    deployments: reflector::store::Writer<PartialObjectMeta<Deployment>>,
+    config_maps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
+    services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
+    service_accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
+    roles: reflector::store::Writer<PartialObjectMeta<Role>>,
+    role_bindings: reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
+}
+
+/// A metadata cache for each kind of child, registered for the reconciles to read.
+fn child_caches() -> (Children, ChildWriters) {
+    fn cache<K: super::children::Child, Owner: Resource<DynamicType = ()>>(
+        children: &mut Children,
+    ) -> reflector::store::Writer<PartialObjectMeta<K>> {
+        let (store, writer) = reflector::store();
+        children.register::<K>(&Owner::kind(&()), store);
+        writer
+    }
+    let mut children = Children::default();
+    let c = &mut children;
+    let writers = ChildWriters {
+        cluster: ClusterChildWriters {
+            deployments: cache::<_, GrafanaCluster>(c),
+            config_maps: cache::<_, GrafanaCluster>(c),
+            services: cache::<_, GrafanaCluster>(c),
+            pdbs: cache::<_, GrafanaCluster>(c),
+            service_accounts: cache::<_, GrafanaCluster>(c),
+            roles: cache::<_, GrafanaCluster>(c),
+            role_bindings: cache::<_, GrafanaCluster>(c),
+        },
+        pool: PoolChildWriters {
+            statefulsets: cache::<_, WorkerPool>(c),
+            services: cache::<_, WorkerPool>(c),
+            pdbs: cache::<_, WorkerPool>(c),
+        },
+    };
+    (children, writers)
 }
 
 /// The controllers' streams ended: a clean stop when a signal asked for it, else an error

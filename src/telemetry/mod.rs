@@ -1,5 +1,6 @@
 //! Logs, metrics and the small HTTP server for `/metrics`, `/healthz` and `/readyz`.
 
+mod api_requests;
 mod health;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use api_requests::{ApiRequestLabels, CountRequests, classify};
 pub use health::{
     ControllerProgress, DEFAULT_STALL_TIMEOUT, FAILING_WINDOW, Progress, Reconciling, Watch,
 };
@@ -83,6 +85,8 @@ pub struct Metrics {
     pub watch_lists: Family<WatchLabels, Counter>,
     /// Seconds since a watch's last event (or its start), set when scraped.
     pub watch_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    /// Requests sent to the API server, by verb and resource.
+    pub api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +107,7 @@ impl Default for Metrics {
         let watch_errors = Family::<WatchLabels, Counter>::default();
         let watch_lists = Family::<WatchLabels, Counter>::default();
         let watch_event_age = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
         registry.register("reconciles", "Reconciles finished", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -134,6 +139,11 @@ impl Default for Metrics {
             "Seconds since a watch delivered its last event or finished a list (since its start before the first); a quiet kind grows, a failing one is also in watch_errors",
             watch_event_age.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server, by verb and resource",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -143,6 +153,7 @@ impl Default for Metrics {
             watch_errors,
             watch_lists,
             watch_event_age,
+            api_requests,
         }
     }
 }
@@ -190,6 +201,13 @@ impl Metrics {
             self.conditions
                 .get_or_create(&labels)
                 .set(i64::from(condition.status == "True"));
+        }
+    }
+
+    /// A layer for the kube client that counts its requests into these metrics.
+    pub fn count_api_requests(&self) -> CountRequests {
+        CountRequests {
+            counters: self.api_requests.clone(),
         }
     }
 

@@ -15,6 +15,7 @@
 
 mod operator_namespace;
 mod operator_process;
+mod partition;
 pub mod real_node;
 #[allow(unused_imports)] // not every test binary runs the operator in its process
 pub use operator_namespace::{
@@ -23,6 +24,8 @@ pub use operator_namespace::{
 };
 #[allow(unused_imports)] // not every test binary runs the operator as a process
 pub use operator_process::OperatorProcess;
+#[allow(unused_imports)] // only the leader-election tests cut an operator off
+pub use partition::Partition;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::{Client, Resource};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
-use lgtm_operator::controller::{self, LeaderElection, Options, RunError};
+use lgtm_operator::controller::{self, Options, RunError};
 use lgtm_operator::telemetry::Health;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -62,17 +62,12 @@ pub struct InProcessOperator {
 }
 
 impl InProcessOperator {
-    /// An operator watching namespace `ns`; with an identity, it takes part in leader
-    /// election on a Lease in that namespace (short terms, so tests see takeovers).
-    pub fn start(client: &Client, ns: &str, identity: Option<&str>) -> Self {
+    /// An operator watching namespace `ns` (leader election is tested with processes,
+    /// in tests/operator.rs and tests/faults.rs).
+    pub fn start(client: &Client, ns: &str) -> Self {
         let health = Health::default();
         let options = Options {
             namespace: Some(ns.to_string()),
-            leader_election: identity.map(|identity| LeaderElection {
-                duration_seconds: 4,
-                grace_seconds: 1,
-                ..LeaderElection::new("lgtm-operator", ns, identity)
-            }),
             ..Options::default()
         };
         let task = tokio::spawn(controller::run(client.clone(), options, health.clone()));
@@ -137,7 +132,7 @@ pub struct OperatorNamespace {
 impl OperatorNamespace {
     /// A fresh namespace named after `prefix` and an operator for it.
     pub async fn start(prefix: &str) -> Self {
-        Self::start_operator(prefix, None).await
+        Self::start_operator(prefix).await
     }
 
     /// A fresh namespace without an operator: the test runs its own
@@ -151,9 +146,9 @@ impl OperatorNamespace {
         }
     }
 
-    async fn start_operator(prefix: &str, identity: Option<&str>) -> Self {
+    async fn start_operator(prefix: &str) -> Self {
         let (client, ns) = namespace_with_crds(prefix).await;
-        let operator = InProcessOperator::start(&client, ns.name(), identity);
+        let operator = InProcessOperator::start(&client, ns.name());
         Self {
             client,
             ns,

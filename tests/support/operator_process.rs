@@ -142,6 +142,14 @@ impl OperatorProcess {
         .await
     }
 
+    /// Waits up to `within` for the process to exit by itself.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(|status| status.expect("wait for the operator"))
+    }
+
     /// Sends `signal` (`KILL`, `TERM`) and waits until the process has exited.
     pub async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.pid().to_string();
