@@ -69,8 +69,9 @@ image: ## The operator image as an OCI archive (target/image/lgtm-operator.oci.t
 	e2e/images.sh operator target/release/lgtm-operator oci-archive target/image/lgtm-operator.oci.tar lgtm-operator:$$($(CARGO) pkgid | sed 's/.*[#@]//')
 	@echo "push it with any registry client, e.g.: skopeo copy oci-archive:target/image/lgtm-operator.oci.tar docker://REGISTRY/lgtm-operator:TAG"
 
-bench: ## Benchmarks (rendering and consistency computation)
+bench: cluster-up ## Benchmarks: rendering, then convergence of 1, 10, 100 clusters on the local control plane
 	$(CARGO) bench --bench render
+	$(CARGO) bench --bench convergence
 
 cluster-up: ## Build what is missing and start the local control plane (idempotent)
 	@$(CLUSTER) up

@@ -177,8 +177,9 @@ impl Watches<'_> {
             .watch(&self.health.metrics, self.controller, kind)
     }
 
-    /// The controller's own kind, reflected into `writer`'s store: every applied object
-    /// triggers a reconcile.
+    /// The controller's own kind, reflected into `writer`'s store: an object triggers a
+    /// reconcile when it appears, or its spec or metadata changed. The controller's own
+    /// status writes do not: they would each cost a reconcile that finds nothing to do.
     fn main<K>(
         &self,
         writer: reflector::store::Writer<K>,
@@ -187,9 +188,17 @@ impl Watches<'_> {
         K: Watched,
     {
         let progress = self.progress.clone();
-        self.reflected_events(writer)
-            .applied_objects()
-            .inspect_ok(move |_| progress.triggered(Instant::now()))
+        only_changes(self.reflected_events(writer), |object: &K| {
+            let meta = object.meta();
+            fingerprint((
+                meta.generation,
+                &meta.labels,
+                &meta.annotations,
+                meta.deletion_timestamp.is_some(),
+            ))
+        })
+        .applied_objects()
+        .inspect_ok(move |_| progress.triggered(Instant::now()))
     }
 
     /// Every event of kind `K`, applied to `writer`'s store before it is passed on.
@@ -254,49 +263,18 @@ impl Watches<'_> {
         tracked(events, self.record(&K::kind(&()))).touched_objects()
     }
 
-    /// Every object of kind `K`, reflected into `writer`'s store before it is passed on:
-    /// a reconcile it triggers reads the store at least as new as the trigger.
-    fn reflected<K>(
-        &self,
-        writer: reflector::store::Writer<K>,
-    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-    where
-        K: Watched,
-    {
-        self.reflected_events(writer).touched_objects()
-    }
-
     /// Objects of kind `K` when their spec changed (a new generation), appeared or were
     /// deleted; status and metadata updates are dropped.
     fn spec_changes<K>(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
     where
         K: Watched,
     {
-        let mut generations: std::collections::HashMap<ObjectRef<K>, Option<i64>> =
-            std::collections::HashMap::new();
         let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
             .backoff(WatchBackoff::new());
-        tracked(events, self.record(&K::kind(&())))
-            .map_ok(move |event| {
-                let changed: Vec<K> = match event {
-                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                        let generation = object.meta().generation;
-                        let previous = generations.insert(ObjectRef::from(&object), generation);
-                        if previous == Some(generation) {
-                            vec![]
-                        } else {
-                            vec![object]
-                        }
-                    }
-                    watcher::Event::Delete(object) => {
-                        generations.remove(&ObjectRef::from(&object));
-                        vec![object]
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => vec![],
-                };
-                futures::stream::iter(changed.into_iter().map(Ok))
-            })
-            .try_flatten()
+        only_changes(tracked(events, self.record(&K::kind(&()))), |object: &K| {
+            fingerprint(object.meta().generation)
+        })
+        .touched_objects()
     }
 
     /// How each controller schedules its reconciles.
@@ -331,6 +309,39 @@ impl Watches<'_> {
             requests
         }
     }
+}
+
+/// A hash of what a watch's consumer reads of an object.
+fn fingerprint(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Passes an object's event on only when `key` of the object changed since its last
+/// event (or it is new, or deleted); the list markers pass too.
+fn only_changes<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    key: impl Fn(&K) -> u64 + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Send + 'static,
+{
+    let mut seen: std::collections::HashMap<ObjectRef<K>, u64> = std::collections::HashMap::new();
+    events.try_filter(move |event| {
+        let pass = match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                seen.insert(ObjectRef::from(object), key(object)) != Some(key(object))
+            }
+            watcher::Event::Delete(object) => {
+                seen.remove(&ObjectRef::from(object));
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitDone => true,
+        };
+        ready(pass)
+    })
 }
 
 /// Records a watch's events and errors in `watch`. Errors are logged with the kind that
@@ -391,7 +402,22 @@ fn cluster_controller(
         .owns_stream(w.owned::<Role, GrafanaCluster>(children.roles))
         .owns_stream(w.owned::<RoleBinding, GrafanaCluster>(children.role_bindings))
         .watches_stream(
-            w.reflected(pools),
+            // Reflected before it triggers, so a reconcile reads pools at least as new as
+            // its trigger; and only what a cluster reads of its pools triggers: spec,
+            // deletion, and replica counts.
+            only_changes(
+                w.reflected_events(pools),
+                |pool: &DeserializeGuard<WorkerPool>| {
+                    let status = pool.0.as_ref().ok().and_then(|p| p.status.as_ref());
+                    fingerprint((
+                        pool.meta().generation,
+                        pool.meta().deletion_timestamp.is_some(),
+                        status.map(|s| (s.replicas, s.ready_replicas, s.updated_replicas)),
+                        status.map(|s| s.observed_generation),
+                    ))
+                },
+            )
+            .touched_objects(),
             w.counted(|pool: DeserializeGuard<WorkerPool>| {
                 let pool = pool.0.ok()?;
                 let ns = pool.namespace()?;
