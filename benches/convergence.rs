@@ -5,7 +5,7 @@
 //! fails a build; the verdicts are for people.
 //!
 //! `BENCH_SIZES` (default `1,10,100`) and `BENCH_MEMORY_CLUSTERS` (default 300; 0 skips
-//! that round) choose the rounds.
+//! that round) choose the rounds; `BENCH_OPERATOR_ARGS` adds flags to the operator.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -293,7 +293,9 @@ async fn convergence(client: &kube::Client, n: usize) -> Vec<Row> {
 
     let ns = TestNamespace::new(client, "bench").await;
     let kubeconfig = support::kubeconfig_path();
-    let operator = OperatorProcess::start(kubeconfig, ns.name(), &[]).await;
+    let args = operator_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = OperatorProcess::start(kubeconfig, ns.name(), &args).await;
     while operator.get("/readyz").await.map(|(s, _)| s).unwrap_or(0) != 200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -363,7 +365,8 @@ async fn convergence(client: &kube::Client, n: usize) -> Vec<Row> {
         .iter()
         .filter(|(v, _)| !matches!(v.as_str(), "get" | "list" | "watch"))
         .map(|(_, c)| c)
-        .sum();
+        .sum::<f64>()
+        + 0.0; // an empty float sum is -0.0
     let mut rows = vec![];
     let label = format!("N={n}");
     match available_at {
@@ -482,7 +485,9 @@ async fn memory(client: &kube::Client, n: usize) -> Row {
     let file = dir.path().join("clusters.yaml");
     std::fs::write(&file, manifests(n)).expect("write manifests");
     let ns = TestNamespace::new(client, "bench-memory").await;
-    let operator = OperatorProcess::start(support::kubeconfig_path(), ns.name(), &[]).await;
+    let args = operator_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = OperatorProcess::start(support::kubeconfig_path(), ns.name(), &args).await;
     user_apply(ns.name(), &file).await;
     let clusters = ns.api::<GrafanaCluster>();
     let start = Instant::now();
@@ -526,6 +531,16 @@ fn table(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+/// Flags added to `lgtm-operator run` (`BENCH_OPERATOR_ARGS`, split on whitespace), to
+/// compare settings such as `--debounce-ms` or `--concurrency`.
+fn operator_args() -> Vec<String> {
+    std::env::var("BENCH_OPERATOR_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 fn sizes(var: &str, default: &str) -> Vec<usize> {

@@ -70,6 +70,9 @@ struct Applied {
     wanted: u64,
     /// The object's version just after that apply.
     version: Version,
+    /// Its resourceVersion then: a watch event of exactly that version is the echo of
+    /// the operator's own write.
+    resource_version: Option<String>,
 }
 
 type Key = (String, String, String);
@@ -95,10 +98,14 @@ struct Cache {
 }
 
 /// The children's metadata caches, by kind, and the record of what was applied.
-#[derive(Default)]
 pub struct Children {
     stores: HashMap<String, Cache>,
     applied: Mutex<HashMap<Key, Applied>>,
+    /// The clusters' shared configurations, whole: every pool reconcile reads one.
+    shared_configs: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    /// Whether each cluster's pods get IPv6 addresses only, by cluster UID: fixed for
+    /// a cluster's life, and read from its gossip Service once.
+    ipv6: Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Children {
@@ -119,6 +126,44 @@ pub fn wanted<K: Child>(object: &K) -> u64 {
 }
 
 impl Children {
+    /// No cache yet but that of the shared configurations.
+    pub fn new(shared_configs: Store<k8s_openapi::api::core::v1::ConfigMap>) -> Self {
+        Self {
+            stores: HashMap::new(),
+            applied: Mutex::default(),
+            shared_configs,
+            ipv6: Mutex::default(),
+        }
+    }
+
+    /// The cached shared configuration `ns/name`.
+    pub fn shared_config(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<k8s_openapi::api::core::v1::ConfigMap> {
+        self.shared_configs
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|config| (*config).clone())
+    }
+
+    /// Whether the pods of the cluster with `uid` have IPv6 addresses only, once known.
+    pub fn ipv6(&self, uid: &str) -> Option<bool> {
+        self.ipv6
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(uid)
+            .copied()
+    }
+
+    /// Records whether the pods of the cluster with `uid` have IPv6 addresses only.
+    pub fn set_ipv6(&self, uid: &str, ipv6: bool) {
+        self.ipv6
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(uid.to_string(), ipv6);
+    }
+
     /// Adds the metadata cache of kind `K` for owners of kind `owner`.
     pub fn register<K: Child>(&mut self, owner: &str, store: Store<PartialObjectMeta<K>>) {
         let ready = {
@@ -182,8 +227,27 @@ impl Children {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(
                 key::<K>(&namespace, &applied.name_any()),
-                Applied { wanted, version },
+                Applied {
+                    wanted,
+                    version,
+                    resource_version: applied.meta().resource_version.clone(),
+                },
             );
+    }
+
+    /// Whether `child` is exactly what the operator's last apply of it left: the watch
+    /// event of the operator's own write, which tells its owner nothing new.
+    pub fn is_echo<K: Resource<DynamicType = ()>>(&self, child: &kube::api::ObjectMeta) -> bool {
+        let (Some(name), Some(namespace), Some(version)) =
+            (&child.name, &child.namespace, &child.resource_version)
+        else {
+            return false;
+        };
+        self.applied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key::<K>(namespace, name))
+            .is_some_and(|applied| applied.resource_version.as_ref() == Some(version))
     }
 
     /// Forgets a child, once deleted.
@@ -216,6 +280,9 @@ impl Children {
 
     /// Waits until every cache has filled; false when one was dropped.
     pub async fn filled(&self) -> bool {
+        if self.shared_configs.wait_until_ready().await.is_err() {
+            return false;
+        }
         for cache in self.stores.values() {
             if !(cache.ready)().await {
                 return false;

@@ -98,6 +98,11 @@ async fn ipv6_pods(
     cluster: &GrafanaCluster,
     view: &ClusterView<'_>,
 ) -> Result<bool> {
+    // A Service's IP families are fixed when it is created: read once per cluster.
+    let uid = cluster.uid().unwrap_or_default();
+    if let Some(ipv6) = ctx.children.ipv6(&uid) {
+        return Ok(ipv6);
+    }
     let gossip: Option<Service> =
         match get_opt(&ctx.client, &view.namespace, &view.child_name("gossip")).await? {
             None if !cluster.spec.paused => {
@@ -105,7 +110,12 @@ async fn ipv6_pods(
             }
             observed => observed,
         };
-    Ok(gossip.as_ref().is_some_and(render::services::ipv6_primary))
+    let Some(gossip) = gossip else {
+        return Ok(false);
+    };
+    let ipv6 = render::services::ipv6_primary(&gossip);
+    ctx.children.set_ipv6(&uid, ipv6);
+    Ok(ipv6)
 }
 
 /// Applies every planned child. Destructured without `..`: a child added to

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
@@ -33,7 +34,7 @@ pub struct Context {
     /// cluster reads its pools here rather than listing them on each reconcile.
     pools: Store<DeserializeGuard<WorkerPool>>,
     /// The children's metadata caches and what was last applied to each.
-    pub(super) children: Children,
+    pub(super) children: Arc<Children>,
     /// Whether every watch cache has filled (until then, pools and children are listed).
     progress: Arc<Progress>,
 }
@@ -46,7 +47,7 @@ impl Context {
         recorder: Recorder,
         controllers: &[&'static str],
         pools: Store<DeserializeGuard<WorkerPool>>,
-        children: Children,
+        children: Arc<Children>,
     ) -> Self {
         let controllers = controllers
             .iter()
@@ -102,6 +103,14 @@ impl Context {
             return None;
         }
         self.children.labelled(owner, ns, label)
+    }
+
+    /// The shared configuration `ns/name` from the watch cache (`Some(None)`: there is
+    /// none); `None` until every cache has filled.
+    pub(super) fn cached_shared_config(&self, ns: &str, name: &str) -> Option<Option<ConfigMap>> {
+        self.progress
+            .synced()
+            .then(|| self.children.shared_config(ns, name))
     }
 
     /// The progress record of `controller` (one of the two controllers' names).

@@ -89,7 +89,10 @@ async fn read_cluster_inputs(
 ) -> Result<(Option<ConfigMap>, StorageSecrets)> {
     let view = ClusterView::new(cluster);
     let ns = &view.namespace;
-    let config = get_opt(&ctx.client, ns, &view.child_name("config")).await?;
+    let config = match ctx.cached_shared_config(ns, &view.child_name("config")) {
+        Some(cached) => cached,
+        None => get_opt(&ctx.client, ns, &view.child_name("config")).await?,
+    };
     let s3 = &cluster.spec.storage.s3;
     let names = secrets::referenced(&cluster.spec);
     let found = read::secrets(&ctx.client, ns, &names).await?;

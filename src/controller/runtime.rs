@@ -131,6 +131,8 @@ struct Watches<'a> {
     health: &'a Health,
     controller: &'static str,
     progress: Arc<ControllerProgress>,
+    /// What the operator applied, to drop the echoes of its own writes.
+    children: Arc<Children>,
 }
 
 /// What a watched kind must be: namespaced, readable, and movable across tasks.
@@ -244,9 +246,72 @@ impl Watches<'_> {
             })
         });
         let events = events.reflect(writer);
+        let children = self.children.clone();
         tracked(events, self.record(&K::kind(&())))
             .touched_objects()
             .try_filter(|child| ready(controlled_by::<Owner>(child)))
+            .try_filter(move |child| ready(!children.is_echo::<K>(&child.metadata)))
+            .inspect_ok(move |_| progress.triggered(Instant::now()))
+    }
+
+    /// [`owned`](Self::owned) for workloads whose status the owner reads: watched whole,
+    /// so that only changes to what `reads` hashes trigger the owner (a StatefulSet's
+    /// status changes a dozen times while its pods start; the owner reads four fields of
+    /// it). Their metadata is reflected into `writer`'s store.
+    fn owned_workload<K, Owner>(
+        &self,
+        writer: reflector::store::Writer<PartialObjectMeta<K>>,
+        reads: fn(&K) -> u64,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Watched,
+        PartialObjectMeta<K>: Watched,
+        Owner: Resource<DynamicType = ()>,
+    {
+        use kube::core::PartialObjectMetaExt;
+        let progress = self.progress.clone();
+        let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let events = watcher(self.api::<K>(), self.config(config))
+            .backoff(WatchBackoff::new())
+            .try_filter(|event| {
+                ready(match event {
+                    watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
+                        controlled_by::<Owner>(child)
+                    }
+                    _ => true,
+                })
+            });
+        // The key covers what the metadata cache is read for too (generation, labels,
+        // annotations, deletion), so the cache misses no change it needs.
+        let events = only_changes(events, move |child: &K| {
+            let meta = child.meta();
+            fingerprint((
+                meta.generation,
+                &meta.labels,
+                &meta.annotations,
+                meta.deletion_timestamp.is_some(),
+                reads(child),
+            ))
+        })
+        .map_ok(|event| {
+            let meta = |child: K| {
+                let mut meta = child.meta().clone();
+                meta.managed_fields = None;
+                meta.into_response_partial::<K>()
+            };
+            match event {
+                watcher::Event::Apply(child) => watcher::Event::Apply(meta(child)),
+                watcher::Event::InitApply(child) => watcher::Event::InitApply(meta(child)),
+                watcher::Event::Delete(child) => watcher::Event::Delete(meta(child)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            }
+        })
+        .reflect(writer);
+        let children = self.children.clone();
+        tracked(events, self.record(&K::kind(&())))
+            .touched_objects()
+            .try_filter(move |child| ready(!children.is_echo::<K>(&child.metadata)))
             .inspect_ok(move |_| progress.triggered(Instant::now()))
     }
 
@@ -282,6 +347,21 @@ impl Watches<'_> {
         kube::runtime::controller::Config::default()
             .concurrency(self.options.concurrency)
             .debounce(self.options.debounce)
+    }
+
+    /// The clusters' shared configurations (ConfigMaps labelled `labels`), whole, and
+    /// reflected into `writer`'s store before they are passed on.
+    fn shared_configs(
+        &self,
+        labels: &str,
+        writer: reflector::store::Writer<ConfigMap>,
+    ) -> impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static {
+        let config = self.config(watcher::Config::default().labels(labels));
+        let events = watcher(self.api::<ConfigMap>(), config)
+            .backoff(WatchBackoff::new())
+            .modify(|config| config.managed_fields_mut().clear())
+            .reflect(writer);
+        tracked(events, self.record("ConfigMap")).touched_objects()
     }
 
     /// Secrets, by metadata only: their data is read when a reconcile needs it.
@@ -394,7 +474,21 @@ fn cluster_controller(
     let clusters_by_secret = store.clone();
     Controller::for_stream(w.main(writer), store.clone())
         .with_config(w.controller_config())
-        .owns_stream(w.owned::<Deployment, GrafanaCluster>(children.deployments))
+        .owns_stream(w.owned_workload::<Deployment, GrafanaCluster>(
+            children.deployments,
+            |deployment| {
+                let status = deployment.status.as_ref();
+                fingerprint(status.map(|s| {
+                    (
+                        s.observed_generation,
+                        s.replicas,
+                        s.ready_replicas,
+                        s.updated_replicas,
+                        s.available_replicas,
+                    )
+                }))
+            },
+        ))
         .owns_stream(w.owned::<ConfigMap, GrafanaCluster>(children.config_maps))
         .owns_stream(w.owned::<Service, GrafanaCluster>(children.services))
         .owns_stream(w.owned::<PodDisruptionBudget, GrafanaCluster>(children.pdbs))
@@ -450,7 +544,20 @@ fn pool_controller(
     );
     Controller::for_stream(w.main(writer), store.clone())
         .with_config(w.controller_config())
-        .owns_stream(w.owned::<StatefulSet, WorkerPool>(children.statefulsets))
+        .owns_stream(w.owned_workload::<StatefulSet, WorkerPool>(
+            children.statefulsets,
+            |statefulset| {
+                let status = statefulset.status.as_ref();
+                fingerprint(status.map(|s| {
+                    (
+                        s.observed_generation,
+                        s.replicas,
+                        s.ready_replicas,
+                        s.updated_replicas,
+                    )
+                }))
+            },
+        ))
         .owns_stream(w.owned::<Service, WorkerPool>(children.services))
         .owns_stream(w.owned::<PodDisruptionBudget, WorkerPool>(children.pdbs))
         .watches_stream(
@@ -463,10 +570,9 @@ fn pool_controller(
             }),
         )
         .watches_stream(
-            w.related::<PartialObjectMeta<ConfigMap>>(
-                watcher::Config::default().labels(&config_label),
-            ),
-            w.counted(move |config: PartialObjectMeta<ConfigMap>| {
+            // Whole, and reflected before they trigger: pools read them from this cache.
+            w.shared_configs(&config_label, children.shared_configs),
+            w.counted(move |config: ConfigMap| {
                 let ns = config.namespace().unwrap_or_default();
                 let cluster = config.labels().get(CLUSTER).cloned().unwrap_or_default();
                 pools_of(&pools_by_config, &ns, &cluster)
@@ -494,7 +600,7 @@ fn context(
     options: &Options,
     health: &Health,
     pools: reflector::Store<DeserializeGuard<WorkerPool>>,
-    children: Children,
+    children: Arc<Children>,
 ) -> Arc<Context> {
     let reporter = Reporter {
         controller: MANAGER.into(),
@@ -517,17 +623,25 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
     let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
     let (children, child_writers) = child_caches();
-    let ctx = context(&client, &options, &health, cluster_pools.clone(), children);
+    let ctx = context(
+        &client,
+        &options,
+        &health,
+        cluster_pools.clone(),
+        Arc::new(children),
+    );
     let cluster_watches = Watches {
         client: &client,
         options: &options,
         health: &health,
         controller: cluster::CONTROLLER,
         progress: ctx.controller(cluster::CONTROLLER),
+        children: ctx.children.clone(),
     };
     let pool_watches = Watches {
         controller: pool::CONTROLLER,
         progress: ctx.controller(pool::CONTROLLER),
+        children: ctx.children.clone(),
         ..cluster_watches
     };
     // One signal stops both controllers gracefully, and tells a requested stop from one
@@ -628,6 +742,7 @@ struct ChildWriters {
 
 /// The caches the pool controller's watches fill.
 struct PoolChildWriters {
+    shared_configs: reflector::store::Writer<ConfigMap>,
     statefulsets: reflector::store::Writer<PartialObjectMeta<StatefulSet>>,
     services: reflector::store::Writer<PartialObjectMeta<Service>>,
     pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
@@ -653,7 +768,8 @@ fn child_caches() -> (Children, ChildWriters) {
         children.register::<K>(&Owner::kind(&()), store);
         writer
     }
-    let mut children = Children::default();
+    let (shared_configs, shared_configs_writer) = reflector::store();
+    let mut children = Children::new(shared_configs);
     let c = &mut children;
     let writers = ChildWriters {
         cluster: ClusterChildWriters {
@@ -666,6 +782,7 @@ fn child_caches() -> (Children, ChildWriters) {
             role_bindings: cache::<_, GrafanaCluster>(c),
         },
         pool: PoolChildWriters {
+            shared_configs: shared_configs_writer,
             statefulsets: cache::<_, WorkerPool>(c),
             services: cache::<_, WorkerPool>(c),
             pdbs: cache::<_, WorkerPool>(c),
