@@ -507,7 +507,8 @@ async fn memory(client: &kube::Client, n: usize) -> Row {
     settled(&operator).await;
     let rss = rss_mib(operator.pid());
     drop(operator);
-    drain(client, ns).await;
+    // The last round: its namespace goes away in the background.
+    ns.cleanup().await;
     row(
         format!("operator resident memory at {n} clusters × 3 pools ({consistent} Consistent)"),
         format!("{rss:.1} MiB"),

@@ -539,8 +539,8 @@ spec:
   podCIDR: ${POD_CIDR%.0.0/*}.$i.0/24
   podCIDRs: [${POD_CIDR%.0.0/*}.$i.0/24]
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "1000", ephemeral-storage: 16Ti}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "1000", ephemeral-storage: 16Ti}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux

@@ -12,6 +12,8 @@ pub mod offline;
 pub mod plan;
 pub mod product;
 pub mod render;
+#[cfg(test)]
+mod render_fuzz;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -14,8 +14,10 @@ use std::sync::Mutex;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::core::NamespaceResourceScope;
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::GrafanaCluster;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -106,7 +108,15 @@ pub struct Children {
     /// Whether each cluster's pods get IPv6 addresses only, by cluster UID: fixed for
     /// a cluster's life, and read from its gossip Service once.
     ipv6: Mutex<HashMap<String, bool>>,
+    /// The clusters, whole, as the cluster controller's watch reflects them.
+    clusters: Store<DeserializeGuard<GrafanaCluster>>,
+    /// The newest generation of each cluster (namespace, name) that triggered its pools,
+    /// [`DELETED`] once deleted: a cached cluster older than that is not read.
+    triggered: Mutex<HashMap<(String, String), i64>>,
 }
+
+/// The generation recorded for a deleted cluster: newer than any cached copy.
+const DELETED: i64 = i64::MAX;
 
 impl std::fmt::Debug for Children {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,12 +137,52 @@ pub fn wanted<K: Child>(object: &K) -> u64 {
 
 impl Children {
     /// No cache yet but that of the shared configurations.
-    pub fn new(shared_configs: Store<k8s_openapi::api::core::v1::ConfigMap>) -> Self {
+    pub fn new(
+        shared_configs: Store<k8s_openapi::api::core::v1::ConfigMap>,
+        clusters: Store<DeserializeGuard<GrafanaCluster>>,
+    ) -> Self {
         Self {
             stores: HashMap::new(),
             applied: Mutex::default(),
             shared_configs,
             ipv6: Mutex::default(),
+            clusters,
+            triggered: Mutex::default(),
+        }
+    }
+
+    /// Records that cluster `ns/name` at `generation` (`None`: deleted) triggered its
+    /// pools.
+    pub fn cluster_triggered(&self, ns: &str, name: &str, generation: Option<i64>) {
+        self.triggered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((ns.into(), name.into()), generation.unwrap_or(DELETED));
+    }
+
+    /// Cluster `ns/name` from the cache when the cache is at least as new as what
+    /// triggered its pools: `Some(None)` when it does not exist, `None` when the cache
+    /// may be behind (then it is read from the API server).
+    pub fn cluster(&self, ns: &str, name: &str) -> Option<Option<GrafanaCluster>> {
+        let triggered = self
+            .triggered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(ns.to_string(), name.to_string()))
+            .copied();
+        let cached = self
+            .clusters
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|guard| guard.0.as_ref().ok().cloned());
+        match (cached, triggered) {
+            (Some(cluster), Some(generation))
+                if cluster.metadata.generation.unwrap_or(0) >= generation =>
+            {
+                Some(Some(cluster))
+            }
+            (Some(cluster), None) => Some(Some(cluster)),
+            (None, None) => Some(None),
+            _ => None,
         }
     }
 
@@ -295,4 +345,57 @@ impl Children {
 /// Whether every key of `wanted` is in `live` with the same value.
 fn contains(live: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
     wanted.iter().all(|(k, v)| live.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn cluster(generation: i64) -> DeserializeGuard<GrafanaCluster> {
+        let mut cluster = GrafanaCluster::new("c", serde_json::from_value(serde_json::json!({
+            "product": "loki",
+            "storage": {"s3": {"endpoint": "e", "bucket": "b", "credentialsSecret": {"name": "s"}}}
+        })).expect("spec"));
+        cluster.metadata.namespace = Some("ns".into());
+        cluster.metadata.generation = Some(generation);
+        DeserializeGuard(Ok(cluster))
+    }
+
+    #[test]
+    fn a_cached_cluster_older_than_its_trigger_is_not_read() {
+        let (configs, _configs_writer) = kube::runtime::reflector::store();
+        let (clusters, mut writer) = kube::runtime::reflector::store();
+        let children = Children::new(configs, clusters);
+        let generation =
+            |c: Option<Option<GrafanaCluster>>| c.map(|c| c.map(|c| c.metadata.generation));
+
+        assert_eq!(
+            generation(children.cluster("ns", "c")),
+            Some(None),
+            "unknown: none"
+        );
+        writer.apply_watcher_event(&Event::Apply(cluster(1)));
+        assert_eq!(generation(children.cluster("ns", "c")), Some(Some(Some(1))));
+        children.cluster_triggered("ns", "c", Some(2));
+        assert_eq!(
+            generation(children.cluster("ns", "c")),
+            None,
+            "the cache is behind"
+        );
+        writer.apply_watcher_event(&Event::Apply(cluster(2)));
+        assert_eq!(generation(children.cluster("ns", "c")), Some(Some(Some(2))));
+        children.cluster_triggered("ns", "c", None);
+        assert_eq!(
+            generation(children.cluster("ns", "c")),
+            None,
+            "deleted: read it"
+        );
+        writer.apply_watcher_event(&Event::Delete(cluster(2)));
+        assert_eq!(
+            generation(children.cluster("ns", "c")),
+            None,
+            "deleted: read it"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::Error;
 use super::children::Child;
 use super::children::Children;
-use crate::api::WorkerPool;
+use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
 
@@ -103,6 +103,16 @@ impl Context {
             return None;
         }
         self.children.labelled(owner, ns, label)
+    }
+
+    /// Cluster `ns/name` from the watch cache when it is at least as new as what last
+    /// triggered its pools (`Some(None)`: there is none); `None` until every cache has
+    /// filled, or when the cache may be behind.
+    pub(super) fn cached_cluster(&self, ns: &str, name: &str) -> Option<Option<GrafanaCluster>> {
+        if !self.progress.synced() {
+            return None;
+        }
+        self.children.cluster(ns, name)
     }
 
     /// The shared configuration `ns/name` from the watch cache (`Some(None)`: there is

@@ -46,7 +46,10 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let ns = pool.namespace().unwrap_or_default();
 
     // Read.
-    let cluster: Option<GrafanaCluster> = get_opt(client, &ns, &pool.spec.cluster_ref).await?;
+    let cluster: Option<GrafanaCluster> = match ctx.cached_cluster(&ns, &pool.spec.cluster_ref) {
+        Some(cached) => cached,
+        None => get_opt(client, &ns, &pool.spec.cluster_ref).await?,
+    };
     let (config, storage) = match &cluster {
         Some(cluster) => read_cluster_inputs(ctx, cluster).await?,
         None => (None, StorageSecrets::default()),

@@ -328,16 +328,32 @@ impl Watches<'_> {
         tracked(events, self.record(&K::kind(&()))).touched_objects()
     }
 
-    /// Objects of kind `K` when their spec changed (a new generation), appeared or were
-    /// deleted; status and metadata updates are dropped.
-    fn spec_changes<K>(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-    where
-        K: Watched,
+    /// Clusters whose spec changed (a new generation), that appeared or were deleted;
+    /// status and metadata updates are dropped. Each is recorded as the trigger of its
+    /// pools (see [`Children::cluster`]) before it is passed on.
+    fn cluster_spec_changes(
+        &self,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<GrafanaCluster>, watcher::Error>> + Send + 'static
     {
-        let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
-            .backoff(WatchBackoff::new());
-        only_changes(tracked(events, self.record(&K::kind(&()))), |object: &K| {
-            fingerprint(object.meta().generation)
+        let children = self.children.clone();
+        let events = watcher(
+            self.api::<PartialObjectMeta<GrafanaCluster>>(),
+            self.config(watcher::Config::default()),
+        )
+        .backoff(WatchBackoff::new());
+        only_changes(tracked(events, self.record("GrafanaCluster")), |cluster| {
+            fingerprint(cluster.meta().generation)
+        })
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                let ns = c.namespace().unwrap_or_default();
+                children.cluster_triggered(&ns, &c.name_any(), c.metadata.generation);
+            }
+            watcher::Event::Delete(c) => {
+                let ns = c.namespace().unwrap_or_default();
+                children.cluster_triggered(&ns, &c.name_any(), None);
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
         })
         .touched_objects()
     }
@@ -563,7 +579,7 @@ fn pool_controller(
         .watches_stream(
             // A pool reads its cluster's spec, never its status: a cluster's own status
             // writes would otherwise reconcile every one of its pools.
-            w.spec_changes::<PartialObjectMeta<GrafanaCluster>>(),
+            w.cluster_spec_changes(),
             w.counted(move |cluster: PartialObjectMeta<GrafanaCluster>| {
                 let ns = cluster.namespace().unwrap_or_default();
                 pools_of(&pools_by_cluster, &ns, &cluster.name_any())
@@ -622,7 +638,8 @@ fn context(
 async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
     // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
     let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
-    let (children, child_writers) = child_caches();
+    let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
+    let (children, child_writers) = child_caches(cluster_store.clone());
     let ctx = context(
         &client,
         &options,
@@ -647,7 +664,6 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     // One signal stops both controllers gracefully, and tells a requested stop from one
     // that nobody asked for.
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
-    let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
     let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
     let clusters = cluster_controller(
         &cluster_watches,
@@ -760,7 +776,9 @@ struct ClusterChildWriters {
 }
 
 /// A metadata cache for each kind of child, registered for the reconciles to read.
-fn child_caches() -> (Children, ChildWriters) {
+fn child_caches(
+    clusters: reflector::Store<DeserializeGuard<GrafanaCluster>>,
+) -> (Children, ChildWriters) {
     fn cache<K: super::children::Child, Owner: Resource<DynamicType = ()>>(
         children: &mut Children,
     ) -> reflector::store::Writer<PartialObjectMeta<K>> {
@@ -769,7 +787,7 @@ fn child_caches() -> (Children, ChildWriters) {
         writer
     }
     let (shared_configs, shared_configs_writer) = reflector::store();
-    let mut children = Children::new(shared_configs);
+    let mut children = Children::new(shared_configs, clusters);
     let c = &mut children;
     let writers = ChildWriters {
         cluster: ClusterChildWriters {
@@ -925,6 +943,39 @@ mod tests {
         assert!(text.contains(
             "lgtm_operator_watch_lists_total{controller=\"workerpool\",kind=\"StatefulSet\"} 1"
         ));
+    }
+
+    #[tokio::test]
+    async fn only_changes_passes_new_changed_and_deleted_objects() {
+        let service = |name: &str, generation: i64| {
+            let mut s = Service::default();
+            s.metadata.name = Some(name.into());
+            s.metadata.namespace = Some("ns".into());
+            s.metadata.generation = Some(generation);
+            s
+        };
+        let events: Vec<watcher::Result<watcher::Event<Service>>> = vec![
+            Ok(watcher::Event::Apply(service("a", 1))),
+            Ok(watcher::Event::Apply(service("a", 1))),
+            Ok(watcher::Event::Apply(service("a", 2))),
+            Ok(watcher::Event::Apply(service("b", 1))),
+            Ok(watcher::Event::Delete(service("a", 2))),
+            Ok(watcher::Event::Apply(service("a", 2))),
+        ];
+        let passed: Vec<(String, Option<i64>)> = only_changes(futures::stream::iter(events), |s| {
+            fingerprint(s.metadata.generation)
+        })
+        .touched_objects()
+        .map_ok(|s| (s.name_any(), s.metadata.generation))
+        .try_collect()
+        .await
+        .expect("no error");
+        let expected = [("a", 1), ("a", 2), ("b", 1), ("a", 2), ("a", 2)]
+            .map(|(n, g)| (n.to_string(), Some(g)));
+        assert_eq!(
+            passed, expected,
+            "the repeated generation 1 is dropped, nothing else"
+        );
     }
 
     #[test]
