@@ -57,6 +57,7 @@ pub struct GrafanaClusterSpec {
 
     /// Product image tag. Defaults to the version this operator release is tested with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
     pub version: Option<String>,
 
     /// Product image repository, e.g. a mirror of grafana/mimir. Defaults to the
@@ -146,6 +147,7 @@ pub struct S3Storage {
     /// Host and optional port of the S3 API, e.g. `minio.minio.svc:9000`. A scheme is
     /// optional; `https://` means TLS.
     #[x_kube(validation = Rule::new("self != ''").message("endpoint must not be empty"))]
+    #[schemars(length(max = 512), regex(pattern = "^[^[:space:]]*$"))]
     pub endpoint: String,
 
     /// Bucket name.
@@ -231,10 +233,12 @@ pub struct GatewaySpec {
 
     /// Compute resources of the nginx container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Node labels the gateway pods must run on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::node_selector")]
     pub node_selector: Option<BTreeMap<String, String>>,
 
     /// Tolerations of the gateway pods.
@@ -400,6 +404,10 @@ pub struct TracesDestination {
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// A kubernetes.io/tls Secret (keys tls.crt and tls.key) in the cluster's namespace.
+    #[schemars(
+        length(max = 253),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: String,
 }
 
@@ -415,6 +423,7 @@ pub struct GrafanaClusterStatus {
     pub product: Option<Product>,
     /// The product version running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
     pub version: Option<String>,
     /// In-cluster URL of the gateway: the one address clients use.
     #[serde(default, skip_serializing_if = "Option::is_none")]

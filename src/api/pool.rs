@@ -40,6 +40,10 @@ pub struct WorkerPoolSpec {
     /// creation.
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable: create a new WorkerPool for another cluster"))]
     #[x_kube(validation = Rule::new("self != ''").message("clusterRef must name a GrafanaCluster"))]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub cluster_ref: String,
 
     /// Number of workers.
@@ -58,10 +62,12 @@ pub struct WorkerPoolSpec {
 
     /// Compute resources of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Node labels the workers must run on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::node_selector")]
     pub node_selector: Option<BTreeMap<String, String>>,
 
     /// Tolerations of the worker pods.
@@ -230,6 +236,7 @@ role_toggles! {
 pub struct PoolStorage {
     /// Size of each worker's volume.
     #[serde(default = "default_volume_size")]
+    #[schemars(schema_with = "crate::api::schema::quantity")]
     pub size: Quantity,
     /// StorageClass of the volumes; the cluster's default class when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

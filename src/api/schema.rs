@@ -13,6 +13,49 @@ pub fn free_form_object(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Kubernetes' quantity grammar (apimachinery's resource.Quantity), so that a size or
+/// a resource the API server would refuse in the pod is refused in the pool already.
+const QUANTITY: &str = "^[+-]?(([0-9]+([.][0-9]*)?)|([.][0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+([.][0-9]*)?)|([.][0-9]+))))?$";
+
+/// A quantity: an integer, or a string in [`QUANTITY`]'s grammar.
+pub fn quantity(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "pattern": QUANTITY,
+        "maxLength": 64,
+    })
+}
+
+/// Compute resources (a container's `resources`), every request and limit a quantity.
+pub fn resources(generator: &mut SchemaGenerator) -> Schema {
+    let quantities = serde_json::Value::from(quantity(generator));
+    json_schema!({
+        "type": "object",
+        "properties": {
+            "requests": {"type": "object", "additionalProperties": quantities.clone(), "maxProperties": 32},
+            "limits": {"type": "object", "additionalProperties": quantities, "maxProperties": 32},
+            "claims": {
+                "type": "array",
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            },
+        },
+    })
+}
+
+/// A node selector: label values as Kubernetes accepts them (keys are checked by the
+/// API server when the workload is applied).
+pub fn node_selector(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+        },
+    })
+}
+
 /// The JSON names of an object schema's properties, in schema order.
 fn property_names(schema: &Schema) -> Vec<String> {
     schema
