@@ -1214,8 +1214,14 @@ async fn a_leader_cut_off_stops_before_its_lease_can_pass_to_another() {
     let mut first =
         OperatorProcess::start_as(partition.kubeconfig(), env.name(), "first", &args).await;
     // The Lease as the API server has it: holder, renewTime, leaseDurationSeconds.
+    // Absent until the first replica creates it: read as an empty Lease meanwhile.
     let lease = || async {
-        let lease: Lease = env.get("lgtm-operator").await;
+        let lease: Lease = env
+            .api::<Lease>()
+            .get_opt("lgtm-operator")
+            .await
+            .expect("read the Lease")
+            .unwrap_or_default();
         let spec = lease.spec.unwrap_or_default();
         (
             spec.holder_identity.unwrap_or_default(),
