@@ -71,6 +71,12 @@ enum Command {
         #[arg(long, env = "RECONCILE_DEBOUNCE_MS",
               default_value_t = controller::DEFAULT_DEBOUNCE.as_millis() as u64)]
         debounce_ms: u64,
+        /// Requests per second the operator may send to the API server (0: no limit),
+        /// so that a burst of new clusters cannot crowd out other clients: measured at
+        /// 100 new clusters, a user's apply took 8.6 times as long without the limit
+        /// and 1.4 times with 50 (README, `make bench`).
+        #[arg(long, env = "API_QPS", default_value_t = 50)]
+        api_qps: u64,
     },
     /// Print every object the operator would create for the given manifests
     /// (GrafanaClusters, WorkerPools and, for checksums, Secrets), as YAML that
@@ -119,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             watch_timeout_seconds,
             concurrency,
             debounce_ms,
+            api_qps,
         } => {
             let lease = leader_elect.then(|| Lease {
                 name: lease_name,
@@ -138,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 debounce: Duration::from_millis(debounce_ms),
             };
             let health = Health::new(Duration::from_secs(stall_timeout_seconds));
-            run(listen, log_format, options, lease, health).await
+            run(listen, log_format, options, lease, api_qps, health).await
         }
         Command::Render {
             files,
@@ -175,6 +182,7 @@ async fn run(
     log_format: LogFormat,
     mut options: Options,
     lease: Option<Lease>,
+    api_qps: u64,
     health: Health,
 ) -> anyhow::Result<()> {
     telemetry::init_logging(log_format);
@@ -191,6 +199,9 @@ async fn run(
     });
     let client = kube::client::ClientBuilder::try_from(config)
         .context("cannot build a Kubernetes client from the configuration")?
+        .with_layer(&tower::util::option_layer((api_qps > 0).then(|| {
+            tower::limit::RateLimitLayer::new(api_qps, Duration::from_secs(1))
+        })))
         .with_layer(&health.metrics.count_api_requests())
         .build();
     tracing::info!(

@@ -1611,3 +1611,189 @@ async fn the_operator_image_runs_on_the_real_node() {
     );
     env.finish().await;
 }
+
+/// A crash in the middle of a burst: the operator is killed (SIGKILL) while it reconciles
+/// 50 new clusters, and restarted. Afterwards the namespace holds exactly the children
+/// the operator renders for those manifests (offline, `lgtm-operator render`): each
+/// once, none missing, none left over, every one controlled by its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_middle_of_fifty_clusters_leaves_each_child_exactly_once() {
+    const CLUSTERS: usize = 50;
+    let env = OperatorNamespace::without_operator("kill-burst").await;
+    let mut manifests = String::from(CREDENTIALS);
+    for i in 0..CLUSTERS {
+        let name = format!("l{i:02}");
+        manifests.push_str("---\n");
+        manifests.push_str(&cluster_yaml(&name, "loki", ""));
+        manifests.push_str("---\n");
+        manifests.push_str(&pool_yaml(
+            &format!("{name}-all"),
+            &name,
+            1,
+            "{loki: {all: true}}",
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("clusters.yaml");
+    std::fs::write(&file, &manifests).expect("write");
+    let file = file.to_str().expect("utf-8");
+
+    let kubeconfig = support::kubeconfig_path();
+    let mut first = OperatorProcess::start(kubeconfig, env.name(), &[]).await;
+    kubectl_ok(["apply", "--server-side", "-n", env.name(), "-f", file]).await;
+    // Killed once it is well into the burst, not before and not after.
+    wait_for("a fifth of the reconciles", TIMEOUT, || async {
+        let done = first.metric("lgtm_operator_reconciles_total", &[]).await;
+        Ok(if done >= (CLUSTERS / 5) as f64 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{done} reconciles"))
+        })
+    })
+    .await;
+    first.signal("KILL").await;
+    let _second = OperatorProcess::start(kubeconfig, env.name(), &[]).await;
+    wait_for(
+        "every cluster Available",
+        Duration::from_secs(300),
+        || async {
+            let clusters = env
+                .api::<GrafanaCluster>()
+                .list(&ListParams::default())
+                .await?;
+            let available = clusters
+                .items
+                .iter()
+                .filter(|c| {
+                    c.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|k| k.type_ == "Available" && k.status == "True")
+                    })
+                })
+                .count();
+            Ok(if available == CLUSTERS {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{available} of {CLUSTERS} Available"))
+            })
+        },
+    )
+    .await;
+
+    // What should exist, by kind and name: the offline rendering of the same manifests.
+    // Alert rules are a PrometheusRule where that kind is served (the e2e layer installs
+    // its CRD on the shared control plane), else a ConfigMap: render as the operator saw.
+    let rules_served = support::kubectl(["get", "crd", "prometheusrules.monitoring.coreos.com"])
+        .await
+        .is_ok_and(|out| out.success);
+    let mut render = vec!["render", "-n", env.name(), "-f", file];
+    if rules_served {
+        render.push("--prometheus-rules");
+    }
+    let rendered = std::process::Command::new(env!("CARGO_BIN_EXE_lgtm-operator"))
+        .args(&render)
+        .output()
+        .expect("render");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut wanted: Vec<String> = vec![];
+    let (mut kind, mut in_metadata) = (String::new(), false);
+    for line in String::from_utf8_lossy(&rendered.stdout).lines() {
+        if let Some(k) = line.strip_prefix("kind: ") {
+            kind = k.trim().to_string();
+        } else if line == "metadata:" {
+            in_metadata = true;
+        } else if in_metadata && let Some(name) = line.strip_prefix("  name: ") {
+            wanted.push(format!("{kind}/{}", name.trim()));
+            in_metadata = false;
+        } else if !line.starts_with(' ') {
+            in_metadata = false;
+        }
+    }
+    wanted.sort();
+
+    /// `kind/name` of every object of kind `K` the operator manages in the namespace,
+    /// failing on any not controlled by a GrafanaCluster or WorkerPool that exists.
+    async fn managed<K>(env: &OperatorNamespace, owners: &[String], into: &mut Vec<String>)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let selector = "app.kubernetes.io/managed-by=lgtm-operator";
+        let list = env
+            .api::<K>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list");
+        for object in list.items {
+            let controller = object
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone());
+            assert!(
+                controller.is_some_and(|uid| owners.contains(&uid)),
+                "{} {} has no living owner",
+                K::kind(&()),
+                object.name_any()
+            );
+            into.push(format!("{}/{}", K::kind(&()), object.name_any()));
+        }
+    }
+    let mut owners: Vec<String> = vec![];
+    for c in env
+        .api::<GrafanaCluster>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        owners.extend(c.uid());
+    }
+    for p in env
+        .api::<WorkerPool>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        owners.extend(p.uid());
+    }
+    let mut found = vec![];
+    managed::<ConfigMap>(&env, &owners, &mut found).await;
+    managed::<Service>(&env, &owners, &mut found).await;
+    managed::<Deployment>(&env, &owners, &mut found).await;
+    managed::<StatefulSet>(&env, &owners, &mut found).await;
+    managed::<PodDisruptionBudget>(&env, &owners, &mut found).await;
+    managed::<ServiceAccount>(&env, &owners, &mut found).await;
+    managed::<Role>(&env, &owners, &mut found).await;
+    managed::<RoleBinding>(&env, &owners, &mut found).await;
+    found.sort();
+    let kinds = [
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    ];
+    wanted.retain(|w| kinds.iter().any(|k| w.starts_with(&format!("{k}/"))));
+    assert_eq!(
+        found.len(),
+        wanted.len(),
+        "children after the restart vs rendered"
+    );
+    assert_eq!(
+        found, wanted,
+        "children after the restart differ from the rendering"
+    );
+    env.finish().await;
+}

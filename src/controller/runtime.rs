@@ -213,6 +213,7 @@ impl Watches<'_> {
     {
         let events = watcher(self.api::<K>(), self.config(watcher::Config::default()))
             .backoff(WatchBackoff::new())
+            .modify(forget_bookkeeping)
             .reflect(writer);
         tracked(events, self.record(&K::kind(&())))
     }
@@ -232,8 +233,7 @@ impl Watches<'_> {
         let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
         let events = watcher(self.api::<PartialObjectMeta<K>>(), self.config(config))
             .backoff(WatchBackoff::new())
-            // Nothing reads them, and they are most of an object's metadata.
-            .modify(|child| child.managed_fields_mut().clear());
+            .modify(forget_bookkeeping);
         // Services and PodDisruptionBudgets belong to clusters and to pools: each
         // controller takes (and caches) only its own, so that every event it gets is work
         // for it.
@@ -375,7 +375,7 @@ impl Watches<'_> {
         let config = self.config(watcher::Config::default().labels(labels));
         let events = watcher(self.api::<ConfigMap>(), config)
             .backoff(WatchBackoff::new())
-            .modify(|config| config.managed_fields_mut().clear())
+            .modify(forget_bookkeeping)
             .reflect(writer);
         tracked(events, self.record("ConfigMap")).touched_objects()
     }
@@ -405,6 +405,15 @@ impl Watches<'_> {
             requests
         }
     }
+}
+
+/// Drops what no reconcile reads and what makes up most of a cached object: the managed
+/// fields, and kubectl's copy of the whole object in an annotation.
+fn forget_bookkeeping<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// A hash of what a watch's consumer reads of an object.
