@@ -278,10 +278,23 @@ async fn route_failures(
                 continue;
             };
             let path = sample_path(route.location);
-            let answer = match (listener.protocol, route.handling) {
-                (Protocol::Grpc, _) => grpc(&address).await,
-                (_, Handling::WebSocket) => websocket(&address, &path).await,
-                _ => get(&address, &path).await,
+            // A Service's rules reach kube-proxy after its pods are Ready (EndpointSlice,
+            // then an iptables sync), later still under the test suite's own load: an
+            // answer that reached no worker (502, or no connection) is asked again for a
+            // while. An answer from a worker of the wrong role is never retried.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let answer = loop {
+                let answer = match (listener.protocol, route.handling) {
+                    (Protocol::Grpc, _) => grpc(&address).await,
+                    (_, Handling::WebSocket) => websocket(&address, &path).await,
+                    _ => get(&address, &path).await,
+                };
+                let unreached =
+                    matches!(answer.status, 0 | 502 | 503 | 504) && answer.roles.is_empty();
+                if !unreached || tokio::time::Instant::now() >= deadline {
+                    break answer;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             };
             let arrives_as = match route.handling {
                 Handling::RewriteTo(to) => to.to_string(),
