@@ -612,6 +612,9 @@ cmd_up() {
 		--endpoint-reconciler-type="$reconciler" --kubelet-preferred-address-types=InternalIP,Hostname
 	wait_until kube-apiserver "kube-apiserver /readyz is ok" apiserver_ready
 
+	# --kube-api-qps/--kube-api-burst: the defaults (20/30) queued the EndpointSlices of
+	# a test's Services behind another test's 850 for most of a minute, so a gateway's
+	# DNS knew no worker yet.
 	# --node-monitor-grace-period: a simulated node goes NotReady only when kwok is gone
 	# for 5 minutes. With the default 50 s, an API-server restart (a minute of draining in
 	# the fault tests) let the node lifecycle controller mark the nodes NotReady and set
@@ -627,7 +630,7 @@ cmd_up() {
 		--root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
 		--cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
 		--controllers='*,bootstrapsigner,tokencleaner' --profiling=false \
-		--node-monitor-grace-period=5m
+		--node-monitor-grace-period=5m --kube-api-qps=100 --kube-api-burst=200
 	wait_until kube-controller-manager "kube-controller-manager /healthz is ok" component_healthy "$KCM_PORT"
 
 	refresh kube-scheduler

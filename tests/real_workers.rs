@@ -239,6 +239,72 @@ async fn assert_workers_started_once(env: &OperatorNamespace) {
     }
 }
 
+/// Waits until every Service of the namespace lists, in its EndpointSlices, each Ready
+/// pod it selects: the gateway finds workers through those (DNS, kube-proxy), and
+/// kube-controller-manager publishes them some time after the pods are Ready.
+async fn endpoints_published(env: &OperatorNamespace) {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    wait_for(
+        "every Service's Ready pods in its EndpointSlices",
+        TIMEOUT,
+        || async {
+            let services = env
+                .api::<Service>()
+                .list(&ListParams::default())
+                .await?
+                .items;
+            let mut missing = vec![];
+            for service in services {
+                let name = service.metadata.name.clone().unwrap_or_default();
+                let Some(selector) = service.spec.and_then(|s| s.selector) else {
+                    continue;
+                };
+                let selector = selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let ready_pods = env
+                    .api::<Pod>()
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .flatten()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                    })
+                    .count();
+                let published: usize = env
+                    .api::<EndpointSlice>()
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={name}")),
+                    )
+                    .await?
+                    .items
+                    .iter()
+                    .flat_map(|slice| slice.endpoints.iter())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                    .count();
+                if published < ready_pods {
+                    missing.push(format!("{name}: {published} of {ready_pods}"));
+                }
+            }
+            Ok(if missing.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Pending(missing.join(", "))
+            })
+        },
+    )
+    .await;
+}
+
 /// The cluster's gateway Service address (ClusterIP) and the roles its pools provide.
 async fn gateway_and_roles(env: &OperatorNamespace, cluster: &str) -> (String, BTreeSet<String>) {
     let status = env
@@ -253,6 +319,7 @@ async fn gateway_and_roles(env: &OperatorNamespace, cluster: &str) -> (String, B
         .map(|r| r.name.clone())
         .collect();
     support::real_node::rolled_out(env, &format!("{cluster}-gateway")).await;
+    endpoints_published(env).await;
     let service: Service = env.get(&format!("{cluster}-gateway")).await;
     let ip = service
         .spec
