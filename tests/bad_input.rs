@@ -341,6 +341,11 @@ async fn a_cluster_deleted_mid_rollout_leaves_no_child_behind() {
         Check::Done(())
     })
     .await;
+    let claims_before = names(
+        env.api::<PersistentVolumeClaim>()
+            .list(&ListParams::default())
+            .await,
+    );
     env.api::<GrafanaCluster>()
         .delete("logs", &DeleteParams::background())
         .await
@@ -359,12 +364,18 @@ async fn a_cluster_deleted_mid_rollout_leaves_no_child_behind() {
     ]
     .concat();
     assert!(left.is_empty(), "children left behind: {left:?}");
-    let claims = env
-        .api::<PersistentVolumeClaim>()
-        .list(&ListParams::default())
-        .await
-        .expect("list");
-    println!("{} volume claims kept", claims.items.len());
+    // Volumes outlive their cluster: every claim made before the deletion is still there.
+    let claims_after = names(
+        env.api::<PersistentVolumeClaim>()
+            .list(&ListParams::default())
+            .await,
+    );
+    for claim in &claims_before {
+        assert!(
+            claims_after.contains(claim),
+            "volume claim {claim} was deleted"
+        );
+    }
     env.finish().await;
 }
 

@@ -237,14 +237,7 @@ impl Watches<'_> {
         // Services and PodDisruptionBudgets belong to clusters and to pools: each
         // controller takes (and caches) only its own, so that every event it gets is work
         // for it.
-        let events = events.try_filter(|event| {
-            ready(match event {
-                watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
-                    controlled_by::<Owner>(child)
-                }
-                _ => true,
-            })
-        });
+        let events = events.try_filter(|event| ready(event_of::<Owner>(event)));
         let events = events.reflect(writer);
         let children = self.children.clone();
         tracked(events, self.record(&K::kind(&())))
@@ -273,14 +266,7 @@ impl Watches<'_> {
         let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
         let events = watcher(self.api::<K>(), self.config(config))
             .backoff(WatchBackoff::new())
-            .try_filter(|event| {
-                ready(match event {
-                    watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
-                        controlled_by::<Owner>(child)
-                    }
-                    _ => true,
-                })
-            });
+            .try_filter(|event| ready(event_of::<Owner>(event)));
         // The key covers what the metadata cache is read for too (generation, labels,
         // annotations, deletion), so the cache misses no change it needs.
         let events = only_changes(events, move |child: &K| {
@@ -473,6 +459,17 @@ where
             }
         })
     })
+}
+
+/// Whether a watch event concerns children of `Owner`'s kind: an applied child that
+/// `Owner` controls, or any other event (a deletion, the list markers).
+fn event_of<Owner: Resource<DynamicType = ()>>(event: &watcher::Event<impl Resource>) -> bool {
+    match event {
+        watcher::Event::Apply(child) | watcher::Event::InitApply(child) => {
+            controlled_by::<Owner>(child)
+        }
+        _ => true,
+    }
 }
 
 /// Whether `Owner` controls `child` (its controller owner reference is of that kind).
