@@ -7,6 +7,10 @@
 # is the nginx image built here and its workers are the contract worker (a test double of
 # Loki's run-time contract, src/bin/contract-worker.rs), so a request through the gateway
 # really reaches a worker. The other samples run on the simulated (kwok) nodes.
+#
+# The samples' buckets are real: an S3 server (moto, e2e/s3-server.sh) listens on
+# loopback with buckets mimir, loki and tempo, the samples are pointed at it, and the
+# operator's storage probe checks them there before any worker starts.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +24,9 @@ log() { printf '%s\n' "run.sh: $*" >&2; }
 stop() {
 	if [[ -f $RUN_DIR/pid ]] && kill -0 "$(cat "$RUN_DIR/pid")" 2>/dev/null; then
 		kill "$(cat "$RUN_DIR/pid")" && log "operator stopped"
+	fi
+	if [[ -f $RUN_DIR/s3.pid ]] && kill -0 "$(cat "$RUN_DIR/s3.pid")" 2>/dev/null; then
+		kill "$(cat "$RUN_DIR/s3.pid")" && log "S3 server stopped"
 	fi
 	rm -rf "$RUN_DIR"
 	"$REPO_ROOT/e2e/cluster.sh" down
@@ -50,9 +57,31 @@ fi
 echo $! >"$RUN_DIR/pid"
 log "operator running (pid $(cat "$RUN_DIR/pid"), log $RUN_DIR/operator.log, metrics http://127.0.0.1:28080/metrics)"
 
+log "starting an S3 server on loopback for the samples' buckets"
+PYTHON=$("$REPO_ROOT/e2e/s3-server.sh" python)
+if [[ -f $RUN_DIR/s3.pid ]] && kill -0 "$(cat "$RUN_DIR/s3.pid")" 2>/dev/null; then
+	kill "$(cat "$RUN_DIR/s3.pid")"
+fi
+"$PYTHON" -m moto.server -H 127.0.0.1 -p 0 >"$RUN_DIR/s3.log" 2>&1 &
+echo $! >"$RUN_DIR/s3.pid"
+for _ in $(seq 100); do
+	S3_PORT=$(sed -n 's|.*Running on http://127.0.0.1:\([0-9]*\).*|\1|p' "$RUN_DIR/s3.log" | head -n1)
+	[[ -n $S3_PORT ]] && break
+	sleep 0.1
+done
+[[ -n ${S3_PORT:-} ]] || { log "the S3 server did not start; see $RUN_DIR/s3.log"; exit 1; }
+for bucket in mimir loki tempo; do
+	curl -fsS -X PUT "http://127.0.0.1:$S3_PORT/$bucket" >/dev/null
+done
+log "S3 server on http://127.0.0.1:$S3_PORT (pid $(cat "$RUN_DIR/s3.pid"), log $RUN_DIR/s3.log)"
+
 log "applying the samples to namespace $NAMESPACE"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-SAMPLES=$REPO_ROOT/deploy/samples
+SAMPLES=$RUN_DIR/samples
+mkdir -p "$SAMPLES"
+for f in "$REPO_ROOT"/deploy/samples/*.yaml; do
+	sed "s|endpoint: minio.minio.svc:9000|endpoint: http://127.0.0.1:$S3_PORT|" "$f" >"$SAMPLES/$(basename "$f")"
+done
 if ((REAL_NODE)); then
 	log "building the contract worker image for Loki and loading it into the real node"
 	cargo build --quiet --manifest-path "$REPO_ROOT/Cargo.toml" --bin contract-worker
@@ -76,7 +105,7 @@ metadata: {name: logs}
 spec:
   product: loki
   image: lgtm.local/contract-worker-loki
-  storage: {s3: {endpoint: minio.minio.svc:9000, bucket: loki, credentialsSecret: {name: s3-credentials}}}
+  storage: {s3: {endpoint: "http://127.0.0.1:$S3_PORT", bucket: loki, credentialsSecret: {name: s3-credentials}}}
   retention: 14d
   gateway:
     image: $("$REPO_ROOT/e2e/images.sh" ref gateway)

@@ -170,6 +170,8 @@ fn render_cluster(
         cluster,
         pools: &pools,
         secrets: &secrets,
+        // Offline, nothing reaches the bucket.
+        bucket: &plan::secrets::BucketCheck::NotChecked,
         current_config: None,
         ipv6: options.ipv6,
         prometheus_rules: options.prometheus_rules,

@@ -64,7 +64,7 @@ impl Scenario {
     }
 
     async fn kubectl_apply_sample(&self, sample: &str) {
-        let path = support::repo_root().join("deploy/samples").join(sample);
+        let path = support::sample_without_probe(sample);
         let out = kubectl_at(
             &self.kubeconfig,
             [
@@ -531,7 +531,7 @@ async fn a_revoked_permission_is_reported_and_recovered_from_when_granted_back()
     std::fs::write(&kubeconfig, &as_operator).expect("write kubeconfig");
     let operator = start_operator(&kubeconfig, ns.name()).await;
     for sample in ["s3-credentials.yaml", "loki-monolithic.yaml"] {
-        let path = support::repo_root().join("deploy/samples").join(sample);
+        let path = support::sample_without_probe(sample);
         let out = kubectl_at(
             &admin_kubeconfig,
             [

@@ -432,7 +432,8 @@ async fn mimir_rendered_without_an_activity_file_would_crash_loop() {
                 "apiVersion": "lgtm.coordinated.dev/v1alpha1", "kind": "GrafanaCluster",
                 "metadata": {"name": "old"},
                 "spec": {"product": "mimir",
-                    "storage": {"s3": {"endpoint": "minio.minio.svc:9000", "bucket": "mimir",
+                    "storage": {"probe": false,
+                        "s3": {"endpoint": "minio.minio.svc:9000", "bucket": "mimir",
                         "credentialsSecret": {"name": "s3-credentials"}}},
                     // What the rendering before the contract fix left to Mimir's default.
                     "configOverrides": {"activity_tracker": {"filepath": "./metrics-activity.log"}}}

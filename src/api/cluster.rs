@@ -138,6 +138,17 @@ pub enum TenancyMode {
 pub struct StorageSpec {
     /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
     pub s3: S3Storage,
+
+    /// Check the bucket for real before workers roll onto these settings: the operator
+    /// writes, reads, lists and deletes one object under `.lgtm-operator-probe/` with the
+    /// workers' own credentials, endpoint and CA. Turn it off only where the operator
+    /// cannot reach the bucket; `StorageReady` then says that it was not checked.
+    #[serde(default = "default_probe")]
+    pub probe: bool,
+}
+
+fn default_probe() -> bool {
+    true
 }
 
 /// An S3-compatible bucket.

@@ -63,8 +63,24 @@ reasons! {
     SecretKeyMissing: Warning,
     /// Loki on AWS S3 needs `storage.s3.region`, and the endpoint names none.
     RegionRequired: Warning,
-    /// The storage Secrets hold every key the workers read.
-    SecretsFound: Quiet,
+    /// The bucket (or container) does not exist, or the credentials cannot see it.
+    BucketNotFound: Warning,
+    /// The bucket refused the credentials: a wrong key, or a key without the right to
+    /// write, read, list and delete.
+    AccessDenied: Warning,
+    /// The storage endpoint did not answer: a wrong host or port, DNS, a network policy,
+    /// or a server that is down.
+    EndpointUnreachable: Warning,
+    /// The TLS handshake with the storage endpoint failed: a CA that does not match the
+    /// server's certificate, or TLS spoken to a plain-HTTP endpoint.
+    TLSError: Warning,
+    /// The storage probe failed for another reason; the message gives the server's answer.
+    StorageProbeFailed: Warning,
+    /// The operator wrote, read, listed and deleted a probe object with the workers'
+    /// credentials.
+    BucketVerified: Quiet,
+    /// `storage.probe` is false: the Secrets hold every key, but the bucket was not checked.
+    NotChecked: Quiet,
     /// The TLS Secret holds a certificate and a key.
     SecretFound: Quiet,
     // ConfigValid
@@ -109,7 +125,8 @@ reasons! {
     // Ready
     /// The cluster has no configuration yet (it is not consistent): workers wait.
     WaitingForClusterConfig: Notice,
-    /// The cluster's storage Secrets are not usable: workers wait.
+    /// The cluster's storage is not usable, or not yet verified with its Secrets as they
+    /// are now: workers wait, or keep their last verified settings.
     StorageNotReady: Warning,
     /// `podOverrides` does not give a valid pod template.
     InvalidPodOverrides: Warning,

@@ -25,7 +25,7 @@ use super::{Context, read};
 use crate::api::{GrafanaCluster, GrafanaClusterStatus};
 use crate::plan::cluster::{ClusterInputs, plan};
 use crate::plan::cluster_status::condition;
-use crate::plan::secrets;
+use crate::plan::secrets::{self, BucketCheck};
 use crate::render::agent::Agent;
 use crate::render::gateway::Gateway;
 use crate::render::labels::CLUSTER;
@@ -59,12 +59,14 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     // Read.
     let pools = read::pools_of(ctx, ns, &view.name).await?;
     let secrets = read::secrets(client, ns, &secrets::referenced(&cluster.spec)).await?;
+    let (bucket, recheck_after) = check_bucket(ctx, cluster, &secrets).await;
     let current_config: Option<ConfigMap> = get_opt(client, ns, &view.child_name("config")).await?;
     let ipv6 = ipv6_pods(ctx, cluster, &view).await?;
     let inputs = ClusterInputs {
         cluster,
         pools: &pools,
         secrets: &secrets,
+        bucket: &bucket,
         current_config: current_config.as_ref(),
         ipv6,
         prometheus_rules: ctx.prometheus_rules_installed().await,
@@ -87,7 +89,32 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     // Status.
     let status = plan.status(&inputs, gateway.as_ref(), &Time(Timestamp::now()));
     write_status(ctx, cluster, status).await?;
-    Ok(Action::await_change())
+    Ok(match recheck_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// What the storage probe finds with the cluster's settings and Secrets, and when to
+/// probe again. Not probed when it is turned off, or when a Secret or key is missing
+/// (the Secrets' own check says which).
+async fn check_bucket(
+    ctx: &Context,
+    cluster: &GrafanaCluster,
+    found: &secrets::Secrets,
+) -> (BucketCheck, Option<std::time::Duration>) {
+    let spec = &cluster.spec;
+    let storage = secrets::check_storage(spec.product, &spec.storage.s3, found);
+    let uid = cluster.uid().unwrap_or_default();
+    let target = secrets::probe_target(spec.product, spec, found, &uid);
+    match target {
+        Some(target) if spec.storage.probe && storage.problem.is_none() => {
+            let key = secrets::probe_key(spec, &storage);
+            let checked = ctx.probes.check(&uid, &key, &target, &ctx.metrics).await;
+            (checked.bucket, Some(checked.recheck_after))
+        }
+        _ => (BucketCheck::NotChecked, None),
+    }
 }
 
 /// Whether the pods get IPv6 addresses only, which decides the rings' address settings.

@@ -14,6 +14,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::Error;
 use super::children::Child;
 use super::children::Children;
+use super::probes::Probes;
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
@@ -37,6 +38,8 @@ pub struct Context {
     pub(super) children: Arc<Children>,
     /// Whether every watch cache has filled (until then, pools and children are listed).
     progress: Arc<Progress>,
+    /// What each cluster's storage probe last found.
+    pub(super) probes: Probes,
 }
 
 impl Context {
@@ -65,6 +68,7 @@ impl Context {
             pools,
             children,
             progress: health.progress,
+            probes: Probes::default(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! - [`runtime`]: the watches and the two controllers, with leader election;
 //! - [`context`]: what every reconcile shares, and its retry backoff;
 //! - [`children`]: the children's watch caches, and what was last applied to each;
-//! - [`events`]: an Event per condition that turns bad.
+//! - [`events`]: an Event per condition that turns bad;
+//! - [`probes`]: what each cluster's storage probe last found, and when to probe again.
 
 mod apply;
 mod children;
@@ -17,6 +18,7 @@ mod error;
 mod events;
 mod leader;
 mod pool;
+mod probes;
 mod read;
 mod runtime;
 

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::civil::Date;
 use kube::ResourceExt;
 
 use super::Reason;
-use super::secrets::{self, SecretProblem, Secrets, StorageSecrets};
+use super::secrets::{self, BucketCheck, SecretProblem, Secrets, StorageSecrets};
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::product::{PoolSummary, Product, Topology};
 use crate::render::config::{ConfigError, ConfigInputs, Duration};
@@ -20,6 +20,8 @@ pub struct ClusterInputs<'a> {
     pub pools: &'a [WorkerPool],
     /// The Secrets the cluster references ([`secrets::referenced`]), as read.
     pub secrets: &'a Secrets,
+    /// What the storage probe found with these Secrets.
+    pub bucket: &'a BucketCheck,
     /// The shared configuration ConfigMap as it is, if it exists.
     pub current_config: Option<&'a ConfigMap>,
     /// The pods get IPv6 addresses only (read from the gossip Service's IP families).
@@ -89,10 +91,13 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
     let summaries: Vec<PoolSummary> = inputs.pools.iter().map(summarize).collect();
     let topology = Topology::new(product, &summaries);
     let loki_schema = (product == Product::Loki).then(|| loki_schema(inputs));
+    let storage = secrets::check_storage(product, &cluster.spec.storage.s3, inputs.secrets)
+        .with_bucket(inputs.bucket);
     let (shared_config, config_problem) = shared_config(
         inputs,
         &view,
         &topology,
+        &storage,
         loki_schema.as_ref().map(|s| s.from.as_str()),
     );
     let config_hash = match (&shared_config, cluster.spec.paused) {
@@ -112,7 +117,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
         .as_ref()
         .and_then(|tls| secrets::check_tls(&tls.secret_name, inputs.secrets));
     ClusterPlan {
-        storage: secrets::check_storage(product, &cluster.spec.storage.s3, inputs.secrets),
+        storage,
         view,
         topology,
         children,
@@ -146,11 +151,15 @@ fn loki_schema(inputs: &ClusterInputs) -> LokiSchema {
     }
 }
 
-/// The shared configuration to write, or why there is none to write.
+/// The shared configuration to write, or why there is none to write. None while the
+/// cluster is inconsistent or its storage is not usable: the last one keeps running
+/// (ADR 2, ADR 11). It records the storage Secrets it was verified with, which the
+/// pools roll onto.
 fn shared_config(
     inputs: &ClusterInputs,
     view: &ClusterView,
     topology: &Topology,
+    storage: &StorageSecrets,
     loki_schema_from: Option<&str>,
 ) -> (Option<ConfigMap>, Option<ConfigProblem>) {
     let problem = |reason, message| Some(ConfigProblem { reason, message });
@@ -181,7 +190,14 @@ fn shared_config(
         inputs.ipv6,
     );
     match render::shared_config(view, &config_inputs) {
-        Ok(config) => (Some(config), None),
+        // Rendered all the same, so that ConfigValid still speaks for the spec.
+        Ok(_) if storage.problem.is_some() => (None, None),
+        Ok(mut config) => {
+            config
+                .annotations_mut()
+                .insert(render::SECRETS_CHECKSUM.into(), storage.checksum.clone());
+            (Some(config), None)
+        }
         Err(error) => {
             let reason = match error {
                 ConfigError::Retention(_) => Reason::InvalidRetention,
@@ -197,10 +213,20 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
-    /// Plans `cluster` with `pools`, its Secrets present, on 2026-12-01.
+    /// Plans `cluster` with `pools`, its Secrets present and its bucket verified, on
+    /// 2026-12-01.
     fn plan_of<T>(
         cluster: &GrafanaCluster,
         pools: &[WorkerPool],
+        then: impl FnOnce(&ClusterPlan) -> T,
+    ) -> T {
+        plan_with_bucket(cluster, pools, &BucketCheck::Verified, then)
+    }
+
+    fn plan_with_bucket<T>(
+        cluster: &GrafanaCluster,
+        pools: &[WorkerPool],
+        bucket: &BucketCheck,
         then: impl FnOnce(&ClusterPlan) -> T,
     ) -> T {
         let secrets = fixtures::storage_secrets();
@@ -209,6 +235,7 @@ mod tests {
             cluster,
             pools,
             secrets: &secrets,
+            bucket,
             current_config: None,
             ipv6: false,
             prometheus_rules: false,
@@ -216,6 +243,47 @@ mod tests {
             today: Date::constant(2026, 12, 1),
         });
         then(&plan)
+    }
+
+    #[test]
+    fn a_verified_bucket_writes_the_configuration_naming_the_secrets_it_was_verified_with() {
+        let cluster = fixtures::minimal_cluster(Product::Mimir);
+        let pools = [fixtures::ready_pool("m", Product::Mimir, &["all"], 1)];
+        plan_of(&cluster, &pools, |plan| {
+            let config = plan.children.shared_config.as_ref().expect("config");
+            assert_eq!(
+                config.annotations().get(render::SECRETS_CHECKSUM),
+                Some(&plan.storage.checksum)
+            );
+            assert!(!plan.storage.checksum.is_empty() && plan.storage.probed);
+        });
+    }
+
+    #[test]
+    fn a_failing_bucket_freezes_the_configuration_but_the_spec_is_still_judged() {
+        let failed = BucketCheck::Failed(crate::probe::ProbeFailure {
+            reason: Reason::AccessDenied,
+            message: "write failed".into(),
+        });
+        let mut cluster = fixtures::minimal_cluster(Product::Mimir);
+        let pools = [fixtures::ready_pool("m", Product::Mimir, &["all"], 1)];
+        plan_with_bucket(&cluster, &pools, &failed, |plan| {
+            assert!(plan.children.shared_config.is_none(), "frozen");
+            assert_eq!(plan.config_hash, None, "no configuration ran yet");
+            assert_eq!(
+                plan.storage.problem.as_ref().map(|p| p.reason),
+                Some(Reason::AccessDenied)
+            );
+            assert_eq!(plan.config_problem, None);
+        });
+        cluster.spec.config_overrides = Some(serde_json::json!(["not", "a", "map"]));
+        plan_with_bucket(&cluster, &pools, &failed, |plan| {
+            assert_eq!(
+                plan.config_problem.as_ref().map(|p| p.reason),
+                Some(Reason::InvalidConfigOverrides),
+                "a bad spec is reported whatever the bucket says"
+            );
+        });
     }
 
     #[test]

@@ -121,20 +121,30 @@ pub fn consistent(view: &ClusterView, topology: &Topology, pools: &[WorkerPool])
     }
 }
 
-/// `StorageReady`: the storage Secrets hold every key the workers read.
+/// `StorageReady`: the storage Secrets hold every key the workers read, and the probe
+/// reached the bucket with them (unless it is turned off).
 pub fn storage_ready(storage: &StorageSecrets) -> Observed {
     match &storage.problem {
         Some(problem) => Observed::new(
             STORAGE_READY,
             false,
             problem.reason,
-            problem.message.clone(),
+            format!(
+                "{}; workers keep their last verified storage settings",
+                problem.message
+            ),
+        ),
+        None if storage.probed => Observed::new(
+            STORAGE_READY,
+            true,
+            Reason::BucketVerified,
+            "the operator wrote, read, listed and deleted a probe object with the workers' credentials",
         ),
         None => Observed::new(
             STORAGE_READY,
             true,
-            Reason::SecretsFound,
-            "the storage Secrets hold every key the workers read",
+            Reason::NotChecked,
+            "the storage Secrets hold every key the workers read; the bucket was not checked (storage.probe is false)",
         ),
     }
 }

@@ -127,19 +127,34 @@ pub fn plan(inputs: &PoolInputs) -> PoolPlan {
 
 /// What the workers' pods depend on besides the specs, or why they must wait for it.
 fn checksums(inputs: &PoolInputs, cluster: &GrafanaCluster) -> Result<Checksums, Blocked> {
-    let Some(config) = inputs.config else {
-        return Err(Blocked::Waiting {
-            reason: Reason::WaitingForClusterConfig,
-            message: format!(
-                "cluster {} has no configuration yet: it is written once every required role has a pool (see the cluster's Consistent condition); workers start then",
-                cluster.name_any()
-            ),
-        });
-    };
+    // Unusable Secrets first: they also hold the configuration back, and say more.
     if let Some(problem) = &inputs.storage.problem {
         return Err(Blocked::Waiting {
             reason: Reason::StorageNotReady,
             message: format!("{}; workers start once it is fixed", problem.message),
+        });
+    }
+    let Some(config) = inputs.config else {
+        return Err(Blocked::Waiting {
+            reason: Reason::WaitingForClusterConfig,
+            message: format!(
+                "cluster {} has no configuration yet: it is written once every required role has a pool and its storage is usable (see the cluster's Consistent and StorageReady conditions); workers start then",
+                cluster.name_any()
+            ),
+        });
+    };
+    // The configuration names the storage Secrets the cluster verified with it (ADR 11).
+    // Until the cluster has verified the Secrets as they are now, the workers stay on
+    // the last verified ones. A configuration written before the probe names none.
+    if let Some(verified) = config.annotations().get(render::SECRETS_CHECKSUM)
+        && *verified != inputs.storage.checksum
+    {
+        return Err(Blocked::Waiting {
+            reason: Reason::StorageNotReady,
+            message: format!(
+                "cluster {} has not verified its storage with the Secrets as they are now (see its StorageReady condition); workers keep their last verified settings",
+                cluster.name_any()
+            ),
         });
     }
     Ok(Checksums {

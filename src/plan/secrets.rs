@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::Reason;
 use crate::api::{GrafanaClusterSpec, S3Storage};
+use crate::probe::{PROBE_PREFIX, ProbeBackend, ProbeFailure, ProbeTarget};
 use crate::product::Product;
 use crate::render::checksum;
+use crate::render::storage::Endpoint;
 
 /// The Secrets of a namespace as read, by name; `None` for one that does not exist.
 pub type Secrets = BTreeMap<String, Option<Secret>>;
@@ -28,6 +29,100 @@ pub struct StorageSecrets {
     pub problem: Option<SecretProblem>,
     /// Checksum of the keys the workers read (empty input when a problem exists).
     pub checksum: String,
+    /// The storage probe connected with these settings (false when it is turned off).
+    pub probed: bool,
+}
+
+/// What the storage probe found, for a cluster whose Secrets are usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketCheck {
+    /// The probe wrote, read, listed and deleted its object.
+    Verified,
+    /// `storage.probe` is false, or nothing can probe (`lgtm-operator render`).
+    NotChecked,
+    Failed(ProbeFailure),
+}
+
+impl StorageSecrets {
+    /// These Secrets as the bucket check leaves them: a failed probe is the problem.
+    pub fn with_bucket(mut self, bucket: &BucketCheck) -> Self {
+        if self.problem.is_some() {
+            return self;
+        }
+        match bucket {
+            BucketCheck::Verified => self.probed = true,
+            BucketCheck::NotChecked => self.probed = false,
+            BucketCheck::Failed(failure) => {
+                self.problem = Some(SecretProblem {
+                    reason: failure.reason,
+                    message: failure.message.clone(),
+                })
+            }
+        }
+        self
+    }
+}
+
+/// The probe object of a cluster: one per cluster, named by its UID.
+pub fn probe_object(uid: &str) -> String {
+    format!("{PROBE_PREFIX}/{uid}")
+}
+
+/// What the probe connects to for `spec`, with the values of its Secrets; `None` when a
+/// Secret or key is missing (the Secrets' own check reports that).
+pub fn probe_target(
+    product: Product,
+    spec: &GrafanaClusterSpec,
+    secrets: &Secrets,
+    uid: &str,
+) -> Option<ProbeTarget> {
+    let s3 = &spec.storage.s3;
+    let text = |name: &str, key: &str| {
+        value(secrets, name, key).map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let credentials = &s3.credentials_secret;
+    let endpoint = Endpoint::new(s3);
+    let scheme = if endpoint.insecure { "http" } else { "https" };
+    let region = crate::render::storage::region(product, s3).ok().flatten();
+    Some(ProbeTarget {
+        backend: ProbeBackend::S3 {
+            endpoint: format!("{scheme}://{}", endpoint.host_port),
+            bucket: s3.bucket.clone(),
+            // Any region signs for S3-compatible servers; AWS names its own.
+            region: region.unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: text(&credentials.name, &credentials.access_key_id_key)?,
+            secret_access_key: text(&credentials.name, &credentials.secret_access_key_key)?,
+        },
+        ca_pem: match &s3.ca_secret {
+            Some(ca) => Some(value(secrets, &ca.name, &ca.key)?),
+            None => None,
+        },
+        object: probe_object(uid),
+    })
+}
+
+/// What decides a probe's answer: the storage spec and the Secret values it uses. A new
+/// key probes again at once.
+pub fn probe_key(spec: &GrafanaClusterSpec, storage: &StorageSecrets) -> String {
+    let settings = serde_json::to_vec(&spec.storage).unwrap_or_default();
+    checksum([settings.as_slice(), storage.checksum.as_bytes()])
+}
+
+/// The value of `key` in Secret `name`, from `data` or `stringData`.
+fn value(secrets: &Secrets, name: &str, key: &str) -> Option<Vec<u8>> {
+    let secret = secrets.get(name)?.as_ref()?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
 }
 
 /// A secret name and the keys of it that are used.
@@ -41,7 +136,7 @@ struct Needed<'a> {
 fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
     let mut parts: Vec<Vec<u8>> = Vec::new();
     for need in needed {
-        let Some(Some(secret)) = secrets.get(need.name) else {
+        let Some(Some(_)) = secrets.get(need.name) else {
             return StorageSecrets {
                 problem: Some(SecretProblem {
                     reason: Reason::SecretNotFound,
@@ -51,16 +146,11 @@ fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
                     ),
                 }),
                 checksum: String::new(),
+                probed: false,
             };
         };
-        let data: BTreeMap<String, ByteString> = secret.data.clone().unwrap_or_default();
-        let string_data = secret.string_data.clone().unwrap_or_default();
         for key in &need.keys {
-            let value = data
-                .get(*key)
-                .map(|v| v.0.clone())
-                .or_else(|| string_data.get(*key).map(|s| s.clone().into_bytes()));
-            match value {
+            match value(secrets, need.name, key) {
                 Some(value) => {
                     parts.push(format!("{}/{key}", need.name).into_bytes());
                     parts.push(value);
@@ -75,6 +165,7 @@ fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
                             ),
                         }),
                         checksum: String::new(),
+                        probed: false,
                     };
                 }
             }
@@ -83,6 +174,7 @@ fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
     StorageSecrets {
         problem: None,
         checksum: checksum(parts.iter().map(Vec::as_slice)),
+        probed: false,
     }
 }
 
@@ -142,6 +234,8 @@ pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
+
     use super::*;
     use crate::fixtures;
     use crate::product::Product;

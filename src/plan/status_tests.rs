@@ -12,7 +12,7 @@ use super::cluster::{ClusterInputs, ConfigProblem, plan as plan_cluster};
 use super::cluster_status::*;
 use super::conditions::Observed;
 use super::pool::{self, Blocked, PoolInputs, ready, roles_valid};
-use super::secrets::{SecretProblem, Secrets, StorageSecrets};
+use super::secrets::{BucketCheck, SecretProblem, Secrets, StorageSecrets};
 use super::{Reason, Severity};
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::fixtures;
@@ -73,6 +73,7 @@ fn with_plan<T>(
         cluster,
         pools,
         secrets,
+        bucket: &BucketCheck::Verified,
         current_config: None,
         ipv6: false,
         prometheus_rules: false,
@@ -127,6 +128,25 @@ fn reached() -> BTreeSet<Reason> {
     with_plan(&cluster, &monolith(3), &no_key, |plan, _| {
         add(storage_ready(&plan.storage));
     });
+    // What the storage probe finds, for Secrets that are usable.
+    let failed = |reason| {
+        BucketCheck::Failed(crate::probe::ProbeFailure {
+            reason,
+            message: "from the server".into(),
+        })
+    };
+    for bucket in [
+        BucketCheck::NotChecked,
+        failed(Reason::BucketNotFound),
+        failed(Reason::AccessDenied),
+        failed(Reason::EndpointUnreachable),
+        failed(Reason::TLSError),
+        failed(Reason::StorageProbeFailed),
+    ] {
+        add(storage_ready(
+            &StorageSecrets::default().with_bucket(&bucket),
+        ));
+    }
     let mut loki_on_aws = fixtures::minimal_cluster(Product::Loki);
     loki_on_aws.spec.storage.s3.endpoint = "https://bucket.s3-accelerate.amazonaws.com".into();
     with_plan(&loki_on_aws, &[], &secrets, |plan, _| {
@@ -179,6 +199,7 @@ fn pool_plans(cluster: &GrafanaCluster) -> Vec<pool::PoolPlan> {
             message: "gone".into(),
         }),
         checksum: String::new(),
+        probed: false,
     };
     let config = k8s_openapi::api::core::v1::ConfigMap::default();
     let querier = fixtures::ready_pool("q", MIMIR, &["querier"], 1);
@@ -339,6 +360,48 @@ fn a_paused_cluster_leaves_its_pools_as_they_are() {
         });
         assert!(matches!(plan.action, pool::PoolAction::Leave), "{plan:?}");
     }
+}
+
+#[test]
+fn a_pool_rolls_only_onto_the_secrets_its_cluster_verified() {
+    let cluster = fixtures::minimal_cluster(MIMIR);
+    let pool = fixtures::ready_pool("q", MIMIR, &["all"], 1);
+    let mut config = k8s_openapi::api::core::v1::ConfigMap::default();
+    config.metadata.annotations = Some(
+        [(
+            crate::render::SECRETS_CHECKSUM.to_string(),
+            "verified".to_string(),
+        )]
+        .into(),
+    );
+    let plan_with = |checksum: &str| {
+        let storage = StorageSecrets {
+            checksum: checksum.into(),
+            ..StorageSecrets::default()
+        };
+        pool::plan(&PoolInputs {
+            pool: &pool,
+            cluster: Some(&cluster),
+            config: Some(&config),
+            storage: &storage,
+        })
+    };
+    let changed = plan_with("changed since");
+    assert!(
+        matches!(changed.action, pool::PoolAction::Leave),
+        "{changed:?}"
+    );
+    assert!(matches!(
+        changed.blocked,
+        Some(Blocked::Waiting {
+            reason: Reason::StorageNotReady,
+            ..
+        })
+    ));
+    assert!(matches!(
+        plan_with("verified").action,
+        pool::PoolAction::Apply(_)
+    ));
 }
 
 #[test]

@@ -66,6 +66,14 @@ pub struct WatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `s3`, `gcs`, `azure`.
+    pub backend: &'static str,
+    /// `BucketVerified`, or the failure's reason (`AccessDenied`, ...).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
     pub kind: &'static str,
     pub namespace: String,
@@ -87,6 +95,10 @@ pub struct Metrics {
     pub watch_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     /// Requests sent to the API server, by verb and resource.
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    /// Storage probes, by backend and result.
+    pub storage_probes: Family<ProbeLabels, Counter>,
+    /// Time a storage probe took, by backend and result.
+    pub storage_probe_duration: Family<ProbeLabels, Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +120,10 @@ impl Default for Metrics {
         let watch_lists = Family::<WatchLabels, Counter>::default();
         let watch_event_age = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        let storage_probes = Family::<ProbeLabels, Counter>::default();
+        let storage_probe_duration = Family::<ProbeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 13))
+        });
         registry.register("reconciles", "Reconciles finished", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -144,6 +160,16 @@ impl Default for Metrics {
             "Requests sent to the Kubernetes API server, by verb and resource",
             api_requests.clone(),
         );
+        registry.register(
+            "storage_probes",
+            "Storage probes (write, read, list, delete of one object), by backend and result",
+            storage_probes.clone(),
+        );
+        registry.register(
+            "storage_probe_duration_seconds",
+            "Time a storage probe took, by backend and result",
+            storage_probe_duration.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -154,6 +180,8 @@ impl Default for Metrics {
             watch_lists,
             watch_event_age,
             api_requests,
+            storage_probes,
+            storage_probe_duration,
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod real_node;
 #[allow(unused_imports)] // not every test binary runs the operator in its process
 pub use operator_namespace::{
     CREDENTIALS, InProcessOperator, OperatorNamespace, TIMEOUT, WithConditions, cluster_yaml,
-    install_crds_once, namespace_with_crds, pool_yaml,
+    install_crds_once, namespace_with_crds, pool_yaml, sample_without_probe, without_probe,
 };
 #[allow(unused_imports)] // not every test binary runs the operator as a process
 pub use operator_process::OperatorProcess;

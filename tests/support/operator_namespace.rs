@@ -26,11 +26,30 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 pub const CREDENTIALS: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: id, secret-access-key: secret}\n";
 
 /// A GrafanaCluster of `product` storing into S3 with [`CREDENTIALS`]; `extra` is added to
-/// its spec (indented two spaces, ending with a newline).
+/// its spec (indented two spaces, ending with a newline). Its bucket is not probed: there
+/// is none at that endpoint here (tests/storage.rs probes a real S3 server).
 pub fn cluster_yaml(name: &str, product: &str, extra: &str) -> String {
     format!(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: {name}}}\nspec:\n  product: {product}\n  storage:\n    s3:\n      endpoint: minio.minio.svc:9000\n      bucket: {product}\n      credentialsSecret: {{name: s3-credentials}}\n{extra}"
+        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: {name}}}\nspec:\n  product: {product}\n  storage:\n    probe: false\n    s3:\n      endpoint: minio.minio.svc:9000\n      bucket: {product}\n      credentialsSecret: {{name: s3-credentials}}\n{extra}"
     )
+}
+
+/// A sample manifest with its storage probe off: the samples name a MinIO the local
+/// control plane does not have.
+pub fn without_probe(manifest: &str) -> String {
+    manifest.replace("\n  storage:\n", "\n  storage:\n    probe: false\n")
+}
+
+/// Sample `file` of `deploy/samples/`, [`without_probe`], written to a file of its own
+/// (kept until the process ends) for `kubectl apply -f`.
+pub fn sample_without_probe(file: &str) -> std::path::PathBuf {
+    let manifest = std::fs::read_to_string(super::repo_root().join("deploy/samples").join(file))
+        .expect("read sample");
+    let dir = std::env::temp_dir().join(super::unique_name("sample"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(file);
+    std::fs::write(&path, without_probe(&manifest)).expect("write sample");
+    path
 }
 
 /// A WorkerPool of `cluster`; `roles` is the flow-style YAML of `spec.roles`.
@@ -246,14 +265,8 @@ impl OperatorNamespace {
     pub async fn apply_sample(&self, file: &str) {
         let root = super::repo_root().join("deploy/samples");
         for f in ["s3-credentials.yaml", file] {
-            kubectl_ok([
-                "apply",
-                "-n",
-                self.name(),
-                "-f",
-                root.join(f).to_str().expect("utf-8"),
-            ])
-            .await;
+            let manifest = std::fs::read_to_string(root.join(f)).expect("read sample");
+            self.apply(&without_probe(&manifest)).await;
         }
     }
 

@@ -116,6 +116,9 @@ pub fn onto_real_node(mut doc: Value, worker_image: &str) -> Value {
             spec["gateway"]["nodeSelector"] = node_selector;
             spec["gateway"]["tolerations"] = tolerations;
             spec["selfMonitoring"] = json!({"enabled": false});
+            // The samples name a MinIO the real node does not have, and the contract
+            // worker reads no bucket: nothing to probe (tests/storage.rs probes a real one).
+            spec["storage"]["probe"] = json!(false);
         }
         "WorkerPool" => {
             spec["nodeSelector"] = node_selector;
