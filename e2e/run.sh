@@ -8,7 +8,7 @@
 # Loki's run-time contract, src/bin/contract-worker.rs), so a request through the gateway
 # really reaches a worker. The other samples run on the simulated (kwok) nodes.
 #
-# The samples' buckets are real: an S3 server (moto, e2e/s3-server.sh) listens on
+# The samples' buckets are real: an S3 server (moto, e2e/storage-servers.sh) listens on
 # loopback with buckets mimir, loki and tempo, the samples are pointed at it, and the
 # operator's storage probe checks them there before any worker starts.
 set -euo pipefail
@@ -58,7 +58,7 @@ echo $! >"$RUN_DIR/pid"
 log "operator running (pid $(cat "$RUN_DIR/pid"), log $RUN_DIR/operator.log, metrics http://127.0.0.1:28080/metrics)"
 
 log "starting an S3 server on loopback for the samples' buckets"
-PYTHON=$("$REPO_ROOT/e2e/s3-server.sh" python)
+PYTHON=$("$REPO_ROOT/e2e/storage-servers.sh" python)
 if [[ -f $RUN_DIR/s3.pid ]] && kill -0 "$(cat "$RUN_DIR/s3.pid")" 2>/dev/null; then
 	kill "$(cat "$RUN_DIR/s3.pid")"
 fi

@@ -1,6 +1,7 @@
-//! The storage probe against a real S3 server on loopback: moto's server, from PyPI
-//! (e2e/s3-server.sh), with its IAM authentication on, so a wrong or powerless key is
-//! refused by the server itself. Nothing here is a mock of S3.
+//! The storage probe against real servers on loopback (e2e/storage-servers.sh): moto's
+//! S3 server from PyPI, with its IAM authentication on, so a wrong or powerless key is
+//! refused by the server itself; and Azurite, Microsoft's Azure Blob Storage server, from
+//! npm. Nothing here is a mock of either.
 //!
 //! Each failure the probe names is provoked for real, and fixed again with no operator
 //! restart: a key without rights (`AccessDenied`), a bucket that does not exist
@@ -31,7 +32,7 @@ struct Key {
     secret: String,
 }
 
-/// The keys `e2e/tools/moto/setup.py` made: two allowed every S3 action, one none.
+/// The keys `e2e/tools/storage/s3_setup.py` made: two allowed every S3 action, one none.
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Keys {
     allowed: Key,
@@ -79,13 +80,39 @@ impl Tls {
 
 /// The virtualenv's python that runs moto (installed on first use).
 fn python() -> PathBuf {
-    let out = std::process::Command::new(support::repo_root().join("e2e/s3-server.sh"))
-        .arg("python")
+    storage_tool("python")
+}
+
+/// `e2e/storage-servers.sh <what>`: the path of a tool, installed on first use.
+fn storage_tool(what: &str) -> PathBuf {
+    let out = std::process::Command::new(support::repo_root().join("e2e/storage-servers.sh"))
+        .arg(what)
         .stderr(Stdio::inherit())
         .output()
-        .expect("run e2e/s3-server.sh");
-    assert!(out.status.success(), "e2e/s3-server.sh python failed");
+        .expect("run e2e/storage-servers.sh");
+    assert!(out.status.success(), "e2e/storage-servers.sh {what} failed");
     PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+}
+
+/// Waits for the line of `child`'s `stream` that holds `marker`, and returns what
+/// follows it; keeps draining the stream afterwards.
+async fn listening_at(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    marker: &str,
+) -> String {
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read the server's log") {
+            if let Some(rest) = line.split(marker).nth(1) {
+                return rest.trim().to_string();
+            }
+        }
+        panic!("the server exited before it listened");
+    })
+    .await
+    .expect("the server listens within a minute");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found
 }
 
 impl S3Server {
@@ -108,23 +135,12 @@ impl S3Server {
             .kill_on_drop(true)
             .spawn()
             .expect("start moto");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let endpoint = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read moto's log") {
-                if let Some(url) = line.split("Running on ").nth(1) {
-                    return url.trim().to_string();
-                }
-            }
-            panic!("moto exited before it listened");
-        })
-        .await
-        .expect("moto listens within a minute");
-        // Keep reading its log, so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stderr = child.stderr.take().expect("stderr");
+        let endpoint = listening_at(stderr, "Running on ").await;
         let ca_file = dir.path().join("ca.crt");
         let mut setup = std::process::Command::new(&python);
         setup
-            .arg(support::repo_root().join("e2e/tools/moto/setup.py"))
+            .arg(support::repo_root().join("e2e/tools/storage/s3_setup.py"))
             .arg(&endpoint);
         if let Some(tls) = tls {
             std::fs::write(&ca_file, &tls.ca_pem).expect("write CA");
@@ -188,16 +204,29 @@ async fn patch_storage(env: &OperatorNamespace, name: &str, s3: serde_json::Valu
     env.merge_patch("grafanacluster", name, &patch).await;
 }
 
-/// The `StorageReady` condition once it has `reason`; its message never holds a secret.
-async fn storage_reason(env: &OperatorNamespace, name: &str, reason: &str, keys: &Keys) -> String {
+impl Keys {
+    /// Every key id and secret: none may appear in a condition.
+    fn secrets(&self) -> Vec<&str> {
+        [&self.allowed, &self.rotated, &self.denied]
+            .into_iter()
+            .flat_map(|k| [k.id.as_str(), k.secret.as_str()])
+            .collect()
+    }
+}
+
+/// The `StorageReady` condition once it has `reason`; its message holds none of
+/// `secrets`.
+async fn storage_reason(
+    env: &OperatorNamespace,
+    name: &str,
+    reason: &str,
+    secrets: &[&str],
+) -> String {
     let condition = env.cluster_reason(name, "StorageReady", reason).await;
     eprintln!("StorageReady {reason}: {}", condition.message);
-    for secret in [&keys.allowed, &keys.rotated, &keys.denied]
-        .iter()
-        .flat_map(|k| [&k.id, &k.secret])
-    {
+    for secret in secrets {
         assert!(
-            !condition.message.contains(secret.as_str()),
+            !condition.message.contains(secret),
             "a key in the condition: {}",
             condition.message
         );
@@ -259,7 +288,7 @@ async fn each_storage_failure_is_named_freezes_the_workers_and_recovers_once_fix
         "{mimir: {all: true}}",
     ))
     .await;
-    storage_reason(&env, "metrics", "BucketVerified", keys).await;
+    storage_reason(&env, "metrics", "BucketVerified", &keys.secrets()).await;
     env.pool_condition("metrics-all", "Ready", "True").await;
     let (verified, template) = checksums(&env, "metrics", "metrics-all").await;
     assert!(!verified.is_empty(), "the configuration names its Secrets");
@@ -267,7 +296,7 @@ async fn each_storage_failure_is_named_freezes_the_workers_and_recovers_once_fix
 
     // A key the server knows but that may do nothing: refused by its IAM.
     set_key(&env, &keys.denied).await;
-    let message = storage_reason(&env, "metrics", "AccessDenied", keys).await;
+    let message = storage_reason(&env, "metrics", "AccessDenied", &keys.secrets()).await;
     assert!(
         message.contains("AccessDenied"),
         "the server's words: {message}"
@@ -283,20 +312,20 @@ async fn each_storage_failure_is_named_freezes_the_workers_and_recovers_once_fix
 
     // Another good key: verified at once, and the workers roll onto it.
     set_key(&env, &keys.rotated).await;
-    storage_reason(&env, "metrics", "BucketVerified", keys).await;
+    storage_reason(&env, "metrics", "BucketVerified", &keys.secrets()).await;
     let (rotated, _) = checksums(&env, "metrics", "metrics-all").await;
     assert_ne!(rotated, verified, "the rotated key is in the checksum");
     template_checksum(&env, "metrics", "metrics-all", &rotated).await;
 
     // A bucket that does not exist.
     patch_storage(&env, "metrics", json!({"bucket": "absent"})).await;
-    let message = storage_reason(&env, "metrics", "BucketNotFound", keys).await;
+    let message = storage_reason(&env, "metrics", "BucketNotFound", &keys.secrets()).await;
     assert!(
         message.contains("NoSuchBucket"),
         "the server's words: {message}"
     );
     patch_storage(&env, "metrics", json!({"bucket": "probe"})).await;
-    storage_reason(&env, "metrics", "BucketVerified", keys).await;
+    storage_reason(&env, "metrics", "BucketVerified", &keys.secrets()).await;
 
     // A server that is not there: a port nothing listens on any more.
     let stopped = {
@@ -309,9 +338,9 @@ async fn each_storage_failure_is_named_freezes_the_workers_and_recovers_once_fix
         json!({"endpoint": format!("http://127.0.0.1:{stopped}")}),
     )
     .await;
-    storage_reason(&env, "metrics", "EndpointUnreachable", keys).await;
+    storage_reason(&env, "metrics", "EndpointUnreachable", &keys.secrets()).await;
     patch_storage(&env, "metrics", json!({"endpoint": s3.endpoint})).await;
-    storage_reason(&env, "metrics", "BucketVerified", keys).await;
+    storage_reason(&env, "metrics", "BucketVerified", &keys.secrets()).await;
     env.pool_condition("metrics-all", "Ready", "True").await;
     env.finish().await;
 }
@@ -335,7 +364,7 @@ async fn a_wrong_ca_is_a_tls_error_and_the_right_one_verifies() {
         "{mimir: {all: true}}",
     ))
     .await;
-    storage_reason(&env, "metrics", "TLSError", &s3.keys).await;
+    storage_reason(&env, "metrics", "TLSError", &s3.keys.secrets()).await;
     env.pool_reason("metrics-all", "Ready", "WaitingForClusterConfig")
         .await;
     assert!(
@@ -343,7 +372,115 @@ async fn a_wrong_ca_is_a_tls_error_and_the_right_one_verifies() {
         "a new cluster's workers wait for verified storage"
     );
     set_secret(&env, "storage-ca", json!({"ca.crt": tls.ca_pem})).await;
-    storage_reason(&env, "metrics", "BucketVerified", &s3.keys).await;
+    storage_reason(&env, "metrics", "BucketVerified", &s3.keys.secrets()).await;
     env.pool_condition("metrics-all", "Ready", "True").await;
+    env.finish().await;
+}
+
+/// Azurite's development account, and its key as Microsoft documents it (public: it
+/// opens nothing but a local emulator).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An Azurite blob server of this test's own, with the container `probe`; killed when
+/// dropped.
+struct AzureServer {
+    _child: tokio::process::Child,
+    /// host:port, Tempo's emulator `endpointSuffix`.
+    host_port: String,
+    _dir: tempfile::TempDir,
+}
+
+impl AzureServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut child = tokio::process::Command::new(storage_tool("azurite"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0", "--location"])
+            .arg(dir.path())
+            // The SDK that makes the container speaks a newer API version than Azurite
+            // knows; telemetry would try the network.
+            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start Azurite");
+        let stdout = child.stdout.take().expect("stdout");
+        let url = listening_at(stdout, "successfully listens on ").await;
+        let host_port = url.trim_start_matches("http://").to_string();
+        let out = std::process::Command::new(python())
+            .arg(support::repo_root().join("e2e/tools/storage/azure_setup.py"))
+            .arg(format!("{url}/{AZURITE_ACCOUNT}"))
+            .args([AZURITE_ACCOUNT, AZURITE_KEY])
+            .output()
+            .expect("run azure_setup.py");
+        assert!(
+            out.status.success(),
+            "azure_setup.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            _child: child,
+            host_port,
+            _dir: dir,
+        }
+    }
+}
+
+async fn patch_azure(env: &OperatorNamespace, name: &str, azure: serde_json::Value) {
+    let patch = json!({"spec": {"storage": {"azure": azure}}}).to_string();
+    env.merge_patch("grafanacluster", name, &patch).await;
+}
+
+/// Azure against Azurite, through a Tempo cluster (the product that can reach an
+/// emulator): the right key verifies; a wrong key, a missing container and a server that
+/// is not there are each named, and fixed with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_failures_against_azurite_are_named_and_recover_once_fixed() {
+    let azurite = AzureServer::start().await;
+    let env = OperatorNamespace::start("storage-azure").await;
+    // Another account key, well-formed: Azurite refuses its signature.
+    let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
+    let keys = [AZURITE_KEY, wrong];
+    set_secret(&env, "azure-key", json!({"account-key": AZURITE_KEY})).await;
+    env.apply(&format!(
+        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {{name: traces}}\nspec:\n  product: tempo\n  storage:\n    azure:\n      accountName: {AZURITE_ACCOUNT}\n      container: probe\n      endpointSuffix: \"{}\"\n      credentialsSecret: {{name: azure-key}}\n",
+        azurite.host_port
+    ))
+    .await;
+    env.apply(&pool_yaml(
+        "traces-all",
+        "traces",
+        1,
+        "{tempo: {all: true}}",
+    ))
+    .await;
+    storage_reason(&env, "traces", "BucketVerified", &keys).await;
+    env.pool_condition("traces-all", "Ready", "True").await;
+
+    set_secret(&env, "azure-key", json!({"account-key": wrong})).await;
+    storage_reason(&env, "traces", "AccessDenied", &keys).await;
+    set_secret(&env, "azure-key", json!({"account-key": AZURITE_KEY})).await;
+    storage_reason(&env, "traces", "BucketVerified", &keys).await;
+
+    patch_azure(&env, "traces", json!({"container": "absent"})).await;
+    storage_reason(&env, "traces", "BucketNotFound", &keys).await;
+    patch_azure(&env, "traces", json!({"container": "probe"})).await;
+    storage_reason(&env, "traces", "BucketVerified", &keys).await;
+
+    let stopped = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    patch_azure(
+        &env,
+        "traces",
+        json!({"endpointSuffix": format!("127.0.0.1:{stopped}")}),
+    )
+    .await;
+    storage_reason(&env, "traces", "EndpointUnreachable", &keys).await;
+    patch_azure(&env, "traces", json!({"endpointSuffix": azurite.host_port})).await;
+    storage_reason(&env, "traces", "BucketVerified", &keys).await;
     env.finish().await;
 }

@@ -49,6 +49,9 @@ use crate::product::Product;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.storage.azure) || !has(self.storage.azure.endpointSuffix) || self.storage.azure.endpointSuffix.startsWith('blob.') || self.product == 'tempo'").message("an Azure endpointSuffix that does not start with blob. (an emulator such as Azurite at 127.0.0.1:10000) works with Tempo only: Mimir and Loki always reach https://<accountName>.<endpointSuffix>"),
+)]
 pub struct GrafanaClusterSpec {
     /// The Grafana product this cluster runs: mimir (metrics), loki (logs) or tempo
     /// (traces). Fixed at creation.
@@ -132,12 +135,30 @@ pub enum TenancyMode {
     SingleTenant,
 }
 
-/// Where the workers keep their data.
+/// Where the workers keep their data: exactly one backend.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.s3), has(self.gcs), has(self.azure), has(self.filesystem)].exists_one(b, b)").message("storage takes exactly one backend: s3, gcs, azure or filesystem"),
+    validation = Rule::new("has(self.s3) == has(oldSelf.s3) && has(self.gcs) == has(oldSelf.gcs) && has(self.azure) == has(oldSelf.azure) && has(self.filesystem) == has(oldSelf.filesystem)").message("the storage backend cannot change: the data already written stays in the old one (Loki even records it in its schema); create a new GrafanaCluster"),
+)]
 pub struct StorageSpec {
     /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
-    pub s3: S3Storage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+
+    /// A Google Cloud Storage bucket, with a service-account key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsStorage>,
+
+    /// An Azure Blob Storage container, with the storage account's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStorage>,
+
+    /// The workers' own volume, for development and tests only: one `all` pool of one
+    /// replica, which the cluster's Consistent condition enforces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemStorage>,
 
     /// Check the bucket for real before workers roll onto these settings: the operator
     /// writes, reads, lists and deletes one object under `.lgtm-operator-probe/` with the
@@ -150,6 +171,117 @@ pub struct StorageSpec {
 fn default_probe() -> bool {
     true
 }
+
+/// The backend of a [`StorageSpec`], whichever it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend<'a> {
+    S3(&'a S3Storage),
+    Gcs(&'a GcsStorage),
+    Azure(&'a AzureStorage),
+    Filesystem(&'a FilesystemStorage),
+}
+
+impl StorageSpec {
+    /// The backend; admission allows exactly one. A spec that bypassed admission (a unit
+    /// test, `lgtm-operator render`) with none reads as an empty filesystem.
+    pub fn backend(&self) -> Backend<'_> {
+        const NONE: FilesystemStorage = FilesystemStorage {};
+        match (&self.s3, &self.gcs, &self.azure, &self.filesystem) {
+            (Some(s3), ..) => Backend::S3(s3),
+            (_, Some(gcs), ..) => Backend::Gcs(gcs),
+            (_, _, Some(azure), _) => Backend::Azure(azure),
+            (_, _, _, Some(filesystem)) => Backend::Filesystem(filesystem),
+            _ => Backend::Filesystem(&NONE),
+        }
+    }
+
+    /// The S3 settings, when S3 is the backend.
+    pub fn s3(&self) -> Option<&S3Storage> {
+        self.s3.as_ref()
+    }
+}
+
+impl Backend<'_> {
+    /// The backend's name, as the products and the metrics spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::S3(_) => "s3",
+            Backend::Gcs(_) => "gcs",
+            Backend::Azure(_) => "azure",
+            Backend::Filesystem(_) => "filesystem",
+        }
+    }
+}
+
+/// A Google Cloud Storage bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsStorage {
+    /// Bucket name.
+    #[x_kube(validation = Rule::new("self != ''").message("bucket must not be empty"))]
+    #[schemars(length(max = 222))]
+    pub bucket: String,
+
+    /// The Secret key holding a service-account JSON key. Workers get it as a mounted
+    /// file named by `GOOGLE_APPLICATION_CREDENTIALS`, which all three products read.
+    pub credentials_secret: GcsCredentialsRef,
+}
+
+/// A Secret in the cluster's namespace holding a service-account JSON key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsCredentialsRef {
+    /// Secret name.
+    pub name: String,
+    /// Key of the JSON key file in the Secret.
+    #[serde(default = "default_gcs_key")]
+    pub key: String,
+}
+
+fn default_gcs_key() -> String {
+    "key.json".into()
+}
+
+/// An Azure Blob Storage container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureStorage {
+    /// Storage account name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]{3,24}$')").message("accountName is 3 to 24 lowercase letters and digits, as Azure names storage accounts"))]
+    pub account_name: String,
+
+    /// Container name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])?$')").message("container is 3 to 63 lowercase letters, digits and dashes, as Azure names containers"))]
+    pub container: String,
+
+    /// The Blob service's host suffix: `blob.core.windows.net` unless a sovereign cloud
+    /// names another. Workers reach `https://<accountName>.<endpointSuffix>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = "^[A-Za-z0-9.:-]+$"))]
+    pub endpoint_suffix: Option<String>,
+
+    /// The Secret holding the storage account's key.
+    pub credentials_secret: AzureCredentialsRef,
+}
+
+/// A Secret in the cluster's namespace holding an Azure storage account key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureCredentialsRef {
+    /// Secret name.
+    pub name: String,
+    /// Key of the account key in the Secret.
+    #[serde(default = "default_account_key_key")]
+    pub account_key_key: String,
+}
+
+fn default_account_key_key() -> String {
+    "account-key".into()
+}
+
+/// The workers' own data volume as the object store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct FilesystemStorage {}
 
 /// An S3-compatible bucket.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -88,6 +88,8 @@ reasons! {
     InvalidRetention: Warning,
     /// `spec.configOverrides` does not merge into a valid configuration.
     InvalidConfigOverrides: Warning,
+    /// The filesystem backend takes a single `all` pool of at most one replica.
+    FilesystemNeedsOneWorker: Warning,
     /// The spec gives a valid product configuration (ConfigValid), or the pool's roles
     /// run in its cluster (RolesValid).
     Valid: Quiet,

@@ -104,7 +104,7 @@ async fn check_bucket(
     found: &secrets::Secrets,
 ) -> (BucketCheck, Option<std::time::Duration>) {
     let spec = &cluster.spec;
-    let storage = secrets::check_storage(spec.product, &spec.storage.s3, found);
+    let storage = secrets::check_storage(spec.product, &spec.storage, found);
     let uid = cluster.uid().unwrap_or_default();
     let target = secrets::probe_target(spec.product, spec, found, &uid);
     match target {

@@ -96,12 +96,11 @@ async fn read_cluster_inputs(
         Some(cached) => cached,
         None => get_opt(&ctx.client, ns, &view.child_name("config")).await?,
     };
-    let s3 = &cluster.spec.storage.s3;
     let names = secrets::referenced(&cluster.spec);
     let found = read::secrets(&ctx.client, ns, &names).await?;
     Ok((
         config,
-        secrets::check_storage(cluster.spec.product, s3, &found),
+        secrets::check_storage(cluster.spec.product, &cluster.spec.storage, &found),
     ))
 }
 

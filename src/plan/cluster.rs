@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use super::Reason;
 use super::secrets::{self, BucketCheck, SecretProblem, Secrets, StorageSecrets};
-use crate::api::{GrafanaCluster, WorkerPool};
+use crate::api::{Backend, GrafanaCluster, WorkerPool};
 use crate::product::{PoolSummary, Product, Topology};
 use crate::render::config::{ConfigError, ConfigInputs, Duration};
 use crate::render::{self, ClusterChildren, ClusterView, LOKI_SCHEMA_FROM, Settings};
@@ -91,7 +91,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
     let summaries: Vec<PoolSummary> = inputs.pools.iter().map(summarize).collect();
     let topology = Topology::new(product, &summaries);
     let loki_schema = (product == Product::Loki).then(|| loki_schema(inputs));
-    let storage = secrets::check_storage(product, &cluster.spec.storage.s3, inputs.secrets)
+    let storage = secrets::check_storage(product, &cluster.spec.storage, inputs.secrets)
         .with_bucket(inputs.bucket);
     let (shared_config, config_problem) = shared_config(
         inputs,
@@ -181,6 +181,9 @@ fn shared_config(
     if !topology.is_consistent() {
         return (None, None);
     }
+    if let Some(message) = filesystem_problem(inputs) {
+        return (None, problem(Reason::FilesystemNeedsOneWorker, message));
+    }
     let config_inputs = ConfigInputs::for_cluster(
         view,
         topology,
@@ -206,6 +209,36 @@ fn shared_config(
             (None, problem(reason, error.to_string()))
         }
     }
+}
+
+/// The filesystem backend keeps objects on one worker's own volume, which no other
+/// worker sees: it takes one pool of the `all` role and at most one replica (upstream
+/// calls it non-production: Mimir's object-storage docs; Loki's filesystem docs, not
+/// clusterable without a shared filesystem; Tempo's `local` backend, monolithic only;
+/// see the runtime contract). CRD validation sees one object at a time, so this is
+/// judged here rather than at admission.
+fn filesystem_problem(inputs: &ClusterInputs) -> Option<String> {
+    if !matches!(
+        inputs.cluster.spec.storage.backend(),
+        Backend::Filesystem(_)
+    ) {
+        return None;
+    }
+    let pools: Vec<PoolSummary> = inputs.pools.iter().map(summarize).collect();
+    let one_monolith = matches!(
+        pools.as_slice(),
+        [only] if only.toggles == ["all"] && only.replicas <= 1
+    );
+    (!one_monolith).then(|| {
+        format!(
+            "the filesystem backend keeps objects on one worker's own volume: it takes a single pool with only the all role and at most one replica (found {}); use s3, gcs or azure to scale out",
+            pools
+                .iter()
+                .map(|p| format!("{} ({} × {})", p.name, p.toggles.join("+"), p.replicas))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ pub fn storage_ready(storage: &StorageSecrets) -> Observed {
             STORAGE_READY,
             true,
             Reason::NotChecked,
-            "the storage Secrets hold every key the workers read; the bucket was not checked (storage.probe is false)",
+            "the storage Secrets hold every key the workers read; the bucket was not checked (storage.probe is false, or the filesystem backend, which lives on the worker's own volume)",
         ),
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::Reason;
-use crate::api::{GrafanaClusterSpec, S3Storage};
+use crate::api::{Backend, GrafanaClusterSpec, StorageSpec};
 use crate::probe::{PROBE_PREFIX, ProbeBackend, ProbeFailure, ProbeTarget};
 use crate::product::Product;
 use crate::render::checksum;
@@ -76,27 +76,53 @@ pub fn probe_target(
     secrets: &Secrets,
     uid: &str,
 ) -> Option<ProbeTarget> {
-    let s3 = &spec.storage.s3;
     let text = |name: &str, key: &str| {
         value(secrets, name, key).map(|v| String::from_utf8_lossy(&v).into_owned())
     };
-    let credentials = &s3.credentials_secret;
-    let endpoint = Endpoint::new(s3);
-    let scheme = if endpoint.insecure { "http" } else { "https" };
-    let region = crate::render::storage::region(product, s3).ok().flatten();
+    let (backend, ca_pem) = match spec.storage.backend() {
+        Backend::S3(s3) => {
+            let credentials = &s3.credentials_secret;
+            let endpoint = Endpoint::new(s3);
+            let scheme = if endpoint.insecure { "http" } else { "https" };
+            let region = crate::render::storage::region(product, s3).ok().flatten();
+            let ca_pem = match &s3.ca_secret {
+                Some(ca) => Some(value(secrets, &ca.name, &ca.key)?),
+                None => None,
+            };
+            let backend = ProbeBackend::S3 {
+                endpoint: format!("{scheme}://{}", endpoint.host_port),
+                bucket: s3.bucket.clone(),
+                // Any region signs for S3-compatible servers; AWS names its own.
+                region: region.unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: text(&credentials.name, &credentials.access_key_id_key)?,
+                secret_access_key: text(&credentials.name, &credentials.secret_access_key_key)?,
+            };
+            (backend, ca_pem)
+        }
+        Backend::Gcs(gcs) => {
+            let credentials = &gcs.credentials_secret;
+            let backend = ProbeBackend::Gcs {
+                bucket: gcs.bucket.clone(),
+                service_account_key: text(&credentials.name, &credentials.key)?,
+            };
+            (backend, None)
+        }
+        Backend::Azure(azure) => {
+            let credentials = &azure.credentials_secret;
+            let backend = ProbeBackend::Azure {
+                endpoint: crate::render::storage::azure_url(azure),
+                account: azure.account_name.clone(),
+                container: azure.container.clone(),
+                access_key: text(&credentials.name, &credentials.account_key_key)?,
+            };
+            (backend, None)
+        }
+        // The objects live on the worker's own volume, which the operator cannot reach.
+        Backend::Filesystem(_) => return None,
+    };
     Some(ProbeTarget {
-        backend: ProbeBackend::S3 {
-            endpoint: format!("{scheme}://{}", endpoint.host_port),
-            bucket: s3.bucket.clone(),
-            // Any region signs for S3-compatible servers; AWS names its own.
-            region: region.unwrap_or_else(|| "us-east-1".into()),
-            access_key_id: text(&credentials.name, &credentials.access_key_id_key)?,
-            secret_access_key: text(&credentials.name, &credentials.secret_access_key_key)?,
-        },
-        ca_pem: match &s3.ca_secret {
-            Some(ca) => Some(value(secrets, &ca.name, &ca.key)?),
-            None => None,
-        },
+        backend,
+        ca_pem,
         object: probe_object(uid),
     })
 }
@@ -178,30 +204,46 @@ fn check(needed: &[Needed], secrets: &Secrets) -> StorageSecrets {
     }
 }
 
-fn storage_needs(s3: &S3Storage) -> Vec<Needed<'_>> {
-    let mut needed = vec![Needed {
-        what: "S3 credentials",
-        name: &s3.credentials_secret.name,
-        keys: vec![
-            &s3.credentials_secret.access_key_id_key,
-            &s3.credentials_secret.secret_access_key_key,
-        ],
-    }];
-    if let Some(ca) = &s3.ca_secret {
-        needed.push(Needed {
-            what: "S3 CA bundle",
-            name: &ca.name,
-            keys: vec![&ca.key],
-        });
+fn storage_needs(storage: &StorageSpec) -> Vec<Needed<'_>> {
+    match storage.backend() {
+        Backend::S3(s3) => {
+            let mut needed = vec![Needed {
+                what: "S3 credentials",
+                name: &s3.credentials_secret.name,
+                keys: vec![
+                    &s3.credentials_secret.access_key_id_key,
+                    &s3.credentials_secret.secret_access_key_key,
+                ],
+            }];
+            if let Some(ca) = &s3.ca_secret {
+                needed.push(Needed {
+                    what: "S3 CA bundle",
+                    name: &ca.name,
+                    keys: vec![&ca.key],
+                });
+            }
+            needed
+        }
+        Backend::Gcs(gcs) => vec![Needed {
+            what: "GCS service-account key",
+            name: &gcs.credentials_secret.name,
+            keys: vec![&gcs.credentials_secret.key],
+        }],
+        Backend::Azure(azure) => vec![Needed {
+            what: "Azure account key",
+            name: &azure.credentials_secret.name,
+            keys: vec![&azure.credentials_secret.account_key_key],
+        }],
+        Backend::Filesystem(_) => Vec::new(),
     }
-    needed
 }
 
 /// [`check`] of the storage Secrets, then of the settings the product needs beyond them
 /// (Loki needs a region to sign for on AWS).
-pub fn check_storage(product: Product, s3: &S3Storage, secrets: &Secrets) -> StorageSecrets {
-    let mut checked = check(&storage_needs(s3), secrets);
+pub fn check_storage(product: Product, storage: &StorageSpec, secrets: &Secrets) -> StorageSecrets {
+    let mut checked = check(&storage_needs(storage), secrets);
     if checked.problem.is_none()
+        && let Some(s3) = storage.s3()
         && let Err(error) = crate::render::storage::region(product, s3)
     {
         checked.problem = Some(SecretProblem {
@@ -225,9 +267,10 @@ pub fn check_tls(name: &str, secrets: &Secrets) -> Option<SecretProblem> {
 /// Names of the Secrets a cluster references (for the watches that map a Secret change
 /// to the clusters and pools using it).
 pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
-    let s3 = &spec.storage.s3;
-    let mut names = vec![s3.credentials_secret.name.as_str()];
-    names.extend(s3.ca_secret.as_ref().map(|c| c.name.as_str()));
+    let mut names: Vec<&str> = storage_needs(&spec.storage)
+        .into_iter()
+        .map(|need| need.name)
+        .collect();
     names.extend(spec.tls.as_ref().map(|t| t.secret_name.as_str()));
     names
 }
@@ -255,7 +298,7 @@ mod tests {
     #[test]
     fn missing_secret_and_missing_key_are_named() {
         let cluster = fixtures::minimal_cluster(Product::Mimir);
-        let needed = storage_needs(&cluster.spec.storage.s3);
+        let needed = storage_needs(&cluster.spec.storage);
         let none = BTreeMap::from([("s3-credentials".to_string(), None)]);
         let problem = check(&needed, &none).problem.expect("problem");
         assert_eq!(problem.reason, Reason::SecretNotFound);
@@ -280,7 +323,7 @@ mod tests {
     #[test]
     fn checksum_changes_with_the_values_used() {
         let cluster = fixtures::minimal_cluster(Product::Mimir);
-        let needed = storage_needs(&cluster.spec.storage.s3);
+        let needed = storage_needs(&cluster.spec.storage);
         let with = |secret_key: &str, extra: &str| {
             let secrets = BTreeMap::from([(
                 "s3-credentials".to_string(),

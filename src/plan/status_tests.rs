@@ -148,7 +148,8 @@ fn reached() -> BTreeSet<Reason> {
         ));
     }
     let mut loki_on_aws = fixtures::minimal_cluster(Product::Loki);
-    loki_on_aws.spec.storage.s3.endpoint = "https://bucket.s3-accelerate.amazonaws.com".into();
+    loki_on_aws.spec.storage.s3.as_mut().expect("s3").endpoint =
+        "https://bucket.s3-accelerate.amazonaws.com".into();
     with_plan(&loki_on_aws, &[], &secrets, |plan, _| {
         add(storage_ready(&plan.storage));
     });
@@ -160,6 +161,11 @@ fn reached() -> BTreeSet<Reason> {
     let mut bad_overrides = cluster.clone();
     bad_overrides.spec.config_overrides = Some(serde_json::json!(["not", "a", "map"]));
     with_plan(&bad_overrides, &monolith(3), &secrets, |plan, _| {
+        add(config_valid(plan.config_problem.as_ref()));
+    });
+    let mut on_filesystem = cluster.clone();
+    on_filesystem.spec.storage = serde_json::from_value(json!({"filesystem": {}})).expect("spec");
+    with_plan(&on_filesystem, &monolith(3), &secrets, |plan, _| {
         add(config_valid(plan.config_problem.as_ref()));
     });
     let mut tls = cluster.clone();

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
@@ -53,6 +55,18 @@ pub enum ProbeBackend {
         access_key_id: String,
         secret_access_key: String,
     },
+    Gcs {
+        bucket: String,
+        /// The service-account JSON key, as the workers read it.
+        service_account_key: String,
+    },
+    Azure {
+        /// The Blob service URL of the account (`render::storage::azure_url`).
+        endpoint: String,
+        account: String,
+        container: String,
+        access_key: String,
+    },
 }
 
 impl ProbeBackend {
@@ -60,6 +74,8 @@ impl ProbeBackend {
     pub fn name(&self) -> &'static str {
         match self {
             ProbeBackend::S3 { .. } => "s3",
+            ProbeBackend::Gcs { .. } => "gcs",
+            ProbeBackend::Azure { .. } => "azure",
         }
     }
 
@@ -71,6 +87,16 @@ impl ProbeBackend {
                 secret_access_key,
                 ..
             } => vec![access_key_id, secret_access_key],
+            ProbeBackend::Gcs {
+                service_account_key,
+                ..
+            } => {
+                // The whole key, and its private key's lines one by one.
+                let mut secrets = vec![service_account_key.as_str()];
+                secrets.extend(service_account_key.lines().filter(|l| l.len() >= 16));
+                secrets
+            }
+            ProbeBackend::Azure { access_key, .. } => vec![access_key],
         }
     }
 }
@@ -180,6 +206,32 @@ fn build(target: &ProbeTarget) -> object_store::Result<Arc<dyn ObjectStore>> {
                 .with_region(region)
                 .with_access_key_id(access_key_id)
                 .with_secret_access_key(secret_access_key)
+                .with_client_options(options)
+                .with_retry(retry)
+                .build()?,
+        ),
+        ProbeBackend::Gcs {
+            bucket,
+            service_account_key,
+        } => Arc::new(
+            GoogleCloudStorageBuilder::new()
+                .with_bucket_name(bucket)
+                .with_service_account_key(service_account_key)
+                .with_client_options(options)
+                .with_retry(retry)
+                .build()?,
+        ),
+        ProbeBackend::Azure {
+            endpoint,
+            account,
+            container,
+            access_key,
+        } => Arc::new(
+            MicrosoftAzureBuilder::new()
+                .with_endpoint(endpoint.clone())
+                .with_account(account)
+                .with_container_name(container)
+                .with_access_key(access_key)
                 .with_client_options(options)
                 .with_retry(retry)
                 .build()?,

@@ -59,8 +59,22 @@ struct Rendered {
     statefulsets: Vec<(Vec<&'static str>, StatefulSet)>,
 }
 
-fn render(product: Product, pools: &[Pool], ipv6: bool, traces: bool) -> Rendered {
+/// Each storage backend a user can choose (S3 with a CA bundle, GCS, Azure, the
+/// filesystem): each adds its own variables, volumes and arguments to the pods.
+fn storage() -> impl Strategy<Value = Value> {
+    proptest::sample::select(vec![
+        serde_json::json!({"s3": {"endpoint": "https://s3.internal", "bucket": "b",
+            "credentialsSecret": {"name": "s3"}, "caSecret": {"name": "ca"}}}),
+        serde_json::json!({"gcs": {"bucket": "b", "credentialsSecret": {"name": "gcs"}}}),
+        serde_json::json!({"azure": {"accountName": "acct", "container": "c",
+            "credentialsSecret": {"name": "azure"}}}),
+        serde_json::json!({"filesystem": {}}),
+    ])
+}
+
+fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: bool) -> Rendered {
     let mut cluster = fixtures::minimal_cluster(product);
+    cluster.spec.storage = serde_json::from_value(storage).expect("storage spec");
     if traces {
         cluster.spec.self_monitoring.traces = Some(crate::api::TracesDestination {
             otlp_endpoint: "traces.obs:4317".into(),
@@ -468,20 +482,20 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn mimir_pods_honour_the_runtime_contract(pools in pools(Product::Mimir), ipv6: bool, traces: bool) {
-        let problems = problems(Product::Mimir, &render(Product::Mimir, &pools, ipv6, traces));
+    fn mimir_pods_honour_the_runtime_contract(pools in pools(Product::Mimir), storage in storage(), ipv6: bool, traces: bool) {
+        let problems = problems(Product::Mimir, &render(Product::Mimir, &pools, storage, ipv6, traces));
         prop_assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]
-    fn loki_pods_honour_the_runtime_contract(pools in pools(Product::Loki), ipv6: bool, traces: bool) {
-        let problems = problems(Product::Loki, &render(Product::Loki, &pools, ipv6, traces));
+    fn loki_pods_honour_the_runtime_contract(pools in pools(Product::Loki), storage in storage(), ipv6: bool, traces: bool) {
+        let problems = problems(Product::Loki, &render(Product::Loki, &pools, storage, ipv6, traces));
         prop_assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]
-    fn tempo_pods_honour_the_runtime_contract(pools in pools(Product::Tempo), ipv6: bool, traces: bool) {
-        let problems = problems(Product::Tempo, &render(Product::Tempo, &pools, ipv6, traces));
+    fn tempo_pods_honour_the_runtime_contract(pools in pools(Product::Tempo), storage in storage(), ipv6: bool, traces: bool) {
+        let problems = problems(Product::Tempo, &render(Product::Tempo, &pools, storage, ipv6, traces));
         prop_assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 }
@@ -496,7 +510,9 @@ fn the_old_rendering_fails_the_contract() {
             toggles: vec!["all"],
             replicas: 1,
         };
-        let mut rendered = render(product, &[pool], false, false);
+        let s3 = serde_json::json!({"s3": {"endpoint": "minio:9000", "bucket": "b",
+            "credentialsSecret": {"name": "s3"}}});
+        let mut rendered = render(product, &[pool], s3, false, false);
         // What the operator rendered before: no activity file setting, expand-env with
         // credentials substituted, no temp dir, the products' default timeouts.
         if let Value::Object(map) = &mut rendered.config {

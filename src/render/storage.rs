@@ -9,13 +9,127 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::RenderError;
-use crate::api::S3Storage;
+use crate::api::{AzureStorage, Backend, GcsStorage, S3Storage, StorageSpec};
 use crate::product::Product;
 
 /// The standard AWS variables every product's S3 client reads when its configuration
 /// sets no key (runtime contract).
 pub const ACCESS_KEY_ID_ENV: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Google's Application Default Credentials: the path of a service-account key file.
+/// All three products read it when their configuration names no key (runtime contract).
+pub const GOOGLE_CREDENTIALS_ENV: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+/// The Azure storage account key. Tempo reads it itself; Mimir and Loki get it through
+/// their `-common.storage.azure.account-key` flag, which Kubernetes fills from this
+/// variable (`$(AZURE_STORAGE_KEY)` in the arguments), so it is never in a file.
+pub const AZURE_KEY_ENV: &str = "AZURE_STORAGE_KEY";
+const GCS_DIR: &str = "/etc/lgtm/gcs";
+const GCS_VOLUME: &str = "gcs-key";
+
+/// Where the filesystem backend keeps objects: on the worker's own volume.
+pub const FILESYSTEM_DIR: &str = "/data/objects";
+
+/// What a worker needs to reach its cluster's storage, besides the configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStorage {
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<(Volume, VolumeMount)>,
+    pub args: Vec<String>,
+}
+
+/// The environment, volumes and arguments of `product`'s workers for `storage`.
+/// Credentials reach them only from the Secret: as variables, or a mounted key file.
+pub fn for_workers(product: Product, storage: &StorageSpec) -> WorkerStorage {
+    match storage.backend() {
+        Backend::S3(s3) => WorkerStorage {
+            env: worker_env(s3),
+            volumes: ca_volume(s3).into_iter().collect(),
+            args: Vec::new(),
+        },
+        Backend::Gcs(gcs) => gcs_worker(gcs),
+        Backend::Azure(azure) => azure_worker(product, azure),
+        Backend::Filesystem(_) => WorkerStorage::default(),
+    }
+}
+
+fn gcs_worker(gcs: &GcsStorage) -> WorkerStorage {
+    let file = "key.json";
+    let volume = Volume {
+        name: GCS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(gcs.credentials_secret.name.clone()),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                key: gcs.credentials_secret.key.clone(),
+                path: file.into(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: GCS_VOLUME.into(),
+        mount_path: GCS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    WorkerStorage {
+        env: vec![EnvVar {
+            name: GOOGLE_CREDENTIALS_ENV.into(),
+            value: Some(format!("{GCS_DIR}/{file}")),
+            ..EnvVar::default()
+        }],
+        volumes: vec![(volume, mount)],
+        args: Vec::new(),
+    }
+}
+
+fn azure_worker(product: Product, azure: &AzureStorage) -> WorkerStorage {
+    let key = EnvVar {
+        name: AZURE_KEY_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: azure.credentials_secret.name.clone(),
+                key: azure.credentials_secret.account_key_key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let args = match product {
+        Product::Tempo => Vec::new(),
+        Product::Mimir | Product::Loki => {
+            vec![format!(
+                "-common.storage.azure.account-key=$({AZURE_KEY_ENV})"
+            )]
+        }
+    };
+    WorkerStorage {
+        env: vec![key],
+        volumes: Vec::new(),
+        args,
+    }
+}
+
+/// The Blob service URL of an Azure container's account: `https://<account>.<suffix>`,
+/// or, for a suffix that is not `blob.…` (an emulator; Tempo only, which admission
+/// enforces), `http://<suffix>/<account>` as Tempo builds it (runtime contract).
+pub fn azure_url(azure: &AzureStorage) -> String {
+    let suffix = azure
+        .endpoint_suffix
+        .as_deref()
+        .unwrap_or(AZURE_DEFAULT_SUFFIX);
+    if suffix.starts_with("blob.") {
+        format!("https://{}.{suffix}", azure.account_name)
+    } else {
+        format!("http://{suffix}/{}", azure.account_name)
+    }
+}
+
+/// Azure's public cloud.
+pub const AZURE_DEFAULT_SUFFIX: &str = "blob.core.windows.net";
 
 /// Where the CA bundle is mounted. Go programs add every file of the directories in
 /// `SSL_CERT_DIR` to their trusted roots, so the products trust it without any
@@ -285,6 +399,93 @@ mod tests {
             region(Product::Loki, &s3("minio:9000")),
             Ok(None),
             "S3-compatible servers accept dummy"
+        );
+    }
+
+    fn spec(storage: serde_json::Value) -> StorageSpec {
+        serde_json::from_value(storage).expect("storage spec")
+    }
+
+    #[test]
+    fn a_gcs_key_is_a_mounted_file_that_google_credentials_name() {
+        let storage = spec(serde_json::json!({"gcs": {"bucket": "b",
+            "credentialsSecret": {"name": "gcs", "key": "sa.json"}}}));
+        for product in [Product::Mimir, Product::Loki, Product::Tempo] {
+            let worker = for_workers(product, &storage);
+            assert_eq!(worker.env.len(), 1);
+            assert_eq!(worker.env[0].name, GOOGLE_CREDENTIALS_ENV);
+            assert_eq!(
+                worker.env[0].value.as_deref(),
+                Some("/etc/lgtm/gcs/key.json")
+            );
+            let (volume, mount) = &worker.volumes[0];
+            let secret = volume.secret.as_ref().expect("a Secret volume");
+            assert_eq!(secret.secret_name.as_deref(), Some("gcs"));
+            let items = secret.items.as_ref().expect("one item");
+            assert_eq!(
+                (items[0].key.as_str(), items[0].path.as_str()),
+                ("sa.json", "key.json")
+            );
+            assert_eq!(mount.read_only, Some(true));
+            assert!(worker.args.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_azure_key_is_a_variable_from_the_secret_and_a_flag_for_mimir_and_loki() {
+        let storage = spec(serde_json::json!({"azure": {"accountName": "acct",
+            "container": "c", "credentialsSecret": {"name": "azure"}}}));
+        for product in [Product::Mimir, Product::Loki, Product::Tempo] {
+            let worker = for_workers(product, &storage);
+            let selector = worker.env[0]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .expect("from the Secret");
+            assert_eq!(
+                (worker.env[0].name.as_str(), selector.key.as_str()),
+                (AZURE_KEY_ENV, "account-key")
+            );
+            let expected: Vec<String> = match product {
+                // Tempo reads AZURE_STORAGE_KEY itself.
+                Product::Tempo => vec![],
+                _ => vec!["-common.storage.azure.account-key=$(AZURE_STORAGE_KEY)".into()],
+            };
+            assert_eq!(worker.args, expected, "{product}");
+        }
+    }
+
+    #[test]
+    fn the_filesystem_needs_nothing_but_the_data_volume() {
+        let storage = spec(serde_json::json!({"filesystem": {}}));
+        assert_eq!(
+            for_workers(Product::Loki, &storage),
+            WorkerStorage::default()
+        );
+    }
+
+    #[test]
+    fn azure_urls_are_the_account_host_or_an_emulator_path() {
+        let azure = |suffix: Option<&str>| AzureStorage {
+            account_name: "acct".into(),
+            container: "c".into(),
+            endpoint_suffix: suffix.map(String::from),
+            credentials_secret: crate::api::AzureCredentialsRef {
+                name: "a".into(),
+                account_key_key: "k".into(),
+            },
+        };
+        assert_eq!(
+            azure_url(&azure(None)),
+            "https://acct.blob.core.windows.net"
+        );
+        assert_eq!(
+            azure_url(&azure(Some("blob.core.chinacloudapi.cn"))),
+            "https://acct.blob.core.chinacloudapi.cn"
+        );
+        assert_eq!(
+            azure_url(&azure(Some("127.0.0.1:10000"))),
+            "http://127.0.0.1:10000/acct"
         );
     }
 

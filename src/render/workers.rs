@@ -151,8 +151,8 @@ fn container(
 ) -> (Container, Vec<Volume>) {
     let product = cluster.product();
     let catalogue = cluster.catalogue();
-    let s3 = &cluster.spec.storage.s3;
-    let mut env = storage::worker_env(s3);
+    let storage = storage::for_workers(product, &cluster.spec.storage);
+    let mut env = storage.env;
     env.extend(tracing_env(cluster, &pool.name));
     let mut volumes = vec![
         config_map_volume("config", cluster.child_name("config")),
@@ -163,19 +163,21 @@ fn container(
         mount("data", DATA_DIR, false),
         mount("tmp", TEMP_DIR, false),
     ];
-    if let Some((volume, volume_mount)) = storage::ca_volume(s3) {
+    for (volume, volume_mount) in storage.volumes {
         volumes.push(volume);
         mounts.push(volume_mount);
     }
+    let mut args = vec![
+        format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
+        format!("-target={}", target_arg(product, &pool.toggles)),
+    ];
+    args.extend(storage.args);
     let container = Container {
         name: product.to_string(),
         image: Some(cluster.image()),
         // No -config.expand-env: nothing in the configuration is substituted (ADR 6),
         // so a `$` in it stays a `$`.
-        args: Some(vec![
-            format!("-config.file={}/{CONFIG_FILE}", catalogue.config_dir),
-            format!("-target={}", target_arg(product, &pool.toggles)),
-        ]),
+        args: Some(args),
         env: Some(env),
         ports: Some(container_ports(catalogue, roles)),
         readiness_probe: Some(http_probe("/ready", catalogue.ports.http)),
@@ -646,7 +648,7 @@ mod tests {
     #[test]
     fn a_ca_bundle_is_mounted_and_trusted() {
         let mut cluster = fixtures::minimal_cluster(Product::Loki);
-        cluster.spec.storage.s3.ca_secret = Some(crate::api::SecretKeyRef {
+        cluster.spec.storage.s3.as_mut().expect("s3").ca_secret = Some(crate::api::SecretKeyRef {
             name: "s3-ca".into(),
             key: "ca.pem".into(),
         });

@@ -119,6 +119,20 @@ pub(super) static CONTRACT: Contract = Contract {
     ),
     env: &[
         EnvVar {
+            name: "GOOGLE_APPLICATION_CREDENTIALS",
+            what: fact(
+                "a service-account key file for GCS, read through Google's default credentials when gcs.service_account is empty",
+                "pkg/storage/chunk/client/gcp/gcs_object_client.go@v3.5.0:364-372; vendor/google.golang.org/api/internal/creds.go@v3.5.0:146-166",
+            ),
+        },
+        EnvVar {
+            name: "AZURE_STORAGE_KEY",
+            what: fact(
+                "not read by Loki, which takes an Azure account key only from its configuration or flags: Kubernetes expands $(AZURE_STORAGE_KEY) in the container's arguments into -common.storage.azure.account-key, applied before common.storage is copied to the stores",
+                "pkg/storage/chunk/client/azure/blob_storage_client.go@v3.5.0:123-127,420-427; pkg/util/cfg/dynamic.go@v3.5.0:18-41",
+            ),
+        },
+        EnvVar {
             name: "AWS_ACCESS_KEY_ID",
             what: fact(
                 "S3 access key through the AWS SDK's default chain, used when the config sets no keys",

@@ -142,6 +142,20 @@ pub(super) static CONTRACT: Contract = Contract {
     ),
     env: &[
         EnvVar {
+            name: "GOOGLE_APPLICATION_CREDENTIALS",
+            what: fact(
+                "a service-account key file for GCS, read through Google's default credentials when gcs.service_account is empty (read at a later commit than the tag: the tag's tree is not stored)",
+                "pkg/storage/bucket/gcs/config.go@054ea7a:107-110; vendor/github.com/thanos-io/objstore/providers/gcs/gcs.go@40fdf04:90-97",
+            ),
+        },
+        EnvVar {
+            name: "AZURE_STORAGE_KEY",
+            what: fact(
+                "not read by Mimir, which takes an Azure account key only from its configuration or flags: Kubernetes expands $(AZURE_STORAGE_KEY) in the container's arguments into -common.storage.azure.account-key, and command-line common flags apply to the blocks, ruler and alertmanager stores (read at a later commit than the tag)",
+                "pkg/storage/bucket/azure/config.go@096dc67:37-43; docs/sources/mimir/configure/about-configurations.md@0d4371c:43-48",
+            ),
+        },
+        EnvVar {
             name: "OTEL_EXPORTER_OTLP_ENDPOINT",
             what: fact(
                 "turns OTLP trace export on (as do OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), unless a JAEGER_AGENT_HOST, JAEGER_ENDPOINT or JAEGER_SAMPLER_MANAGER_HOST_PORT is set",

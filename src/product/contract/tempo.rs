@@ -119,6 +119,20 @@ pub(super) static CONTRACT: Contract = Contract {
     ),
     env: &[
         EnvVar {
+            name: "GOOGLE_APPLICATION_CREDENTIALS",
+            what: fact(
+                "a service-account key file for GCS: Tempo has no key setting and always takes Google's default credentials, which read this file first",
+                "tempodb/backend/gcs/config.go@v2.8.1:10-21; tempodb/backend/gcs/gcs.go@v2.8.1:514-522; vendor/google.golang.org/api/internal/creds.go@v2.8.1:146-166",
+            ),
+        },
+        EnvVar {
+            name: "AZURE_STORAGE_KEY",
+            what: fact(
+                "the Azure storage account key, read when storage.trace.azure.storage_account_key is empty (shared-key authentication is the default)",
+                "tempodb/backend/azure/azure_helpers.go@v2.8.1:117-127,151-167",
+            ),
+        },
+        EnvVar {
             name: "OTEL_EXPORTER_OTLP_ENDPOINT",
             what: fact(
                 "installs the OpenTelemetry tracer (as do OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); the service name is fixed to tempo-<target> and OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are not read",

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, Memberlist, Server, seconds};
+use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{self, Endpoint};
 
@@ -100,9 +101,39 @@ struct KvStore {
     store: &'static str,
 }
 
+/// Loki has no `backend` key: the one block set is the backend (runtime contract).
 #[derive(Serialize)]
 struct Storage {
-    s3: S3,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<S3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gcs: Option<Gcs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azure: Option<Azure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystem: Option<Filesystem>,
+}
+
+/// No `service_account`: Loki then takes Google's default credentials, the key file
+/// named by GOOGLE_APPLICATION_CREDENTIALS (runtime contract).
+#[derive(Serialize)]
+struct Gcs {
+    bucket_name: String,
+}
+
+/// No `account_key`: it comes as a flag filled from the Secret (render::storage).
+#[derive(Serialize)]
+struct Azure {
+    account_name: String,
+    container_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_suffix: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Filesystem {
+    chunks_directory: String,
+    rules_directory: String,
 }
 
 #[derive(Serialize)]
@@ -201,7 +232,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         server: inputs.server(),
         common: common(inputs),
         memberlist: inputs.memberlist(),
-        schema_config: schema_config(from),
+        schema_config: schema_config(from, inputs.storage.name()),
         storage_config,
         index_gateway,
         ingester: Ingester {
@@ -220,7 +251,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         compactor: Compactor {
             working_directory: data("compactor"),
             retention_enabled: inputs.retention.is_some(),
-            delete_request_store: inputs.retention.map(|_| "s3"),
+            delete_request_store: inputs.retention.map(|_| inputs.storage.name()),
             compactor_ring: ipv6_ring(ipv6),
         },
         query_scheduler: ipv6.then_some(SchedulerRing {
@@ -310,7 +341,6 @@ fn index_gateways(inputs: &ConfigInputs) -> (Option<StorageConfig>, Option<Index
 fn common(inputs: &ConfigInputs) -> Common {
     let topology = inputs.topology;
     let http = topology.product.catalogue().ports.http;
-    let endpoint = Endpoint::new(inputs.s3);
     Common {
         path_prefix: DATA_DIR.to_string(),
         // The write path's ingesters are what replicate; `all` includes write.
@@ -324,27 +354,60 @@ fn common(inputs: &ConfigInputs) -> Common {
             },
             instance_enable_ipv6: inputs.ipv6,
         },
-        storage: Storage {
-            s3: S3 {
-                endpoint: endpoint.host_port.clone(),
-                bucketnames: inputs.s3.bucket.clone(),
-                // An AWS endpoint's region where the spec names none; the
-                // controller holds workers back when there is neither.
-                region: storage::region(topology.product, inputs.s3).ok().flatten(),
-                insecure: endpoint.insecure,
-                s3forcepathstyle: true,
-            },
-        },
+        storage: bucket(inputs),
     }
 }
 
-/// One schema period from the cluster's fixed date: TSDB on S3, v13, daily index.
-fn schema_config(from: String) -> SchemaConfig {
+/// The one storage block of the backend.
+fn bucket(inputs: &ConfigInputs) -> Storage {
+    let mut bucket = Storage {
+        s3: None,
+        gcs: None,
+        azure: None,
+        filesystem: None,
+    };
+    match inputs.storage {
+        Backend::S3(s3) => {
+            let endpoint = Endpoint::new(s3);
+            bucket.s3 = Some(S3 {
+                endpoint: endpoint.host_port.clone(),
+                bucketnames: s3.bucket.clone(),
+                // An AWS endpoint's region where the spec names none; the
+                // controller holds workers back when there is neither.
+                region: storage::region(inputs.topology.product, s3).ok().flatten(),
+                insecure: endpoint.insecure,
+                s3forcepathstyle: true,
+            });
+        }
+        Backend::Gcs(gcs) => {
+            bucket.gcs = Some(Gcs {
+                bucket_name: gcs.bucket.clone(),
+            })
+        }
+        Backend::Azure(azure) => {
+            bucket.azure = Some(Azure {
+                account_name: azure.account_name.clone(),
+                container_name: azure.container.clone(),
+                endpoint_suffix: azure.endpoint_suffix.clone(),
+            })
+        }
+        Backend::Filesystem(_) => {
+            bucket.filesystem = Some(Filesystem {
+                chunks_directory: format!("{}/chunks", storage::FILESYSTEM_DIR),
+                rules_directory: format!("{}/rules", storage::FILESYSTEM_DIR),
+            })
+        }
+    }
+    bucket
+}
+
+/// One schema period from the cluster's fixed date: TSDB in the backend, v13, daily index.
+fn schema_config(from: String, object_store: &'static str) -> SchemaConfig {
     SchemaConfig {
         configs: vec![PeriodConfig {
             from,
             store: "tsdb",
-            object_store: "s3",
+            object_store,
             schema: "v13",
             index: Index {
                 prefix: "index_",

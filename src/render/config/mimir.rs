@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
-use crate::render::storage::Endpoint;
+use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
 
 #[derive(Serialize)]
 pub(super) struct Config {
@@ -60,7 +61,30 @@ struct Common {
 #[derive(Serialize)]
 struct Bucket {
     backend: &'static str,
-    s3: S3,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<S3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gcs: Option<Gcs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azure: Option<Azure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystem: Option<Dir>,
+}
+
+/// No `service_account`: Mimir then takes Google's default credentials, the key file
+/// named by GOOGLE_APPLICATION_CREDENTIALS (runtime contract).
+#[derive(Serialize)]
+struct Gcs {
+    bucket_name: String,
+}
+
+/// No `account_key`: it comes as a flag filled from the Secret (render::storage).
+#[derive(Serialize)]
+struct Azure {
+    account_name: String,
+    container_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_suffix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -284,18 +308,42 @@ fn query_path(inputs: &ConfigInputs) -> (Frontend, FrontendWorker) {
 
 /// The bucket every component stores in, under its own prefix.
 fn common(inputs: &ConfigInputs) -> Common {
-    let endpoint = Endpoint::new(inputs.s3);
-    Common {
-        storage: Bucket {
-            backend: "s3",
-            s3: S3 {
+    let mut bucket = Bucket {
+        backend: inputs.storage.name(),
+        s3: None,
+        gcs: None,
+        azure: None,
+        filesystem: None,
+    };
+    match inputs.storage {
+        Backend::S3(s3) => {
+            let endpoint = Endpoint::new(s3);
+            bucket.s3 = Some(S3 {
                 endpoint: endpoint.host_port.clone(),
-                bucket_name: inputs.s3.bucket.clone(),
-                region: inputs.s3.region.clone(),
+                bucket_name: s3.bucket.clone(),
+                region: s3.region.clone(),
                 insecure: endpoint.insecure,
-            },
-        },
+            });
+        }
+        Backend::Gcs(gcs) => {
+            bucket.gcs = Some(Gcs {
+                bucket_name: gcs.bucket.clone(),
+            })
+        }
+        Backend::Azure(azure) => {
+            bucket.azure = Some(Azure {
+                account_name: azure.account_name.clone(),
+                container_name: azure.container.clone(),
+                endpoint_suffix: azure.endpoint_suffix.clone(),
+            })
+        }
+        Backend::Filesystem(_) => {
+            bucket.filesystem = Some(Dir {
+                dir: FILESYSTEM_DIR.into(),
+            })
+        }
     }
+    Common { storage: bucket }
 }
 
 /// The ruler, sending to the cluster's alertmanagers when a pool runs them.

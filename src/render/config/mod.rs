@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use duration::{Duration, DurationError};
 pub use overrides::merge;
 
-use crate::api::S3Storage;
+use crate::api::Backend;
 use crate::product::{Product, Topology};
 use crate::render::REQUEST_TIMEOUTS;
 
@@ -35,7 +35,7 @@ pub struct ConfigInputs<'a> {
     pub namespace: &'a str,
     pub cluster_domain: &'a str,
     pub topology: &'a Topology,
-    pub s3: &'a S3Storage,
+    pub storage: Backend<'a>,
     pub retention: Option<Duration>,
     /// Loki's schema start date (YYYY-MM-DD), fixed once per cluster.
     pub loki_schema_from: Option<&'a str>,
@@ -65,7 +65,7 @@ impl<'a> ConfigInputs<'a> {
             namespace: &cluster.namespace,
             cluster_domain: &settings.cluster_domain,
             topology,
-            s3: &spec.storage.s3,
+            storage: spec.storage.backend(),
             retention,
             loki_schema_from,
             remote_write_url: spec

@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
-use crate::render::storage::Endpoint;
+use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
 
 #[derive(Serialize)]
 pub(super) struct Config {
@@ -107,8 +108,31 @@ struct Storage {
 #[derive(Serialize)]
 struct Trace {
     backend: &'static str,
-    s3: S3,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<S3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gcs: Option<Gcs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azure: Option<Azure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<Path>,
     wal: Path,
+}
+
+/// Tempo has no key setting for GCS: it always takes Google's default credentials
+/// (GOOGLE_APPLICATION_CREDENTIALS; runtime contract).
+#[derive(Serialize)]
+struct Gcs {
+    bucket_name: String,
+}
+
+/// No `storage_account_key`: Tempo reads AZURE_STORAGE_KEY itself (runtime contract).
+#[derive(Serialize)]
+struct Azure {
+    storage_account_name: String,
+    container_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_suffix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -282,20 +306,49 @@ fn distributor(ipv6: bool) -> Distributor {
 
 /// Traces in the bucket, the write-ahead log on the data volume.
 fn storage(inputs: &ConfigInputs) -> Storage {
-    let endpoint = Endpoint::new(inputs.s3);
-    Storage {
-        trace: Trace {
-            backend: "s3",
-            s3: S3 {
-                bucket: inputs.s3.bucket.clone(),
+    let mut trace = Trace {
+        backend: match inputs.storage {
+            // Tempo calls the filesystem backend `local`.
+            Backend::Filesystem(_) => "local",
+            other => other.name(),
+        },
+        s3: None,
+        gcs: None,
+        azure: None,
+        local: None,
+        wal: Path { path: data("wal") },
+    };
+    match inputs.storage {
+        Backend::S3(s3) => {
+            let endpoint = Endpoint::new(s3);
+            trace.s3 = Some(S3 {
+                bucket: s3.bucket.clone(),
                 endpoint: endpoint.without_default_port(),
-                region: inputs.s3.region.clone(),
+                region: s3.region.clone(),
                 insecure: endpoint.insecure,
                 forcepathstyle: true,
-            },
-            wal: Path { path: data("wal") },
-        },
+            });
+        }
+        Backend::Gcs(gcs) => {
+            trace.gcs = Some(Gcs {
+                bucket_name: gcs.bucket.clone(),
+            })
+        }
+        Backend::Azure(azure) => {
+            trace.azure = Some(Azure {
+                storage_account_name: azure.account_name.clone(),
+                container_name: azure.container.clone(),
+                endpoint_suffix: azure.endpoint_suffix.clone(),
+            })
+        }
+        // Not under the WAL's own `<wal>/blocks` (runtime contract).
+        Backend::Filesystem(_) => {
+            trace.local = Some(Path {
+                path: FILESYSTEM_DIR.into(),
+            })
+        }
     }
+    Storage { trace }
 }
 
 /// The metrics-generator, and the overrides that give it work: it only has a job when

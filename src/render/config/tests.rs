@@ -14,7 +14,7 @@ fn inputs<'a>(cluster: &'a crate::api::GrafanaCluster, topology: &'a Topology) -
         namespace: "obs",
         cluster_domain: "cluster.local",
         topology,
-        s3: &cluster.spec.storage.s3,
+        storage: cluster.spec.storage.backend(),
         retention: None,
         loki_schema_from: Some("2026-11-18"),
         remote_write_url: None,
@@ -247,7 +247,7 @@ fn tempo_queriers_reach_every_frontend_through_the_frontend_service() {
 #[test]
 fn tempo_has_five_receivers_and_strips_default_ports() {
     let mut cluster = fixtures::minimal_cluster(Product::Tempo);
-    cluster.spec.storage.s3.endpoint = "https://s3.example.com:443".into();
+    cluster.spec.storage.s3.as_mut().expect("s3").endpoint = "https://s3.example.com:443".into();
     let topology = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
     let config = rendered(&inputs(&cluster, &topology));
     let receivers = at(&config, "distributor.receivers");
@@ -404,20 +404,75 @@ fn layouts(product: Product) -> Vec<Topology> {
         .collect()
 }
 
-/// Object storage as users give it: plain HTTP, https with a region, a CA bundle.
+#[test]
+fn the_filesystem_backend_keeps_objects_on_the_data_volume() {
+    for (product, keys) in [
+        (Product::Mimir, vec!["common.storage.filesystem.dir"]),
+        (
+            Product::Loki,
+            vec![
+                "common.storage.filesystem.chunks_directory",
+                "common.storage.filesystem.rules_directory",
+            ],
+        ),
+        (Product::Tempo, vec!["storage.trace.local.path"]),
+    ] {
+        let mut cluster = fixtures::minimal_cluster(product);
+        cluster.spec.storage =
+            serde_json::from_value(serde_json::json!({"filesystem": {}})).expect("spec");
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let config = rendered(&inputs(&cluster, &topology));
+        for key in keys {
+            let path = at(&config, key).as_str().unwrap_or_default().to_string();
+            assert!(path.starts_with("/data/objects"), "{product} {key}: {path}");
+        }
+        if product == Product::Tempo {
+            // Not the WAL's own `<wal>/blocks` (runtime contract).
+            let wal = at(&config, "storage.trace.wal.path")
+                .as_str()
+                .unwrap_or_default();
+            assert!(!format!("{wal}/blocks").starts_with("/data/objects"));
+            assert_eq!(at(&config, "storage.trace.backend"), "local");
+        }
+    }
+}
+
+/// Object storage as users give it: S3 over plain HTTP, https with a region, with a CA
+/// bundle; GCS; Azure with and without an endpoint suffix; the filesystem.
 fn storages(product: Product) -> Vec<crate::api::GrafanaCluster> {
     let plain = fixtures::minimal_cluster(product);
-    let mut https = plain.clone();
-    https.spec.storage.s3.endpoint = "https://s3.example.com:443".into();
-    https.spec.storage.s3.region = Some("eu-west-1".into());
-    let mut with_ca = plain.clone();
-    with_ca.spec.storage.s3.endpoint = "s3.internal:9000".into();
-    with_ca.spec.storage.s3.region = Some("eu-west-1".into());
-    with_ca.spec.storage.s3.ca_secret = Some(crate::api::SecretKeyRef {
-        name: "s3-ca".into(),
-        key: "ca.crt".into(),
-    });
-    vec![plain, https, with_ca]
+    let with_storage = |storage: Value| {
+        let mut cluster = plain.clone();
+        cluster.spec.storage = serde_json::from_value(storage).expect("storage spec");
+        cluster
+    };
+    let s3 = |extra: Value| {
+        let mut s3 = serde_json::json!({"endpoint": "s3.internal:9000", "bucket": "b",
+            "credentialsSecret": {"name": "s3-credentials"}});
+        s3.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        with_storage(serde_json::json!({ "s3": s3 }))
+    };
+    let azure = |suffix: Option<&str>| {
+        let mut azure = serde_json::json!({"accountName": "acct", "container": "c",
+            "credentialsSecret": {"name": "azure"}});
+        if let Some(suffix) = suffix {
+            azure["endpointSuffix"] = suffix.into();
+        }
+        with_storage(serde_json::json!({ "azure": azure }))
+    };
+    vec![
+        plain.clone(),
+        s3(serde_json::json!({"endpoint": "https://s3.example.com:443", "region": "eu-west-1"})),
+        s3(serde_json::json!({"region": "eu-west-1", "caSecret": {"name": "s3-ca"}})),
+        with_storage(
+            serde_json::json!({"gcs": {"bucket": "b", "credentialsSecret": {"name": "gcs"}}}),
+        ),
+        azure(None),
+        azure(Some("blob.core.usgovcloudapi.net")),
+        with_storage(serde_json::json!({"filesystem": {}})),
+    ]
 }
 
 /// Every key the renderer writes for a product across the matrix, without overrides.
