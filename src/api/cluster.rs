@@ -255,7 +255,10 @@ pub struct AzureStorage {
     pub container: String,
 
     /// The Blob service's host suffix: `blob.core.windows.net` unless a sovereign cloud
-    /// names another. Workers reach `https://<accountName>.<endpointSuffix>`.
+    /// names another. Workers reach `https://<accountName>.<endpointSuffix>`. A suffix
+    /// that does not start with `blob.` is an emulator at `http://<suffix>/<account>`
+    /// (Tempo only); the operator probes it from its own pod, so name it as a Service
+    /// both reach, not 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253), regex(pattern = "^[A-Za-z0-9.:-]+$"))]
     pub endpoint_suffix: Option<String>,
