@@ -1,7 +1,8 @@
 //! Faults of the control plane under a running operator. For each fault, a change made
 //! after recovery (a pool scaled, the cluster's gateway scaled) must reach the StatefulSet,
 //! the Deployment and the pool's status; the time it took is printed
-//! (`converged … after recovery`).
+//! (`converged … after recovery`). After each, no volume claim of the workers is lost
+//! and the Secret's value shows in no object but its Secret.
 //!
 //! These tests stop and restart kube-apiserver and etcd, so they use a control plane of
 //! their own (`e2e/faults.env`: another state dir and other ports) and run one at a time.
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use lgtm_operator::api::{GrafanaCluster, WorkerPool};
@@ -25,6 +27,8 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 const WATCH_TIMEOUT: u64 = 10;
 const CLUSTER: &str = "logs";
 const POOL: &str = "logs-all";
+/// The sample credentials' secret key (deploy/samples/s3-credentials.yaml).
+const SAMPLE_SECRET: &str = "lgtm-sample-secret";
 
 /// One test at a time: each breaks the control plane they share.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -164,7 +168,43 @@ impl Scenario {
         applied.unwrap_or_else(Instant::now)
     }
 
+    /// What no fault may do: lose a volume claim of the pool's workers, or let the
+    /// sample Secret's value show in any object of the namespace.
+    async fn nothing_lost(&self) {
+        let ns = self.ns.name();
+        let pools: Api<WorkerPool> = Api::namespaced(self.client.clone(), ns);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        // Replicas only grow in these tests: every ordinal up to now has had a claim.
+        for ordinal in 0..current_replicas(&pools).await {
+            let name = format!("data-{POOL}-{ordinal}");
+            let claim = claims.get_opt(&name).await.expect("read the claim");
+            assert!(
+                claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+                "volume claim {name} lost"
+            );
+        }
+        let everything = kubectl_at(
+            &self.kubeconfig,
+            [
+                "get",
+                "configmaps,statefulsets,deployments,services,events,grafanaclusters,workerpools",
+                "-n",
+                ns,
+                "-o",
+                "yaml",
+            ],
+        )
+        .await
+        .expect("kubectl runs");
+        assert!(everything.success, "{}", everything.stderr);
+        assert!(
+            !everything.stdout.contains(SAMPLE_SECRET),
+            "the Secret's value shows outside its Secret"
+        );
+    }
+
     async fn finish(self) {
+        self.nothing_lost().await;
         self.ns.cleanup().await;
     }
 }
