@@ -1797,3 +1797,81 @@ async fn a_kill_in_the_middle_of_fifty_clusters_leaves_each_child_exactly_once()
     );
     env.finish().await;
 }
+
+/// The scale subresource: `kubectl scale` drives a pool, and a HorizontalPodAutoscaler
+/// reads the pool's replicas and pod selector through it (kube-controller-manager's HPA
+/// controller reports `AbleToScale` and the current replicas; with no metrics server here
+/// it cannot compute a recommendation, which it says in `ScalingActive`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_scales_through_its_scale_subresource_for_kubectl_and_an_autoscaler() {
+    let env = OperatorNamespace::start("scale").await;
+    env.apply(CREDENTIALS).await;
+    env.apply_cluster("traces", "tempo", "").await;
+    env.apply_pool("traces-all", "traces", "{tempo: {all: true}}")
+        .await;
+    env.pool_condition("traces-all", "Ready", "True").await;
+
+    kubectl_ok([
+        "scale",
+        "-n",
+        env.name(),
+        "workerpool/traces-all",
+        "--replicas=3",
+    ])
+    .await;
+    env.statefulset_replicas("traces-all", 3, "the StatefulSet scaled by kubectl scale")
+        .await;
+    let scale_path = format!(
+        "/apis/lgtm.coordinated.dev/v1alpha1/namespaces/{}/workerpools/traces-all/scale",
+        env.name()
+    );
+    let selector = "lgtm.coordinated.dev/cluster=traces,lgtm.coordinated.dev/pool=traces-all";
+    wait_for(
+        "the scale subresource to report 3 replicas",
+        TIMEOUT,
+        || {
+            let path = scale_path.clone();
+            async move {
+                let out = kubectl_ok(["get", "--raw", &path]).await;
+                let scale: serde_json::Value = serde_json::from_str(&out)?;
+                Ok(
+                    if scale["spec"]["replicas"] == 3
+                        && scale["status"]["replicas"] == 3
+                        && scale["status"]["selector"] == selector
+                    {
+                        Check::Done(())
+                    } else {
+                        Check::Pending(out)
+                    },
+                )
+            }
+        },
+    )
+    .await;
+
+    env.apply(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: traces-all}\nspec:\n  scaleTargetRef: {apiVersion: lgtm.coordinated.dev/v1alpha1, kind: WorkerPool, name: traces-all}\n  minReplicas: 2\n  maxReplicas: 4\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}\n",
+    )
+    .await;
+    let hpa = wait_for(
+        "the autoscaler to read the pool through its scale",
+        TIMEOUT,
+        || async {
+            let out = kubectl_ok(["get", "-n", env.name(), "hpa/traces-all", "-o", "json"]).await;
+            let hpa: serde_json::Value = serde_json::from_str(&out)?;
+            let able = hpa["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "AbleToScale" && c["status"] == "True");
+            Ok(if able && hpa["status"]["currentReplicas"] == 3 {
+                Check::Done(hpa)
+            } else {
+                Check::Pending(hpa["status"].to_string())
+            })
+        },
+    )
+    .await;
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "WorkerPool");
+    env.finish().await;
+}

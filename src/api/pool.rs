@@ -24,6 +24,12 @@ use crate::product::Product;
     category = "lgtm",
     derive = "PartialEq",
     doc = "A group of identical workers (one StatefulSet) of a GrafanaCluster.",
+    // `kubectl scale`, HorizontalPodAutoscalers and KEDA drive spec.replicas through it.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef"),
     printcolumn(name = "Roles", type_ = "string", json_path = ".status.targetsSummary"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
@@ -281,6 +287,10 @@ pub struct WorkerPoolStatus {
     /// Workers running the latest pod template.
     #[serde(default)]
     pub updated_replicas: i32,
+    /// The label selector of the pool's pods, for the scale subresource (an autoscaler
+    /// reads their metrics through it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
     /// RolesValid and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

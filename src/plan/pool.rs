@@ -198,6 +198,10 @@ impl PoolPlan {
             replicas: sts_status.replicas,
             ready_replicas: sts_status.ready_replicas.unwrap_or(0),
             updated_replicas: sts_status.updated_replicas.unwrap_or(0),
+            selector: render::labels::selector_string(&render::labels::pool_selector(
+                &pool.spec.cluster_ref,
+                &pool.name_any(),
+            )),
             conditions: conditions::merge(&previous.conditions, observed, generation, now),
         }
     }

@@ -85,6 +85,16 @@ pub fn pool_selector(cluster: &str, pool: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// `selector` as a label-selector string (`k=v,k=v`, sorted), as the scale subresource
+/// gives it to autoscalers.
+pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Selects every worker pod of a cluster.
 pub fn workers_selector(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
