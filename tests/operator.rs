@@ -1853,7 +1853,7 @@ async fn a_pool_scales_through_its_scale_subresource_for_kubectl_and_an_autoscal
         "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: traces-all}\nspec:\n  scaleTargetRef: {apiVersion: lgtm.coordinated.dev/v1alpha1, kind: WorkerPool, name: traces-all}\n  minReplicas: 2\n  maxReplicas: 4\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}\n",
     )
     .await;
-    let hpa = wait_for(
+    wait_for(
         "the autoscaler to read the pool through its scale",
         TIMEOUT,
         || async {
@@ -1865,13 +1865,12 @@ async fn a_pool_scales_through_its_scale_subresource_for_kubectl_and_an_autoscal
                 .flatten()
                 .any(|c| c["type"] == "AbleToScale" && c["status"] == "True");
             Ok(if able && hpa["status"]["currentReplicas"] == 3 {
-                Check::Done(hpa)
+                Check::Done(())
             } else {
                 Check::Pending(hpa["status"].to_string())
             })
         },
     )
     .await;
-    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "WorkerPool");
     env.finish().await;
 }

@@ -162,6 +162,12 @@ impl S3Server {
     }
 }
 
+/// A loopback port a server just left: nothing listens there.
+fn stopped_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
 /// A Mimir cluster `name` on `endpoint`'s bucket `bucket`, with the probe on, and its
 /// credentials Secret holding `key` (plus the CA, when given).
 fn cluster(name: &str, endpoint: &str, bucket: &str, ca: bool) -> String {
@@ -328,10 +334,7 @@ async fn each_storage_failure_is_named_freezes_the_workers_and_recovers_once_fix
     storage_reason(&env, "metrics", "BucketVerified", &keys.secrets()).await;
 
     // A server that is not there: a port nothing listens on any more.
-    let stopped = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port()
-    };
+    let stopped = stopped_port();
     patch_storage(
         &env,
         "metrics",
@@ -469,10 +472,7 @@ async fn azure_failures_against_azurite_are_named_and_recover_once_fixed() {
     patch_azure(&env, "traces", json!({"container": "probe"})).await;
     storage_reason(&env, "traces", "BucketVerified", &keys).await;
 
-    let stopped = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port()
-    };
+    let stopped = stopped_port();
     patch_azure(
         &env,
         "traces",

@@ -194,11 +194,6 @@ impl StorageSpec {
             _ => Backend::Filesystem(&NONE),
         }
     }
-
-    /// The S3 settings, when S3 is the backend.
-    pub fn s3(&self) -> Option<&S3Storage> {
-        self.s3.as_ref()
-    }
 }
 
 impl Backend<'_> {

@@ -104,16 +104,20 @@ async fn check_bucket(
     found: &secrets::Secrets,
 ) -> (BucketCheck, Option<std::time::Duration>) {
     let spec = &cluster.spec;
+    let unchecked = (BucketCheck::NotChecked, None);
+    if !spec.storage.probe {
+        return unchecked;
+    }
     let storage = secrets::check_storage(spec.product, &spec.storage, found);
     let uid = cluster.uid().unwrap_or_default();
     let target = secrets::probe_target(spec.product, spec, found, &uid);
     match target {
-        Some(target) if spec.storage.probe && storage.problem.is_none() => {
+        Some(target) if storage.problem.is_none() => {
             let key = secrets::probe_key(spec, &storage);
             let checked = ctx.probes.check(&uid, &key, &target, &ctx.metrics).await;
             (checked.bucket, Some(checked.recheck_after))
         }
-        _ => (BucketCheck::NotChecked, None),
+        _ => unchecked,
     }
 }
 

@@ -243,7 +243,7 @@ fn storage_needs(storage: &StorageSpec) -> Vec<Needed<'_>> {
 pub fn check_storage(product: Product, storage: &StorageSpec, secrets: &Secrets) -> StorageSecrets {
     let mut checked = check(&storage_needs(storage), secrets);
     if checked.problem.is_none()
-        && let Some(s3) = storage.s3()
+        && let Backend::S3(s3) = storage.backend()
         && let Err(error) = crate::render::storage::region(product, s3)
     {
         checked.problem = Some(SecretProblem {

@@ -5,7 +5,7 @@
 //! substituted into a configuration file (ADR 6).
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::RenderError;
@@ -55,25 +55,14 @@ pub fn for_workers(product: Product, storage: &StorageSpec) -> WorkerStorage {
 
 fn gcs_worker(gcs: &GcsStorage) -> WorkerStorage {
     let file = "key.json";
-    let volume = Volume {
-        name: GCS_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(gcs.credentials_secret.name.clone()),
-            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                key: gcs.credentials_secret.key.clone(),
-                path: file.into(),
-                mode: None,
-            }]),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    };
-    let mount = VolumeMount {
-        name: GCS_VOLUME.into(),
-        mount_path: GCS_DIR.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
+    let credentials = &gcs.credentials_secret;
+    let (volume, mount) = secret_file(
+        GCS_VOLUME,
+        &credentials.name,
+        &credentials.key,
+        GCS_DIR,
+        file,
+    );
     WorkerStorage {
         env: vec![EnvVar {
             name: GOOGLE_CREDENTIALS_ENV.into(),
@@ -86,18 +75,12 @@ fn gcs_worker(gcs: &GcsStorage) -> WorkerStorage {
 }
 
 fn azure_worker(product: Product, azure: &AzureStorage) -> WorkerStorage {
-    let key = EnvVar {
-        name: AZURE_KEY_ENV.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: azure.credentials_secret.name.clone(),
-                key: azure.credentials_secret.account_key_key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
+    let credentials = &azure.credentials_secret;
+    let key = env_from_secret(
+        AZURE_KEY_ENV,
+        &credentials.name,
+        &credentials.account_key_key,
+    );
     let args = match product {
         Product::Tempo => Vec::new(),
         Product::Mimir | Product::Loki => {
@@ -175,23 +158,17 @@ impl Endpoint {
 
 /// The worker environment that carries the credentials (and trusts the CA).
 pub fn worker_env(s3: &S3Storage) -> Vec<EnvVar> {
-    let from_secret = |name: &str, key: &str| EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: s3.credentials_secret.name.clone(),
-                key: key.to_string(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
+    let credentials = &s3.credentials_secret;
     let mut env = vec![
-        from_secret(ACCESS_KEY_ID_ENV, &s3.credentials_secret.access_key_id_key),
-        from_secret(
+        env_from_secret(
+            ACCESS_KEY_ID_ENV,
+            &credentials.name,
+            &credentials.access_key_id_key,
+        ),
+        env_from_secret(
             SECRET_ACCESS_KEY_ENV,
-            &s3.credentials_secret.secret_access_key_key,
+            &credentials.name,
+            &credentials.secret_access_key_key,
         ),
     ];
     if s3.ca_secret.is_some() {
@@ -260,13 +237,42 @@ pub fn region(product: Product, s3: &S3Storage) -> Result<Option<String>, Render
 /// The CA bundle volume and its mount, when a CA Secret is named.
 pub fn ca_volume(s3: &S3Storage) -> Option<(Volume, VolumeMount)> {
     let ca = s3.ca_secret.as_ref()?;
-    let volume = Volume {
-        name: CA_VOLUME.into(),
+    Some(secret_file(CA_VOLUME, &ca.name, &ca.key, CA_DIR, "ca.crt"))
+}
+
+/// Variable `name` read from key `key` of Secret `secret`; the pod does not start
+/// without it.
+fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// Key `key` of Secret `secret` as the read-only file `<dir>/<file>`, in volume
+/// `volume`.
+fn secret_file(
+    volume: &str,
+    secret: &str,
+    key: &str,
+    dir: &str,
+    file: &str,
+) -> (Volume, VolumeMount) {
+    let volume_source = Volume {
+        name: volume.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(ca.name.clone()),
-            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                key: ca.key.clone(),
-                path: "ca.crt".into(),
+            secret_name: Some(secret.into()),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: file.into(),
                 mode: None,
             }]),
             ..SecretVolumeSource::default()
@@ -274,12 +280,12 @@ pub fn ca_volume(s3: &S3Storage) -> Option<(Volume, VolumeMount)> {
         ..Volume::default()
     };
     let mount = VolumeMount {
-        name: CA_VOLUME.into(),
-        mount_path: CA_DIR.into(),
+        name: volume.into(),
+        mount_path: dir.into(),
         read_only: Some(true),
         ..VolumeMount::default()
     };
-    Some((volume, mount))
+    (volume_source, mount)
 }
 
 #[cfg(test)]

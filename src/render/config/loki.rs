@@ -2,7 +2,10 @@
 
 use serde::Serialize;
 
-use super::{ConfigError, ConfigInputs, DATA_DIR, Duration, Memberlist, Server, seconds};
+use super::{
+    AzureContainer, ConfigError, ConfigInputs, DATA_DIR, Duration, GcsBucket, Memberlist, Server,
+    seconds,
+};
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{self, Endpoint};
@@ -107,27 +110,11 @@ struct Storage {
     #[serde(skip_serializing_if = "Option::is_none")]
     s3: Option<S3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    gcs: Option<Gcs>,
+    gcs: Option<GcsBucket>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    azure: Option<Azure>,
+    azure: Option<AzureContainer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     filesystem: Option<Filesystem>,
-}
-
-/// No `service_account`: Loki then takes Google's default credentials, the key file
-/// named by GOOGLE_APPLICATION_CREDENTIALS (runtime contract).
-#[derive(Serialize)]
-struct Gcs {
-    bucket_name: String,
-}
-
-/// No `account_key`: it comes as a flag filled from the Secret (render::storage).
-#[derive(Serialize)]
-struct Azure {
-    account_name: String,
-    container_name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint_suffix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -379,18 +366,8 @@ fn bucket(inputs: &ConfigInputs) -> Storage {
                 s3forcepathstyle: true,
             });
         }
-        Backend::Gcs(gcs) => {
-            bucket.gcs = Some(Gcs {
-                bucket_name: gcs.bucket.clone(),
-            })
-        }
-        Backend::Azure(azure) => {
-            bucket.azure = Some(Azure {
-                account_name: azure.account_name.clone(),
-                container_name: azure.container.clone(),
-                endpoint_suffix: azure.endpoint_suffix.clone(),
-            })
-        }
+        Backend::Gcs(gcs) => bucket.gcs = Some(gcs.into()),
+        Backend::Azure(azure) => bucket.azure = Some(azure.into()),
         Backend::Filesystem(_) => {
             bucket.filesystem = Some(Filesystem {
                 chunks_directory: format!("{}/chunks", storage::FILESYSTEM_DIR),

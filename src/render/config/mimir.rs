@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use super::{AzureContainer, ConfigInputs, DATA_DIR, GcsBucket, Memberlist, Server, seconds};
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
@@ -64,27 +64,11 @@ struct Bucket {
     #[serde(skip_serializing_if = "Option::is_none")]
     s3: Option<S3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    gcs: Option<Gcs>,
+    gcs: Option<GcsBucket>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    azure: Option<Azure>,
+    azure: Option<AzureContainer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     filesystem: Option<Dir>,
-}
-
-/// No `service_account`: Mimir then takes Google's default credentials, the key file
-/// named by GOOGLE_APPLICATION_CREDENTIALS (runtime contract).
-#[derive(Serialize)]
-struct Gcs {
-    bucket_name: String,
-}
-
-/// No `account_key`: it comes as a flag filled from the Secret (render::storage).
-#[derive(Serialize)]
-struct Azure {
-    account_name: String,
-    container_name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint_suffix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -325,18 +309,8 @@ fn common(inputs: &ConfigInputs) -> Common {
                 insecure: endpoint.insecure,
             });
         }
-        Backend::Gcs(gcs) => {
-            bucket.gcs = Some(Gcs {
-                bucket_name: gcs.bucket.clone(),
-            })
-        }
-        Backend::Azure(azure) => {
-            bucket.azure = Some(Azure {
-                account_name: azure.account_name.clone(),
-                container_name: azure.container.clone(),
-                endpoint_suffix: azure.endpoint_suffix.clone(),
-            })
-        }
+        Backend::Gcs(gcs) => bucket.gcs = Some(gcs.into()),
+        Backend::Azure(azure) => bucket.azure = Some(azure.into()),
         Backend::Filesystem(_) => {
             bucket.filesystem = Some(Dir {
                 dir: FILESYSTEM_DIR.into(),

@@ -1,10 +1,12 @@
 //! The one product configuration every worker of a cluster runs with (the `<c>-config`
 //! ConfigMap). Typed models of what the operator writes, per product, serialised to
-//! YAML, with the user's `configOverrides` merged last. No secrets: the products read
-//! their S3 credentials from the standard AWS variables, which the workers get from the
-//! Secret, so nothing is substituted into the file ([ADR 6]).
+//! YAML, with the user's `configOverrides` merged last. No secrets: credentials reach
+//! the workers from their Secret as variables, a mounted key file or a flag Kubernetes
+//! fills (`render::storage`), so nothing is substituted into the file ([ADR 6],
+//! [ADR 12]).
 //!
 //! [ADR 6]: ../../../docs/decisions/0006-credentials-from-the-products-own-variables.md
+//! [ADR 12]: ../../../docs/decisions/0012-storage-backends-and-their-credentials.md
 
 mod duration;
 mod loki;
@@ -17,7 +19,7 @@ use serde::Serialize;
 pub use duration::{Duration, DurationError};
 pub use overrides::merge;
 
-use crate::api::Backend;
+use crate::api::{AzureStorage, Backend, GcsStorage};
 use crate::product::{Product, Topology};
 use crate::render::REQUEST_TIMEOUTS;
 
@@ -132,6 +134,42 @@ struct Memberlist {
     cluster_label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     bind_addr: Option<Vec<String>>,
+}
+
+/// A GCS bucket, as all three products spell it. No credential key: each product then
+/// takes Google's default credentials, the key file GOOGLE_APPLICATION_CREDENTIALS names
+/// (runtime contract).
+#[derive(Serialize)]
+struct GcsBucket {
+    bucket_name: String,
+}
+
+impl From<&GcsStorage> for GcsBucket {
+    fn from(gcs: &GcsStorage) -> Self {
+        Self {
+            bucket_name: gcs.bucket.clone(),
+        }
+    }
+}
+
+/// An Azure container, as Mimir and Loki spell it. No `account_key`: it comes as a flag
+/// filled from the Secret (`render::storage`).
+#[derive(Serialize)]
+struct AzureContainer {
+    account_name: String,
+    container_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_suffix: Option<String>,
+}
+
+impl From<&AzureStorage> for AzureContainer {
+    fn from(azure: &AzureStorage) -> Self {
+        Self {
+            account_name: azure.account_name.clone(),
+            container_name: azure.container.clone(),
+            endpoint_suffix: azure.endpoint_suffix.clone(),
+        }
+    }
 }
 
 /// Why a configuration cannot be rendered. Each is the user's to fix.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, Memberlist, Server, seconds};
+use super::{ConfigInputs, DATA_DIR, GcsBucket, Memberlist, Server, seconds};
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
@@ -111,19 +111,12 @@ struct Trace {
     #[serde(skip_serializing_if = "Option::is_none")]
     s3: Option<S3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    gcs: Option<Gcs>,
+    gcs: Option<GcsBucket>,
     #[serde(skip_serializing_if = "Option::is_none")]
     azure: Option<Azure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     local: Option<Path>,
     wal: Path,
-}
-
-/// Tempo has no key setting for GCS: it always takes Google's default credentials
-/// (GOOGLE_APPLICATION_CREDENTIALS; runtime contract).
-#[derive(Serialize)]
-struct Gcs {
-    bucket_name: String,
 }
 
 /// No `storage_account_key`: Tempo reads AZURE_STORAGE_KEY itself (runtime contract).
@@ -329,11 +322,8 @@ fn storage(inputs: &ConfigInputs) -> Storage {
                 forcepathstyle: true,
             });
         }
-        Backend::Gcs(gcs) => {
-            trace.gcs = Some(Gcs {
-                bucket_name: gcs.bucket.clone(),
-            })
-        }
+        // Tempo has no key setting for GCS at all.
+        Backend::Gcs(gcs) => trace.gcs = Some(gcs.into()),
         Backend::Azure(azure) => {
             trace.azure = Some(Azure {
                 storage_account_name: azure.account_name.clone(),
