@@ -232,6 +232,25 @@ pub(super) static CONTRACT: Contract = Contract {
             ),
         },
     ],
+    leave: &[Leave {
+        roles: &["write"],
+        // terminate=false: the process keeps running, so the StatefulSet does not
+        // restart it before the operator removes the pod.
+        calls: &[Call {
+            method: "POST",
+            path: "/ingester/shutdown?flush=true&delete_ring_tokens=true&terminate=false",
+        }],
+        undo: &[],
+        done: Done::Listed {
+            path: "/services",
+            line: "ingester => Terminated",
+        },
+        stops: true,
+        what: fact(
+            "flushes every chunk, deletes the ring tokens file, leaves the ring and stops the ingester service, answering 204 once done; refused with 503 when the ingester is not Running (a second call); /services lists each service as `name => state`",
+            "pkg/ingester/ingester.go@v3.5.0:954-991; pkg/loki/loki.go@v3.5.0 (Run, servicesHandler)",
+        ),
+    }],
     single_tenant_id: "fake",
     single_tenant: fact(
         "with auth_enabled false every request belongs to tenant `fake`, whatever X-Scope-OrgID says",

@@ -182,6 +182,43 @@ fn section(out: &mut String, product: Product, c: &Contract) {
     }
     let _ = writeln!(
         w,
+        "\n**Leaving on scale-down** (what the operator calls, in order).\n"
+    );
+    for l in c.leave {
+        let calls = |calls: &[super::Call]| {
+            calls
+                .iter()
+                .map(|c| format!("`{} {}`", c.method, c.path))
+                .collect::<Vec<_>>()
+                .join(", then ")
+        };
+        let done = match l.done {
+            super::Done::Answered => "done when the last call answers 2xx".to_string(),
+            super::Done::Listed { path, line } => {
+                format!("done when the last call answers 2xx, or when `GET {path}` lists `{line}`")
+            }
+            super::Done::Unready => "done when `/ready` stops answering 200".to_string(),
+        };
+        let undo = if l.undo.is_empty() {
+            String::new()
+        } else {
+            format!("; called off with {}", calls(l.undo))
+        };
+        let _ = writeln!(
+            w,
+            "- {}: {}; {done}{undo}{}. {}.",
+            l.roles.join(", "),
+            calls(l.calls),
+            if l.stops {
+                "; the product stops inside the running process, so a pod called off after that is restarted"
+            } else {
+                ""
+            },
+            cite(&l.what)
+        );
+    }
+    let _ = writeln!(
+        w,
         "\n**Single tenant** `{}`. {}.\n",
         c.single_tenant_id,
         cite(&c.single_tenant)

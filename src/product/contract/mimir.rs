@@ -341,6 +341,49 @@ pub(super) static CONTRACT: Contract = Contract {
             ),
         },
     ],
+    leave: &[
+        // The store-gateway's marker first: the ingester's shutdown call is the long one.
+        Leave {
+            roles: &["store-gateway"],
+            calls: &[Call {
+                method: "POST",
+                path: "/store-gateway/prepare-shutdown",
+            }],
+            undo: &[Call {
+                method: "DELETE",
+                path: "/store-gateway/prepare-shutdown",
+            }],
+            done: Done::Answered,
+            stops: false,
+            what: fact(
+                "POST writes a marker so that the SIGTERM of the pod's removal also leaves the ring, and the blocks it served are resharded at once; DELETE undoes it; 503 unless Running",
+                "pkg/storegateway/gateway_prepare_shutdown_http.go@mimir-2.17.0:26-87",
+            ),
+        },
+        Leave {
+            roles: &["ingester"],
+            calls: &[
+                Call {
+                    method: "POST",
+                    path: "/ingester/prepare-shutdown",
+                },
+                Call {
+                    method: "POST",
+                    path: "/ingester/shutdown",
+                },
+            ],
+            undo: &[Call {
+                method: "DELETE",
+                path: "/ingester/prepare-shutdown",
+            }],
+            done: Done::Answered,
+            stops: true,
+            what: fact(
+                "prepare-shutdown makes any later stop flush and leave the ring (kept as a marker on the volume); shutdown then stops the ingester service with StopAndAwaitTerminated, shipping its TSDB blocks, and answers 204 once terminated, again at once when repeated; the process keeps running",
+                "pkg/ingester/ingester.go@mimir-2.17.0:3816-3884,4035-4050",
+            ),
+        },
+    ],
     single_tenant_id: "anonymous",
     single_tenant: fact(
         "with multitenancy_enabled false every request belongs to no_auth_tenant, `anonymous` by default, whatever X-Scope-OrgID says",

@@ -43,6 +43,8 @@ pub struct Contract {
     pub shutdown: &'static [Shutdown],
     /// HTTP endpoints that make a worker leave cleanly.
     pub lifecycle: &'static [Lifecycle],
+    /// How a worker of a stateful role leaves before a scale-down removes its pod.
+    pub leave: &'static [Leave],
     /// The tenant every request belongs to while multi-tenancy is off, and why.
     pub single_tenant_id: &'static str,
     pub single_tenant: Fact,
@@ -183,6 +185,60 @@ pub struct Lifecycle {
     pub what: Fact,
 }
 
+/// How a worker whose roles hold data leaves before a scale-down removes its pod: the
+/// operator makes these calls, in order, and removes the pod once the worker is done.
+#[derive(Debug)]
+pub struct Leave {
+    pub roles: &'static [&'static str],
+    /// Each must answer 2xx before the next is made.
+    pub calls: &'static [Call],
+    /// What undoes the calls when the scale-down is called off before the pod goes.
+    pub undo: &'static [Call],
+    /// How the operator knows the worker is done once the last call answered.
+    pub done: Done,
+    /// Whether the calls stop the product inside a process that keeps running: a pod
+    /// called off after that must be restarted to serve again.
+    pub stops: bool,
+    pub what: Fact,
+}
+
+/// One HTTP call to a worker's HTTP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// How a leaving worker says it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// The last call answers 2xx once done, and again when repeated (so an answer lost
+    /// to a timeout or an operator restart is recovered by calling again).
+    Answered,
+    /// The last call answers 2xx once done, but a repeat is refused while stopping and
+    /// after: a lost answer is recovered from `path`, which lists `line` once done.
+    Listed {
+        path: &'static str,
+        line: &'static str,
+    },
+    /// The last call answers at once; the worker is done when `/ready` stops answering
+    /// 200.
+    Unready,
+}
+
+impl Contract {
+    /// How a worker running `roles` leaves: one entry per stateful role it runs (none:
+    /// its pod may go at once).
+    pub fn leaves_of<'a>(
+        &'static self,
+        roles: &'a [&str],
+    ) -> impl Iterator<Item = &'static Leave> + 'a {
+        self.leave
+            .iter()
+            .filter(|l| l.roles.iter().any(|r| roles.contains(r)))
+    }
+}
+
 impl Contract {
     /// The grace period a pod running `roles` needs: the longest among them.
     pub fn grace_seconds(&self, roles: &[&str]) -> i64 {
@@ -252,6 +308,7 @@ mod tests {
             facts.extend(c.timeouts.enforced);
             facts.extend(c.shutdown.iter().map(|s| s.what));
             facts.extend(c.lifecycle.iter().map(|l| l.what));
+            facts.extend(c.leave.iter().map(|l| l.what));
             facts.extend(c.notes.iter().copied());
             match c.combinations {
                 Combinations::ExactlyOne(f) => facts.push(f),

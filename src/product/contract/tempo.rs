@@ -259,6 +259,20 @@ pub(super) static CONTRACT: Contract = Contract {
             ),
         },
     ],
+    leave: &[Leave {
+        roles: &["ingester"],
+        calls: &[Call {
+            method: "GET",
+            path: "/shutdown",
+        }],
+        undo: &[],
+        done: Done::Unready,
+        stops: true,
+        what: fact(
+            "answers 200 at once; in the background it leaves the ring, cuts and uploads every block, waits for the flush queue to empty and stops the ingester, after which /ready answers 503",
+            "modules/ingester/flush.go@v2.8.1:75-98; cmd/tempo/app/app.go@v2.8.1:326-337",
+        ),
+    }],
     single_tenant_id: "single-tenant",
     single_tenant: fact(
         "with multitenancy_enabled false (the default) every request belongs to tenant `single-tenant`, whatever X-Scope-OrgID says",
