@@ -54,8 +54,8 @@ nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to 
 	$(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
 	LGTM_NGINX=$$(e2e/build-nginx.sh) $(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
 
-integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods
-	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers -- --test-threads $(TEST_THREADS)
+integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods, scale-down
+	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers --test scaling -- --test-threads $(TEST_THREADS)
 
 e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, chainsaw scenarios
 	@e2e/e2e.sh

@@ -100,6 +100,10 @@ must get secrets -n "$WATCHED_NS"
 must_not create secrets -n "$WATCHED_NS"
 must_not delete secrets -n "$WATCHED_NS"
 must_not create pods -n "$WATCHED_NS"
+must delete pods -n "$WATCHED_NS"
+must get persistentvolumeclaims -n "$WATCHED_NS"
+must_not delete persistentvolumeclaims -n "$WATCHED_NS"
+must patch workerpools.lgtm.coordinated.dev --subresource=status -n "$WATCHED_NS"
 must_not get secrets -n kube-system
 must_not get statefulsets.apps -n default
 must_not patch grafanaclusters.lgtm.coordinated.dev -n "$WATCHED_NS"

@@ -14,13 +14,15 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use lgtm_operator::product::{Handling, Product, Protocol, RouteTo};
 use routes::sample_path;
 use serde_json::Value;
-use support::real_node::{contract_worker_image, onto_real_node, sample_documents};
+use support::real_node::{
+    apply_on_real_node, contract_worker_image, describe_pods, from_yaml, onto_real_node,
+    pool_ready, sample_documents, to_yaml,
+};
 use support::{Check, OperatorNamespace, TIMEOUT, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -140,80 +142,6 @@ async fn sample_on_real_node(env: &OperatorNamespace, file: &str, product: Produ
         .chain(sample_documents(file))
         .collect();
     apply_on_real_node(env, docs, product).await;
-}
-
-/// Applies `docs` moved onto the real node ([`onto_real_node`]) and waits until every
-/// pool among them is Ready.
-async fn apply_on_real_node(env: &OperatorNamespace, docs: Vec<Value>, product: Product) {
-    let image = contract_worker_image(product).await;
-    let docs: Vec<Value> = docs
-        .into_iter()
-        .map(|doc| onto_real_node(doc, &image))
-        .collect();
-    env.apply(&to_yaml(&docs)).await;
-    for pool in docs.iter().filter(|d| d["kind"] == "WorkerPool") {
-        let name = pool["metadata"]["name"].as_str().unwrap_or_default();
-        let replicas = pool["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-        pool_ready(env, name, replicas).await;
-    }
-}
-
-fn from_yaml(doc: &str) -> Value {
-    serde_saphyr::from_str(doc).expect("YAML")
-}
-
-fn to_yaml(docs: &[Value]) -> String {
-    docs.iter()
-        .map(|d| serde_saphyr::to_string(d).expect("YAML"))
-        .collect::<Vec<_>>()
-        .join("---\n")
-}
-
-/// Waits until `pool`'s StatefulSet has `replicas` Ready pods, and no more pods.
-async fn pool_ready(env: &OperatorNamespace, pool: &str, replicas: i32) {
-    let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
-    wait_for(&what, TIMEOUT, || async {
-        let sts = env.api::<StatefulSet>().get(pool).await?;
-        let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        let pods = env
-            .api::<Pod>()
-            .list(&ListParams::default().labels(&format!("lgtm.coordinated.dev/pool={pool}")))
-            .await?
-            .items;
-        Ok(if ready == replicas && pods.len() == replicas as usize {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("{ready} ready; pods: {}", describe_pods(&pods)))
-        })
-    })
-    .await;
-}
-
-/// One line per pod: name, node, phase, restarts and the last termination message.
-fn describe_pods(pods: &[Pod]) -> String {
-    pods.iter()
-        .map(|p| {
-            let status = p.status.clone().unwrap_or_default();
-            let container = status
-                .container_statuses
-                .unwrap_or_default()
-                .into_iter()
-                .next();
-            let restarts = container.as_ref().map_or(0, |c| c.restart_count);
-            let last = container
-                .and_then(|c| c.last_state)
-                .and_then(|s| s.terminated)
-                .map(|t| format!(" last exit {} {:?}", t.exit_code, t.message))
-                .unwrap_or_default();
-            format!(
-                "{} on {:?} {:?} restarts {restarts}{last}",
-                p.metadata.name.clone().unwrap_or_default(),
-                p.spec.as_ref().and_then(|s| s.node_name.clone()),
-                status.phase
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Every worker pod of the namespace runs on the real node and has never restarted.

@@ -90,6 +90,24 @@ pub struct WorkerPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::schema::free_form_object")]
     pub pod_overrides: Option<serde_json::Value>,
+
+    /// How workers leave when `replicas` goes down. Workers whose roles hold data
+    /// (ingesters, store-gateways, Loki's write) leave one at a time: each is asked to
+    /// flush and leave its ring through the product's own endpoint before its pod goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownSpec>,
+}
+
+/// How workers leave on a scale-down.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownSpec {
+    /// How long one worker may take to leave before the scale-down stops with a
+    /// Warning (`ScalingDown` reason `LeaveTimedOut`). Defaults to the termination grace
+    /// period of the pool's roles (Mimir ingesters: 1200 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub timeout_seconds: Option<i64>,
 }
 
 fn default_one() -> i32 {
@@ -291,7 +309,31 @@ pub struct WorkerPoolStatus {
     /// reads their metrics through it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub selector: String,
-    /// RolesValid and Ready.
+    /// The worker leaving in the scale-down under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownStatus>,
+    /// RolesValid, Ready and ScalingDown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The worker leaving in a scale-down: what the operator has done so far, so that a
+/// restarted operator goes on where it stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownStatus {
+    /// The StatefulSet's replicas when the scale-down began.
+    pub from_replicas: i32,
+    /// The pod asked to leave (the highest).
+    pub pod: String,
+    /// Its UID and restart count: calls made to one incarnation are not made again, a
+    /// new incarnation is asked again.
+    pub pod_uid: String,
+    #[serde(default)]
+    pub pod_restarts: i32,
+    /// How many of the leave calls it answered.
+    #[serde(default)]
+    pub calls_answered: u32,
+    /// When it was first asked.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

@@ -140,6 +140,17 @@ reasons! {
     RollingUpdate: Quiet,
     /// Some workers are updated but not ready.
     ReplicasNotReady: Quiet,
+    // ScalingDown (True while a scale-down is under way)
+    /// No scale-down is under way: the StatefulSet runs the replicas asked.
+    NoScaleDown: Quiet,
+    /// The highest worker is asked to flush and leave its ring before its pod goes.
+    WorkerLeaving: Quiet,
+    /// The next worker leaves once every other worker is ready.
+    WaitingForWorkers: Quiet,
+    /// A worker did not leave within `spec.scaleDown.timeoutSeconds`: the scale-down
+    /// stopped there. Read the worker's log; scale back up, or annotate the pool with
+    /// `lgtm.coordinated.dev/force-scale-down: "true"` to remove it unflushed.
+    LeaveTimedOut: Warning,
 }
 
 impl Reason {

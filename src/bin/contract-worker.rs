@@ -18,7 +18,12 @@
 //!   path with its pod name, roles and the request (HTTP/1.1 or cleartext HTTP/2; gRPC
 //!   calls get `UNIMPLEMENTED` with the same text as `grpc-message`; Loki's tail upgrades
 //!   to a websocket and sends it as one message);
+//! - answers the contract's leave calls of its roles as the product does, and records
+//!   them on its volume (`leave.rs`);
 //! - exits 0 on SIGTERM.
+
+#[path = "contract-worker/leave.rs"]
+mod leave;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +48,8 @@ struct Worker {
     roles: BTreeSet<&'static str>,
     /// Why `/ready` fails, when it does.
     unready: Option<String>,
+    /// What the scale-down calls did.
+    leaving: leave::Leaving,
 }
 
 /// The arguments the operator renders that the double reads; others are ignored.
@@ -249,9 +256,18 @@ async fn answer(
     let path = request.uri().path();
     if path == "/ready" {
         return match &worker.unready {
+            None if worker.leaving.terminated() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ingester not ready: Terminated\n",
+            )
+                .into_response(),
             None => (StatusCode::OK, "ready\n").into_response(),
             Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
         };
+    }
+    let method = request.method().as_str().to_string();
+    if let Some(answer) = worker.leaving.answer(&method, path, &uri).await {
+        return answer.into_response();
     }
     if let Ok(websocket) = websocket {
         return websocket.on_upgrade(move |mut socket| async move {
@@ -337,12 +353,14 @@ fn start() -> Result<(Worker, BTreeSet<u16>), String> {
     let role_list: Vec<&str> = roles.iter().copied().collect();
     let unready = check_temp_dir(contract, &role_list);
     let ports = ports(product, &config, &roles);
+    let leaves = contract.leaves_of(&role_list).collect();
     let worker = Worker {
         product,
         pod: pod_name(),
         targets,
         roles,
         unready,
+        leaving: leave::Leaving::new(pod_name(), leaves),
     };
     Ok((worker, ports))
 }

@@ -15,6 +15,7 @@ use super::Error;
 use super::children::Child;
 use super::children::Children;
 use super::probes::Probes;
+use super::scale_down::Leaves;
 use crate::api::{GrafanaCluster, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
@@ -40,6 +41,8 @@ pub struct Context {
     progress: Arc<Progress>,
     /// What each cluster's storage probe last found.
     pub(super) probes: Probes,
+    /// The calls made to leaving workers, and the replicas applied to each pool.
+    pub(super) leaves: Arc<Leaves>,
 }
 
 impl Context {
@@ -69,6 +72,7 @@ impl Context {
             children,
             progress: health.progress,
             probes: Probes::default(),
+            leaves: Arc::default(),
         }
     }
 

@@ -47,7 +47,7 @@ pub(super) async fn report_problems<K: Resource<DynamicType = ()>>(
 }
 
 /// Publishes an Event about `object`; a failure to do so is only logged.
-async fn event<K: Resource<DynamicType = ()>>(
+pub(super) async fn event<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     object: &K,
     type_: EventType,

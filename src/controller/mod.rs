@@ -8,7 +8,8 @@
 //! - [`context`]: what every reconcile shares, and its retry backoff;
 //! - [`children`]: the children's watch caches, and what was last applied to each;
 //! - [`events`]: an Event per condition that turns bad;
-//! - [`probes`]: what each cluster's storage probe last found, and when to probe again.
+//! - [`probes`]: what each cluster's storage probe last found, and when to probe again;
+//! - [`scale_down`]: a pool's scale-down, one worker asked to leave at a time.
 
 mod apply;
 mod children;
@@ -21,6 +22,7 @@ mod pool;
 mod probes;
 mod read;
 mod runtime;
+mod scale_down;
 
 use std::time::Duration;
 

@@ -16,9 +16,10 @@ use super::apply::{Kept, Owner, apply_kept, apply_kept_read, apply_status, get_o
 use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
-use super::{Context, read};
+use super::{Context, read, scale_down};
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
 use crate::plan::pool::{PoolAction, PoolInputs, plan};
+use crate::plan::scale_down::SCALING_DOWN;
 use crate::plan::secrets::{self, StorageSecrets};
 use crate::render::ClusterView;
 use crate::render::labels::POOL;
@@ -63,9 +64,19 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         storage: &storage,
     });
 
-    // Apply.
+    // Apply: the StatefulSet gets the replicas the scale-down step decides.
+    let mut scale = None;
     let statefulset = match &plan.action {
-        PoolAction::Apply(workers) => Some(apply_workers(ctx, pool, workers).await?),
+        PoolAction::Apply(workers) => {
+            let decision = scale_down::step(ctx, pool).await?;
+            let mut workers = workers.as_ref().clone();
+            workers.set_replicas(decision.replicas);
+            let applied = apply_workers(ctx, pool, &workers).await?;
+            ctx.leaves
+                .applied(&pool.uid().unwrap_or_default(), decision.replicas);
+            scale = Some(decision);
+            Some(applied)
+        }
         PoolAction::Remove => {
             prune_workload(ctx, pool, &Kept::of::<WorkerPool>(), true).await?;
             None
@@ -79,10 +90,14 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         pool,
         cluster.as_ref(),
         statefulset.as_ref(),
+        scale.as_ref(),
         &Time(Timestamp::now()),
     );
     write_status(ctx, pool, status).await?;
-    Ok(Action::await_change())
+    Ok(match scale.and_then(|s| s.requeue) {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
 }
 
 /// The cluster's shared configuration and its storage Secrets, checked.
@@ -156,6 +171,13 @@ async fn write_status(ctx: &Context, pool: &WorkerPool, status: WorkerPoolStatus
     if previous == status {
         return Ok(());
     }
-    report_problems(ctx, pool, &previous.conditions, &status.conditions, &[]).await;
+    report_problems(
+        ctx,
+        pool,
+        &previous.conditions,
+        &status.conditions,
+        &[SCALING_DOWN],
+    )
+    .await;
     apply_status(&ctx.client, pool, &status).await
 }

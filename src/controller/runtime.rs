@@ -530,6 +530,7 @@ fn cluster_controller(
                         pool.meta().deletion_timestamp.is_some(),
                         status.map(|s| (s.replicas, s.ready_replicas, s.updated_replicas)),
                         status.map(|s| s.observed_generation),
+                        status.and_then(|s| s.scale_down.as_ref().map(|d| d.from_replicas)),
                     ))
                 },
             )

@@ -71,9 +71,22 @@ pub fn summarize(pool: &WorkerPool) -> PoolSummary {
         name: pool.name_any(),
         product: selected.as_ref().map(|(product, _)| *product),
         toggles: selected.map(|(_, toggles)| toggles).unwrap_or_default(),
-        replicas: pool.spec.replicas,
+        replicas: counted_replicas(pool),
         ready_replicas: pool.status.as_ref().map_or(0, |s| s.ready_replicas),
     }
+}
+
+/// The replicas a pool counts for: as asked, but a pool scaling down counts its workers
+/// until every one has left (those that still run, and the size a scale-down under way
+/// began from). The replication factor, and so the shared configuration, stay as they
+/// are while workers leave; they change, and roll the workers, once it is done.
+fn counted_replicas(pool: &WorkerPool) -> i32 {
+    let status = pool.status.as_ref();
+    let running = status.map_or(0, |s| s.replicas);
+    let leaving_from = status
+        .and_then(|s| s.scale_down.as_ref())
+        .map_or(0, |d| d.from_replicas);
+    pool.spec.replicas.max(running).max(leaving_from)
 }
 
 /// `today` minus a week: Loki rejects samples older than a week by default, so any

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod cluster_status;
 pub mod conditions;
 pub mod pool;
+pub mod scale_down;
 pub mod secrets;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 use super::Reason;
 use super::cluster::summarize;
 use super::conditions::{self, Observed};
+use super::scale_down::{Decision, SCALING_DOWN};
 use super::secrets::StorageSecrets;
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
 use crate::product::{PoolProblem, expand, validate_pool};
@@ -20,6 +21,7 @@ use crate::render::{self, ClusterView};
 pub mod condition {
     pub const ROLES_VALID: &str = "RolesValid";
     pub const READY: &str = "Ready";
+    pub use crate::plan::scale_down::SCALING_DOWN;
 }
 use condition::*;
 
@@ -165,12 +167,13 @@ fn checksums(inputs: &PoolInputs, cluster: &GrafanaCluster) -> Result<Checksums,
 
 impl PoolPlan {
     /// The status once the plan is applied; `statefulset` as the API server last
-    /// returned it (`None` once removed).
+    /// returned it (`None` once removed), `scale` the scale-down step decided with it.
     pub fn status(
         &self,
         pool: &WorkerPool,
         cluster: Option<&GrafanaCluster>,
         statefulset: Option<&StatefulSet>,
+        scale: Option<&Decision>,
         now: &Time,
     ) -> WorkerPoolStatus {
         let previous = pool.status.clone().unwrap_or_default();
@@ -185,9 +188,26 @@ impl PoolPlan {
         let sts_status = statefulset
             .and_then(|s| s.status.clone())
             .unwrap_or_default();
+        let (scaling, scale_down) = match scale {
+            Some(decision) => (decision.condition.clone(), decision.status.clone()),
+            // Nothing applied: a leave under way (in a paused cluster) stays recorded.
+            None => (
+                Observed::new(
+                    SCALING_DOWN,
+                    false,
+                    Reason::NoScaleDown,
+                    "no scale-down under way",
+                ),
+                match self.action {
+                    PoolAction::Leave => previous.scale_down.clone(),
+                    _ => None,
+                },
+            ),
+        };
         let observed = vec![
             roles_valid(self.blocked.as_ref(), &targets, cluster),
             ready(self.blocked.as_ref(), pool.spec.replicas, statefulset),
+            scaling,
         ];
         let generation = pool.meta().generation;
         WorkerPoolStatus {
@@ -202,6 +222,7 @@ impl PoolPlan {
                 &pool.spec.cluster_ref,
                 &pool.name_any(),
             )),
+            scale_down,
             conditions: conditions::merge(&previous.conditions, observed, generation, now),
         }
     }

@@ -192,6 +192,9 @@ fn reached() -> BTreeSet<Reason> {
     add(ready(None, 3, Some(&statefulset(3, 3, true))));
     add(ready(None, 3, Some(&statefulset(3, 1, true))));
     add(ready(None, 3, Some(&statefulset(1, 3, true))));
+    for reason in super::scale_down::tests::reasons_reached() {
+        reached.insert(reason);
+    }
     reached
 }
 

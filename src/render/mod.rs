@@ -143,6 +143,9 @@ pub const REQUEST_TIMEOUTS: RequestTimeouts = RequestTimeouts {
 /// Annotation on pod templates with the checksum of the configuration they run.
 pub const CONFIG_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/config";
 /// Annotation on worker pod templates with the checksum of the Secret data they use.
+/// On a pool's StatefulSet: the replicas the operator applied, readable from the
+/// metadata cache (a scale-down compares `spec.replicas` with it, without a read).
+pub const APPLIED_REPLICAS: &str = "lgtm.coordinated.dev/replicas";
 pub const SECRETS_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/secrets";
 
 #[cfg(test)]

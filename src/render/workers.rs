@@ -21,7 +21,10 @@ use super::pod::{
     config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
     restricted_container, restricted_pod, spread_over_zones,
 };
-use super::{CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides, storage};
+use super::{
+    APPLIED_REPLICAS, CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides,
+    storage,
+};
 use crate::api::WorkerPoolSpec;
 use crate::product::{Catalogue, RouteTo, expand, target_arg};
 
@@ -89,11 +92,27 @@ pub fn build(
             pool.owner.as_ref(),
         )
     };
-    Ok(Workers {
+    let mut workers = Workers {
         statefulset: statefulset(pool, meta(), &selector, template, &labels),
         service: headless_service(cluster, pool, &labels, &selector),
         pdb: (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector)),
-    })
+    };
+    workers.set_replicas(pool.spec.replicas);
+    Ok(workers)
+}
+
+impl Workers {
+    /// Sets the StatefulSet's replicas, and the annotation that records them.
+    pub fn set_replicas(&mut self, replicas: i32) {
+        let sts = &mut self.statefulset;
+        if let Some(spec) = sts.spec.as_mut() {
+            spec.replicas = Some(replicas);
+        }
+        sts.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(APPLIED_REPLICAS.to_string(), replicas.to_string());
+    }
 }
 
 /// The worker pod, before the pool's `podOverrides`: labelled with every role it runs,

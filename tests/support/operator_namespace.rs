@@ -175,6 +175,14 @@ impl OperatorNamespace {
         }
     }
 
+    /// Kills the in-process operator at once (no cleanup, as a crash) and starts a new one.
+    pub fn restart_operator(&mut self) {
+        if let Some(operator) = &self.operator {
+            operator.abort();
+        }
+        self.operator = Some(InProcessOperator::start(&self.client, self.ns.name()));
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         self.ns.name()

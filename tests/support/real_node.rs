@@ -35,7 +35,7 @@ pub fn image_ref(name: &str) -> String {
 }
 
 /// Runs a script of the repository, failing the test with its output when it fails.
-fn script(path: &str, args: &[&std::ffi::OsStr]) {
+pub fn script(path: &str, args: &[&std::ffi::OsStr]) {
     let out = std::process::Command::new(repo_root().join(path))
         .args(args)
         .output()
@@ -194,4 +194,101 @@ pub async fn rolled_out(
         })
     })
     .await
+}
+
+/// Applies `docs` moved onto the real node ([`onto_real_node`]) and waits until every
+/// pool among them is Ready.
+pub async fn apply_on_real_node(
+    env: &super::OperatorNamespace,
+    docs: Vec<Value>,
+    product: Product,
+) {
+    let image = contract_worker_image(product).await;
+    let docs: Vec<Value> = docs
+        .into_iter()
+        .map(|doc| onto_real_node(doc, &image))
+        .collect();
+    env.apply(&to_yaml(&docs)).await;
+    for pool in docs.iter().filter(|d| d["kind"] == "WorkerPool") {
+        let name = pool["metadata"]["name"].as_str().unwrap_or_default();
+        let replicas = pool["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+        pool_ready(env, name, replicas).await;
+    }
+}
+
+pub fn from_yaml(doc: &str) -> Value {
+    serde_saphyr::from_str(doc).expect("YAML")
+}
+
+pub fn to_yaml(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| serde_saphyr::to_string(d).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Waits until `pool`'s StatefulSet has rolled out `replicas` Ready pods of its latest
+/// template, and no more pods (a configuration written after the pods first started
+/// rolls them once more: a test must not start while that goes on).
+pub async fn pool_ready(env: &super::OperatorNamespace, pool: &str, replicas: i32) {
+    let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
+    super::wait_for(&what, super::TIMEOUT, || async {
+        let sts = env
+            .api::<k8s_openapi::api::apps::v1::StatefulSet>()
+            .get(pool)
+            .await?;
+        let generation = sts.metadata.generation;
+        let status = sts.status.unwrap_or_default();
+        let ready = status.ready_replicas.unwrap_or(0);
+        let rolled_out = status.observed_generation == generation
+            && status.updated_replicas == Some(replicas)
+            && status.current_revision == status.update_revision;
+        let pods = env
+            .api::<k8s_openapi::api::core::v1::Pod>()
+            .list(
+                &kube::api::ListParams::default()
+                    .labels(&format!("lgtm.coordinated.dev/pool={pool}")),
+            )
+            .await?
+            .items;
+        Ok(
+            if ready == replicas && rolled_out && pods.len() == replicas as usize {
+                super::Check::Done(())
+            } else {
+                super::Check::Pending(format!(
+                    "{ready} ready, {:?} updated, rolled out: {rolled_out}; pods: {}",
+                    status.updated_replicas,
+                    describe_pods(&pods)
+                ))
+            },
+        )
+    })
+    .await;
+}
+
+/// One line per pod: name, node, phase, restarts and the last termination message.
+pub fn describe_pods(pods: &[k8s_openapi::api::core::v1::Pod]) -> String {
+    pods.iter()
+        .map(|p| {
+            let status = p.status.clone().unwrap_or_default();
+            let container = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .next();
+            let restarts = container.as_ref().map_or(0, |c| c.restart_count);
+            let last = container
+                .and_then(|c| c.last_state)
+                .and_then(|s| s.terminated)
+                .map(|t| format!(" last exit {} {:?}", t.exit_code, t.message))
+                .unwrap_or_default();
+            format!(
+                "{} on {:?} {:?} restarts {restarts}{last}",
+                p.metadata.name.clone().unwrap_or_default(),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                status.phase
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
