@@ -239,7 +239,7 @@ node_up() {
 node_down() {
 	local pid
 	local c
-	for c in local-path-provisioner kube-proxy kubelet; do
+	for c in metrics-server local-path-provisioner kube-proxy kubelet; do
 		if pid=$(pid_of "$c"); then kill -TERM "$pid" 2>/dev/null || true; fi
 	done
 	if containerd_healthy; then
@@ -271,3 +271,66 @@ node_down() {
 	# kube-proxy's iptables rules outlive it; a later node must not route by stale ones.
 	if [[ -x $(tool_path kube-proxy) ]]; then "$(tool_path kube-proxy)" --cleanup >/dev/null 2>&1 || true; fi
 }
+
+# ---------------------------------------------------------------------------------------
+# metrics-server: the metrics API (metrics.k8s.io) for HorizontalPodAutoscalers, fed by
+# the real node's kubelet. Started on demand (`e2e/cluster.sh metrics-server`), as a
+# process of this machine like the node's other components; the API server reaches it at
+# the node's address through an APIService (with --enable-aggregator-routing).
+# ---------------------------------------------------------------------------------------
+METRICS_SERVER_PORT=${LGTM_METRICS_SERVER_PORT:-21443}
+
+metrics_server_objects() {
+	cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  ports: [{name: https, port: 443, targetPort: $METRICS_SERVER_PORT, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: metrics-server, namespace: kube-system}
+subsets:
+  - addresses: [{ip: $(node_ip)}]
+    ports: [{name: https, port: $METRICS_SERVER_PORT, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  # metrics-server serves a self-signed certificate here.
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+YAML
+}
+
+metrics_api_serves() { kctl get --raw "/apis/metrics.k8s.io/v1beta1/nodes/$REAL_NODE_NAME" >/dev/null 2>&1; }
+metrics_server_answers() { curl -ksS --max-time 2 -o /dev/null "https://$(node_ip):$METRICS_SERVER_PORT/livez"; }
+
+cmd_metrics_server() {
+	((REAL_NODE)) || die "there is no real node (LGTM_REAL_NODE=0): metrics-server reads the real node's kubelet"
+	apiserver_ready || die "the control plane is not up (e2e/cluster.sh up)"
+	lock
+	build metrics-server
+	# Only the real node has a kubelet to read; the kwok nodes are left out.
+	start metrics-server "$METRICS_SERVER_PORT" \
+		--secure-port="$METRICS_SERVER_PORT" --bind-address=0.0.0.0 \
+		--cert-dir="$STATE_DIR/metrics-server" \
+		--kubeconfig="$KUBECONFIG_PATH" --authentication-kubeconfig="$KUBECONFIG_PATH" \
+		--authorization-kubeconfig="$KUBECONFIG_PATH" \
+		--kubelet-insecure-tls --kubelet-preferred-address-types=InternalIP --kubelet-port="$KUBELET_PORT" \
+		--node-selector="$REAL_NODE_LABEL=true" \
+		--metric-resolution=10s --kubelet-request-timeout=5s
+	wait_until metrics-server "metrics-server answers on $(node_ip):$METRICS_SERVER_PORT" metrics_server_answers
+	# Registered only once it answers, so that the aggregator's first check succeeds.
+	metrics_server_objects | kctl apply -f - >/dev/null 2>&1 ||
+		die "could not register the metrics API (see $LOGS/kube-apiserver.log)"
+	wait_until metrics-server "the metrics API serves node $REAL_NODE_NAME" metrics_api_serves
+	log "metrics API served by metrics-server (pid $(pid_of metrics-server))"
+}
+

@@ -1446,8 +1446,13 @@ async fn children_no_longer_wanted_are_deleted_whatever_their_names() {
         r#"{"spec":{"gateway":{"replicas":1}}}"#,
     )
     .await;
-    env.merge_patch("workerpool", "metrics-all", r#"{"spec":{"replicas":1}}"#)
-        .await;
+    // On kwok nodes no worker answers a leave call: the scale-down is forced.
+    env.merge_patch(
+        "workerpool",
+        "metrics-all",
+        r#"{"metadata":{"annotations":{"lgtm.coordinated.dev/force-scale-down":"true"}},"spec":{"replicas":1}}"#,
+    )
+    .await;
     env.gone::<PodDisruptionBudget>("metrics-gateway").await;
     env.gone::<PodDisruptionBudget>("metrics-all").await;
     assert!(env.exists::<ConfigMap>("metrics-gateway").await);

@@ -472,3 +472,171 @@ async fn an_operator_restarted_mid_flush_finishes_the_scale_down_from_the_worker
     );
     env.finish().await;
 }
+
+/// metrics-server started once per test binary (`e2e/cluster.sh metrics-server`).
+async fn metrics_server() {
+    static STARTED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    STARTED
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(|| {
+                support::real_node::script("e2e/cluster.sh", &["metrics-server".as_ref()]);
+            })
+            .await
+            .expect("metrics-server starts");
+        })
+        .await;
+}
+
+/// The Ready pods of a pool, by IP.
+async fn ready_pod_ips(env: &OperatorNamespace, pool: &str) -> Vec<String> {
+    pods_of(env, pool)
+        .await
+        .into_values()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        })
+        .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+        .collect()
+}
+
+/// Waits until the pool's `spec.replicas` (what the autoscaler sets) is `replicas`.
+async fn pool_replicas(env: &OperatorNamespace, pool: &str, replicas: i32, why: &str) {
+    env.wait_until(pool, why, |p: WorkerPool| {
+        if p.spec.replicas == replicas {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("spec.replicas {}", p.spec.replicas))
+        }
+    })
+    .await;
+}
+
+/// A HorizontalPodAutoscaler, with metrics-server built from its Go module and fed by the
+/// real node's kubelet, scales a querier pool through the WorkerPool's scale subresource:
+/// up to 3 while the test keeps its workers' CPUs busy (requests on the pod network),
+/// down to 1 once it stops. Prints how long each took (figures, not assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_scales_a_querier_pool_up_under_load_and_down_after() {
+    metrics_server().await;
+    let env = OperatorNamespace::start("scale-hpa").await;
+    let mut querier = from_yaml(&support::pool_yaml(
+        "metrics-querier",
+        "metrics",
+        1,
+        "{mimir: {querier: true}}",
+    ));
+    querier["spec"]["resources"] = serde_json::json!({"requests": {"cpu": "100m"}});
+    let docs = vec![
+        from_yaml(support::CREDENTIALS),
+        from_yaml(&support::cluster_yaml("metrics", "mimir", "")),
+        from_yaml(&support::pool_yaml(
+            "metrics-all",
+            "metrics",
+            1,
+            "{mimir: {all: true}}",
+        )),
+        querier,
+    ];
+    apply_on_real_node(&env, docs, Product::Mimir).await;
+    env.apply(
+        "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: metrics-querier}
+spec:
+  scaleTargetRef: {apiVersion: lgtm.coordinated.dev/v1alpha1, kind: WorkerPool, name: metrics-querier}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+    - type: Resource
+      resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior:
+    scaleUp: {stabilizationWindowSeconds: 0}
+    scaleDown:
+      stabilizationWindowSeconds: 0
+      policies: [{type: Percent, value: 100, periodSeconds: 15}]
+",
+    )
+    .await;
+
+    // Load: each Ready querier spins a CPU for 900 ms per request, back to back.
+    let loading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let client = reqwest::Client::new();
+    let load = {
+        let (loading, client) = (loading.clone(), client.clone());
+        let pods = env.api::<Pod>();
+        tokio::spawn(async move {
+            while loading.load(std::sync::atomic::Ordering::Relaxed) {
+                let list = pods
+                    .list(
+                        &ListParams::default().labels("lgtm.coordinated.dev/pool=metrics-querier"),
+                    )
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                let requests = list
+                    .iter()
+                    .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+                    .map(|ip| {
+                        client
+                            .get(format!("http://{ip}:8080/contract-worker/busy?millis=900"))
+                            .timeout(Duration::from_secs(5))
+                            .send()
+                    });
+                futures::future::join_all(requests).await;
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    pool_replicas(
+        &env,
+        "metrics-querier",
+        3,
+        "the autoscaler scales the queriers up to 3",
+    )
+    .await;
+    let up = start.elapsed();
+    pool_ready(&env, "metrics-querier", 3).await;
+    loading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.await;
+
+    let start = std::time::Instant::now();
+    pool_replicas(
+        &env,
+        "metrics-querier",
+        1,
+        "the autoscaler scales the queriers down to 1",
+    )
+    .await;
+    let down = start.elapsed();
+    pool_ready(&env, "metrics-querier", 1).await;
+    eprintln!("autoscaling: up to 3 after {up:?} of load, down to 1 after {down:?} without");
+    assert_eq!(ready_pod_ips(&env, "metrics-querier").await.len(), 1);
+    // The status the autoscaler reads follows; a querier pool scales down at once.
+    env.wait_until(
+        "metrics-querier",
+        "the pool's status at 1 replica",
+        |p: WorkerPool| {
+            let status = p.status.unwrap_or_default();
+            let at_once = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ScalingDown" && c.reason == "NoScaleDown");
+            if (status.replicas, status.ready_replicas) == (1, 1)
+                && at_once
+                && status.scale_down.is_none()
+            {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    env.finish().await;
+}

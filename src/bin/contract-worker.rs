@@ -18,6 +18,7 @@
 //!   path with its pod name, roles and the request (HTTP/1.1 or cleartext HTTP/2; gRPC
 //!   calls get `UNIMPLEMENTED` with the same text as `grpc-message`; Loki's tail upgrades
 //!   to a websocket and sends it as one message);
+//! - spins a CPU on `/contract-worker/busy?millis=N` (load for the autoscaling test);
 //! - answers the contract's leave calls of its roles as the product does, and records
 //!   them on its volume (`leave.rs`);
 //! - exits 0 on SIGTERM.
@@ -265,6 +266,9 @@ async fn answer(
             Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
         };
     }
+    if path == BUSY_PATH {
+        return busy(request.uri().query()).await;
+    }
     let method = request.method().as_str().to_string();
     if let Some(answer) = worker.leaving.answer(&method, path, &uri).await {
         return answer.into_response();
@@ -310,6 +314,30 @@ async fn answer(
         ));
     }
     (StatusCode::OK, format!("{text}\n")).into_response()
+}
+
+/// Where a test makes the worker use CPU (`?millis=N`, at most 10 s): load for an
+/// autoscaler to see, as a query would give a real querier.
+const BUSY_PATH: &str = "/contract-worker/busy";
+
+/// Spins one CPU for the milliseconds asked, then answers how long it spun.
+async fn busy(query: Option<&str>) -> Response {
+    let millis = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("millis=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(100)
+        .min(10_000);
+    let spun = tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let mut x: u64 = 0;
+        while start.elapsed() < std::time::Duration::from_millis(millis) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        start.elapsed()
+    })
+    .await
+    .unwrap_or_default();
+    (StatusCode::OK, format!("busy {} ms\n", spun.as_millis())).into_response()
 }
 
 /// A line on stderr, where the container's log is read.
