@@ -531,7 +531,9 @@ async fn an_autoscaler_scales_a_querier_pool_up_under_load_and_down_after() {
         1,
         "{mimir: {querier: true}}",
     ));
-    querier["spec"]["resources"] = serde_json::json!({"requests": {"cpu": "100m"}});
+    // A small request, so that light load is many times it: the test shares 2 cores with
+    // the others running beside it.
+    querier["spec"]["resources"] = serde_json::json!({"requests": {"cpu": "20m"}});
     let docs = vec![
         from_yaml(support::CREDENTIALS),
         from_yaml(&support::cluster_yaml("metrics", "mimir", "")),
@@ -564,7 +566,8 @@ spec:
     )
     .await;
 
-    // Load: each Ready querier spins a CPU for 900 ms per request, back to back.
+    // Load: each querier spins a CPU 150 ms in every 500 ms (about 300m, 15 times its
+    // request: the target is half of it).
     let loading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let client = reqwest::Client::new();
     let load = {
@@ -584,11 +587,12 @@ spec:
                     .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
                     .map(|ip| {
                         client
-                            .get(format!("http://{ip}:8080/contract-worker/busy?millis=900"))
+                            .get(format!("http://{ip}:8080/contract-worker/busy?millis=150"))
                             .timeout(Duration::from_secs(5))
                             .send()
                     });
                 futures::future::join_all(requests).await;
+                tokio::time::sleep(Duration::from_millis(350)).await;
             }
         })
     };

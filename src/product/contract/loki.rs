@@ -247,8 +247,8 @@ pub(super) static CONTRACT: Contract = Contract {
         },
         stops: true,
         what: fact(
-            "flushes every chunk, deletes the ring tokens file, leaves the ring and stops the ingester service, answering 204 once done; refused with 503 when the ingester is not Running (a second call); /services lists each service as `name => state`",
-            "pkg/ingester/ingester.go@v3.5.0:954-991; pkg/loki/loki.go@v3.5.0 (Run, servicesHandler)",
+            "flushes every chunk, deletes the ring tokens file, leaves the ring and stops the ingester service, answering 204 once done (500 if the stop failed); refused with 503 when the ingester is not Running (a second call); with terminate=false the process keeps running; GET /services lists each module as `name => state`, `ingester => Terminated` shortly after the 204 (`Failed` after a failed stop)",
+            "pkg/ingester/ingester.go@v3.5.0:956-991,693-731; pkg/loki/modules.go@v3.5.0:798-800; pkg/loki/status.go@v3.5.0:8-18; pkg/loki/loki.go@v3.5.0:537,587-606",
         ),
     }],
     single_tenant_id: "fake",

@@ -357,7 +357,7 @@ pub(super) static CONTRACT: Contract = Contract {
             stops: false,
             what: fact(
                 "POST writes a marker so that the SIGTERM of the pod's removal also leaves the ring, and the blocks it served are resharded at once; DELETE undoes it; 503 unless Running",
-                "pkg/storegateway/gateway_prepare_shutdown_http.go@mimir-2.17.0:26-87",
+                "pkg/storegateway/gateway_prepare_shutdown_http.go@mimir-2.17.0:26-86; pkg/api/api.go@mimir-2.17.0 (RegisterStoreGateway)",
             ),
         },
         Leave {
@@ -379,8 +379,8 @@ pub(super) static CONTRACT: Contract = Contract {
             done: Done::Answered,
             stops: true,
             what: fact(
-                "prepare-shutdown makes any later stop flush and leave the ring (kept as a marker on the volume); shutdown then stops the ingester service with StopAndAwaitTerminated, shipping its TSDB blocks, and answers 204 once terminated, again at once when repeated; the process keeps running",
-                "pkg/ingester/ingester.go@mimir-2.17.0:3816-3884,4035-4050",
+                "prepare-shutdown makes any later stop flush and leave the ring (kept as a marker on the volume); shutdown then stops the ingester service with StopAndAwaitTerminated, shipping its TSDB blocks, and answers 204 once terminated (its error ignored: a 204 does not prove the shipping worked), again at once when repeated; the process keeps running (only a failed service stops it)",
+                "pkg/ingester/ingester.go@mimir-2.17.0:3816-3896,4035-4051; pkg/mimir/mimir.go@mimir-2.17.0 (serviceFailed)",
             ),
         },
     ],

@@ -269,8 +269,8 @@ pub(super) static CONTRACT: Contract = Contract {
         done: Done::Unready,
         stops: true,
         what: fact(
-            "answers 200 at once; in the background it leaves the ring, cuts and uploads every block, waits for the flush queue to empty and stops the ingester, after which /ready answers 503",
-            "modules/ingester/flush.go@v2.8.1:75-98; cmd/tempo/app/app.go@v2.8.1:326-337",
+            "answers 200 at once (any method); in the background it leaves the ring, cuts and uploads every block, waits for the flush queue to empty and stops the ingester, after which /ready answers 503 (its ready check latches once passed, which a readiness probe has done)",
+            "modules/ingester/flush.go@v2.8.1:75-98; modules/ingester/ingester.go@v2.8.1:243-248; cmd/tempo/app/modules.go@v2.8.1:301; cmd/tempo/app/app.go@v2.8.1:201,318-337",
         ),
     }],
     single_tenant_id: "single-tenant",
