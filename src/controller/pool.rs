@@ -18,8 +18,8 @@ use super::error::{Error, Result};
 use super::events::report_problems;
 use super::{Context, read, scale_down};
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
+use crate::plan::pool::condition::SCALING_DOWN;
 use crate::plan::pool::{PoolAction, PoolInputs, plan};
-use crate::plan::scale_down::SCALING_DOWN;
 use crate::plan::secrets::{self, StorageSecrets};
 use crate::render::ClusterView;
 use crate::render::labels::POOL;
@@ -57,7 +57,7 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     };
 
     // Plan.
-    let plan = plan(&PoolInputs {
+    let mut plan = plan(&PoolInputs {
         pool,
         cluster: cluster.as_ref(),
         config: config.as_ref(),
@@ -66,12 +66,11 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
 
     // Apply: the StatefulSet gets the replicas the scale-down step decides.
     let mut scale = None;
-    let statefulset = match &plan.action {
+    let statefulset = match &mut plan.action {
         PoolAction::Apply(workers) => {
             let decision = scale_down::step(ctx, pool).await?;
-            let mut workers = workers.as_ref().clone();
             workers.set_replicas(decision.replicas);
-            let applied = apply_workers(ctx, pool, &workers).await?;
+            let applied = apply_workers(ctx, pool, workers).await?;
             ctx.leaves
                 .applied(&pool.uid().unwrap_or_default(), decision.replicas);
             scale = Some(decision);

@@ -95,11 +95,6 @@ impl Leaves {
     }
 }
 
-/// Where the leaving pod answers.
-struct Target {
-    address: String,
-}
-
 /// Decides this reconcile's step of the pool's scale-down and starts what it asks;
 /// returns the decision, whose `replicas` the StatefulSet must get.
 pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
@@ -124,7 +119,7 @@ pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
         pod: PodSeen::Empty,
         call: CallSeen::NotMade,
         says_done: false,
-        target: None,
+        address: None,
     };
     let leaving = procedure.is_some() && target < current;
     if leaving {
@@ -187,7 +182,8 @@ struct Seen {
     pod: PodSeen,
     call: CallSeen,
     says_done: bool,
-    target: Option<Target>,
+    /// Where the leaving pod answers (`http://ip:port`).
+    address: Option<String>,
 }
 
 /// Reads the pool's pods, and the leaving one's calls and answers.
@@ -214,13 +210,13 @@ async fn observe(
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
         .count();
     let pod = list.items.iter().find(|p| p.name_any() == leaving);
-    let (seen_pod, target) = match pod {
+    let (seen_pod, address) = match pod {
         Some(p) if running(p) => (
             PodSeen::Running {
                 uid: p.uid().unwrap_or_default(),
                 restarts: restarts(p),
             },
-            address(p, product).map(|address| Target { address }),
+            address(p, product),
         ),
         _ => (not_running(ctx, &ns, &leaving, pod).await?, None),
     };
@@ -229,7 +225,7 @@ async fn observe(
         pod: seen_pod,
         call: CallSeen::NotMade,
         says_done: false,
-        target,
+        address,
     };
     if let (PodSeen::Running { uid, restarts }, Some(status)) = (&seen.pod, status)
         && status.pod == leaving
@@ -240,8 +236,8 @@ async fn observe(
             0
         };
         seen.call = ctx.leaves.seen(&call_key(uid, *restarts, answered)).0;
-        if let (Some(procedure), Some(target)) = (procedure, &seen.target) {
-            seen.says_done = says_done(ctx, procedure, target, &seen.call, answered).await;
+        if let (Some(procedure), Some(address)) = (procedure, &seen.address) {
+            seen.says_done = says_done(ctx, procedure, address, &seen.call, answered).await;
         }
     }
     Ok(seen)
@@ -353,7 +349,7 @@ fn waiting_reason(pod: &Pod) -> String {
 async fn says_done(
     ctx: &Context,
     procedure: &Procedure,
-    target: &Target,
+    address: &str,
     call: &CallSeen,
     answered: usize,
 ) -> bool {
@@ -361,7 +357,7 @@ async fn says_done(
     let get = |path: &str| {
         ctx.leaves
             .http
-            .get(format!("{}{path}", target.address))
+            .get(format!("{address}{path}"))
             .timeout(QUICK)
             .send()
     };
@@ -393,8 +389,8 @@ async fn carry_out(
     match &decision.act {
         Act::Nothing => {}
         Act::Call { index } => {
-            if let (Some(procedure), Some(target), Some(status)) =
-                (procedure, &seen.target, &decision.status)
+            if let (Some(procedure), Some(address), Some(status)) =
+                (procedure, &seen.address, &decision.status)
             {
                 let key = call_key(&status.pod_uid, status.pod_restarts, *index);
                 let due = match ctx.leaves.seen(&key) {
@@ -405,7 +401,7 @@ async fn carry_out(
                     _ => false,
                 };
                 if due {
-                    start_call(ctx, procedure.calls[*index], &target.address, key);
+                    start_call(ctx, procedure.calls[*index], address, key);
                 }
             }
         }

@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use super::Reason;
 use super::cluster::summarize;
 use super::conditions::{self, Observed};
-use super::scale_down::{Decision, SCALING_DOWN};
+use super::scale_down::Decision;
 use super::secrets::StorageSecrets;
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
 use crate::product::{PoolProblem, expand, validate_pool};
