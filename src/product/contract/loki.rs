@@ -251,6 +251,17 @@ pub(super) static CONTRACT: Contract = Contract {
             "pkg/ingester/ingester.go@v3.5.0:956-991,693-731; pkg/loki/modules.go@v3.5.0:798-800; pkg/loki/status.go@v3.5.0:8-18; pkg/loki/loki.go@v3.5.0:537,587-606",
         ),
     }],
+    zones: &[ZoneRing {
+        role: "write",
+        awareness: "ingester.lifecycler.ring.zone_awareness_enabled",
+        zone_flag: "ingester.availability-zone",
+        replication_factor: "common.replication_factor",
+        readers: &["write", "read", "backend"],
+        what: fact(
+            "the distributor, querier and ruler read the ingester ring from the ingester's lifecycler config; merging common.ring copies its zone fields over the ingester's, but the file and the flags are applied again after that merge, so both survive (common.ring.zone_awareness_enabled would also turn it on for the scheduler, compactor and index-gateway rings, whose members have no zone); common.replication_factor is copied into the ingester ring; write and all run the ingester",
+            "pkg/util/cfg/dynamic.go@v3.5.0:18-41; pkg/loki/config_wrapper.go@v3.5.0:203-208,234-248,728-730; pkg/loki/modules.go@v3.5.0:270-271; pkg/loki/loki.go@v3.5.0:783-820; vendor/github.com/grafana/dskit/ring/lifecycler.go@v3.5.0:47,102; vendor/github.com/grafana/dskit/ring/ring.go@v3.5.0:189,211,526-581",
+        ),
+    }],
     single_tenant_id: "fake",
     single_tenant: fact(
         "with auth_enabled false every request belongs to tenant `fake`, whatever X-Scope-OrgID says",

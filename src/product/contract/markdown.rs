@@ -219,6 +219,22 @@ fn section(out: &mut String, product: Product, c: &Contract) {
     }
     let _ = writeln!(
         w,
+        "\n**Zones** (zoned pools: awareness in the shared file, each pod's zone as a flag).\n"
+    );
+    for z in c.zones {
+        let _ = writeln!(
+            w,
+            "- {} ring: `{}: true`, `{}: 3`, `-{}=<zone>`; read by {}. {}.",
+            z.role,
+            z.awareness,
+            z.replication_factor,
+            z.zone_flag,
+            z.readers.join(", "),
+            cite(&z.what)
+        );
+    }
+    let _ = writeln!(
+        w,
         "\n**Single tenant** `{}`. {}.\n",
         c.single_tenant_id,
         cite(&c.single_tenant)

@@ -384,6 +384,41 @@ pub(super) static CONTRACT: Contract = Contract {
             ),
         },
     ],
+    zones: &[
+        ZoneRing {
+            role: "ingester",
+            awareness: "ingester.ring.zone_awareness_enabled",
+            zone_flag: "ingester.ring.instance-availability-zone",
+            replication_factor: "ingester.ring.replication_factor",
+            readers: &["distributor", "querier", "ruler", "ingester"],
+            what: fact(
+                "needs setting on ingesters, distributors, queriers and rulers (the shared file reaches them all); RF defaults to 3 and counts zones; no check fails on an ingester without a zone (it escapes the per-zone cap)",
+                "pkg/ingester/ingester_ring.go (zone-awareness-enabled, instance-availability-zone, replication-factor flags): UNVERIFIED at mimir-2.17.0, read at commit 015cdb17; docs/sources/mimir/configure/configure-zone-aware-replication.md",
+            ),
+        },
+        ZoneRing {
+            role: "store-gateway",
+            awareness: "store_gateway.sharding_ring.zone_awareness_enabled",
+            zone_flag: "store-gateway.sharding-ring.instance-availability-zone",
+            replication_factor: "store_gateway.sharding_ring.replication_factor",
+            readers: &["querier", "ruler", "store-gateway"],
+            what: fact(
+                "the querier and ruler build their store-gateway ring client from this ring's config; RF defaults to 3",
+                "pkg/storegateway/gateway_ring.go; pkg/querier/blocks_store_queryable.go: UNVERIFIED at mimir-2.17.0, read at commit 0234e52d",
+            ),
+        },
+        ZoneRing {
+            role: "alertmanager",
+            awareness: "alertmanager.sharding_ring.zone_awareness_enabled",
+            zone_flag: "alertmanager.sharding-ring.instance-availability-zone",
+            replication_factor: "alertmanager.sharding_ring.replication_factor",
+            readers: &["alertmanager"],
+            what: fact(
+                "an alertmanager with zone awareness on and no zone fails validation (errZoneAwarenessEnabledWithoutZoneInfo); the check runs only in processes whose target is alertmanager, so other targets may read the same file",
+                "pkg/alertmanager/multitenant.go; pkg/alertmanager/alertmanager_ring.go; pkg/mimir/mimir.go Config.Validate: UNVERIFIED at mimir-2.17.0, read at commits 0234e52d and 0010b536",
+            ),
+        },
+    ],
     single_tenant_id: "anonymous",
     single_tenant: fact(
         "with multitenancy_enabled false every request belongs to no_auth_tenant, `anonymous` by default, whatever X-Scope-OrgID says",

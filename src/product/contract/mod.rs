@@ -45,6 +45,8 @@ pub struct Contract {
     pub lifecycle: &'static [Lifecycle],
     /// How a worker of a stateful role leaves before a scale-down removes its pod.
     pub leave: &'static [Leave],
+    /// Rings that keep one copy per zone once told the zones (zoned pools, ADR 14).
+    pub zones: &'static [ZoneRing],
     /// The tenant every request belongs to while multi-tenancy is off, and why.
     pub single_tenant_id: &'static str,
     pub single_tenant: Fact,
@@ -185,6 +187,24 @@ pub struct Lifecycle {
     pub what: Fact,
 }
 
+/// A ring that keeps one copy of each piece of data per zone once zone awareness is on
+/// and each instance says its zone.
+#[derive(Debug)]
+pub struct ZoneRing {
+    /// The role whose instances register in the ring, each with its zone.
+    pub role: &'static str,
+    /// The YAML path of the shared file that turns zone awareness on for the ring's
+    /// members and every role that reads it.
+    pub awareness: &'static str,
+    /// The flag that gives an instance its zone (`-<flag>=<zone>`).
+    pub zone_flag: &'static str,
+    /// The YAML path of the ring's replication factor (3 once zoned: one per zone).
+    pub replication_factor: &'static str,
+    /// The roles that read the ring, and so must see zone awareness on.
+    pub readers: &'static [&'static str],
+    pub what: Fact,
+}
+
 /// How a worker whose roles hold data leaves before a scale-down removes its pod: the
 /// operator makes these calls, in order, and removes the pod once the worker is done.
 #[derive(Debug)]
@@ -240,6 +260,14 @@ impl Contract {
 }
 
 impl Contract {
+    /// The zone-aware rings whose members include one of `roles`.
+    pub fn zone_rings_of<'a>(
+        &'static self,
+        roles: &'a [&str],
+    ) -> impl Iterator<Item = &'static ZoneRing> + 'a {
+        self.zones.iter().filter(|z| roles.contains(&z.role))
+    }
+
     /// The grace period a pod running `roles` needs: the longest among them.
     pub fn grace_seconds(&self, roles: &[&str]) -> i64 {
         let default = self
