@@ -54,10 +54,10 @@ nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to 
 	$(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
 	LGTM_NGINX=$$(e2e/build-nginx.sh) $(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
 
-integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods, scale-down
+integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods, scale-down, zones
 	@# Built before the tests, not by the autoscaling test while the others run beside it.
 	@$(CLUSTER) build metrics-server
-	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers --test scaling -- --test-threads $(TEST_THREADS)
+	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers --test scaling --test zones -- --test-threads $(TEST_THREADS)
 
 e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, chainsaw scenarios
 	@e2e/e2e.sh

@@ -33,6 +33,11 @@ pub type PoolSpec<'a> = (&'a str, &'a [&'static str], i32);
 
 /// The topology of some pools.
 pub fn topology(product: Product, pools: &[PoolSpec]) -> Topology {
+    zoned_topology(product, pools, &[])
+}
+
+/// The topology of some pools, those named in `zoned` spread over three zones.
+pub fn zoned_topology(product: Product, pools: &[PoolSpec], zoned: &[&str]) -> Topology {
     let views: Vec<PoolSummary> = pools
         .iter()
         .map(|(name, toggles, replicas)| PoolSummary {
@@ -41,6 +46,7 @@ pub fn topology(product: Product, pools: &[PoolSpec]) -> Topology {
             toggles: toggles.to_vec(),
             replicas: *replicas,
             ready_replicas: *replicas,
+            zones: if zoned.contains(name) { 3 } else { 0 },
         })
         .collect();
     Topology::new(product, &views)

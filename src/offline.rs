@@ -299,14 +299,17 @@ fn push_cluster_children(children: &ClusterChildren, documents: &mut Vec<Value>)
 
 fn push_workers(workers: &Workers, documents: &mut Vec<Value>) {
     let Workers {
-        statefulset,
+        layout: _,
+        statefulsets,
         service,
-        pdb,
+        pdbs,
     } = workers;
     let mut push = |object: &dyn erased::Serializable| documents.push(object.to_value());
-    push(statefulset);
+    for statefulset in statefulsets {
+        push(statefulset);
+    }
     push(service);
-    if let Some(pdb) = pdb {
+    for pdb in pdbs {
         push(pdb);
     }
 }

@@ -41,6 +41,7 @@ use crate::product::Product;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.zones) ? self.zones.map(z, z.name) : []) == (has(oldSelf.zones) ? oldSelf.zones.map(z, z.name) : [])").message("zones are fixed at creation: create a zoned pool beside this one and scale this one down (docs: Migrating to zones)"))]
 pub struct WorkerPoolSpec {
     /// Name of the GrafanaCluster (same namespace) these workers belong to. Fixed at
     /// creation.
@@ -96,6 +97,57 @@ pub struct WorkerPoolSpec {
     /// flush and leave its ring through the product's own endpoint before its pod goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScaleDownSpec>,
+
+    /// Availability zones the workers run in: one StatefulSet per zone
+    /// (`<pool>-<zone>`), pinned to it, with `replicas` split evenly, and the rings of
+    /// the pool's roles told each worker's zone so that every piece of data has a copy
+    /// in each of three zones. Config and image changes roll one zone at a time. At
+    /// least three zones; fixed at creation (ADR 14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("size(self) >= 3").message("a zoned pool needs at least three zones: the replication factor is 3 and each zone holds one copy of every piece of data"))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub zones: Vec<PoolZone>,
+
+    /// How zone-by-zone rollouts proceed (zoned pools only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// One zone of a zoned pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolZone {
+    /// The zone's name: the value of the nodes' `topology.kubernetes.io/zone` label,
+    /// and the suffix of its StatefulSet's name.
+    #[schemars(
+        length(min = 1, max = 20),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Node labels that place a pod in this zone, instead of
+    /// `topology.kubernetes.io/zone: <name>` (nodes labelled some other way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::node_selector")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+/// How a zoned pool rolls out a new pod template.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// How long one zone may take to be Ready again before the rollout stops there
+    /// with a Warning (`Progressing` reason `ZoneRolloutStalled`). Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub zone_timeout_seconds: Option<i64>,
+}
+
+impl WorkerPoolSpec {
+    /// The zone names, in the order the rollout visits them (empty: unzoned).
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.name.clone()).collect()
+    }
 }
 
 /// How workers leave on a scale-down.
@@ -312,7 +364,13 @@ pub struct WorkerPoolStatus {
     /// The worker leaving in the scale-down under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScaleDownStatus>,
-    /// RolesValid, Ready and ScalingDown.
+    /// Each zone's workers (zoned pools only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneStatus>,
+    /// The zone being rolled out, if any (zoned pools only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<ZoneRolloutStatus>,
+    /// RolesValid, Ready, ScalingDown and, for zoned pools, Progressing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -335,5 +393,28 @@ pub struct ScaleDownStatus {
     #[serde(default)]
     pub calls_answered: u32,
     /// When it was first asked.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
+/// One zone's workers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    pub name: String,
+    /// Workers its StatefulSet runs.
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Workers running the latest pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+}
+
+/// The zone a rollout is on, and since when: a restarted operator goes on there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneRolloutStatus {
+    pub zone: String,
     pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

@@ -103,6 +103,9 @@ reasons! {
     // Degraded (True is the problem)
     /// Some pools are not deployed: wrong product, or roles the product refuses.
     InvalidPools: Warning,
+    /// A ring has zoned and unzoned pools with replicas (the middle of a migration to
+    /// zones): its zone awareness stays off until the unzoned pools are scaled to 0.
+    ZonesMixed: Warning,
     /// Some pools run fewer ready workers than asked.
     PoolsNotReady: Quiet,
     /// Everything runs as asked.
@@ -151,6 +154,14 @@ reasons! {
     /// stopped there. Read the worker's log; scale back up, or annotate the pool with
     /// `lgtm.coordinated.dev/force-scale-down: "true"` to remove it unflushed.
     LeaveTimedOut: Warning,
+    // Progressing (zoned pools; True while a zone-by-zone rollout is under way)
+    /// Every zone runs the latest pod template and is Ready.
+    ZonesRolledOut: Quiet,
+    /// One zone is being replaced, or waited for; the message names it.
+    RollingZone: Quiet,
+    /// A zone has not become Ready within the pool's zone timeout: the rollout stops
+    /// there until it does.
+    ZoneRolloutStalled: Warning,
 }
 
 impl Reason {

@@ -23,6 +23,7 @@ mod probes;
 mod read;
 mod runtime;
 mod scale_down;
+mod zone_rollout;
 
 use std::time::Duration;
 

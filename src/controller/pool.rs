@@ -16,14 +16,15 @@ use super::apply::{Kept, Owner, apply_kept, apply_kept_read, apply_status, get_o
 use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
-use super::{Context, read, scale_down};
+use super::{Context, read, scale_down, zone_rollout};
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
-use crate::plan::pool::condition::SCALING_DOWN;
+use crate::plan::pool::condition::{PROGRESSING, SCALING_DOWN};
 use crate::plan::pool::{PoolAction, PoolInputs, plan};
 use crate::plan::secrets::{self, StorageSecrets};
 use crate::render::ClusterView;
 use crate::render::labels::POOL;
 use crate::render::workers::Workers;
+use crate::render::zones::PoolLayout;
 
 pub(super) const CONTROLLER: &str = "workerpool";
 
@@ -64,39 +65,61 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         storage: &storage,
     });
 
-    // Apply: the StatefulSet gets the replicas the scale-down step decides.
+    // Apply: the StatefulSets get the replicas the scale-down step decides; a zoned
+    // pool's rollout step then replaces the pods of at most one zone.
     let mut scale = None;
-    let statefulset = match &mut plan.action {
+    let mut rollout = None;
+    let statefulsets = match &mut plan.action {
         PoolAction::Apply(workers) => {
             let decision = scale_down::step(ctx, pool).await?;
             workers.set_replicas(decision.replicas);
             let applied = apply_workers(ctx, pool, workers).await?;
             ctx.leaves
                 .applied(&pool.uid().unwrap_or_default(), decision.replicas);
+            if workers.layout.is_zoned() {
+                let scaling_down = decision.status.is_some();
+                rollout = Some(zone_rollout::step(ctx, pool, &applied, scaling_down).await?);
+            }
             scale = Some(decision);
-            Some(applied)
+            applied
         }
         PoolAction::Remove => {
             prune_workload(ctx, pool, &Kept::of::<WorkerPool>(), true).await?;
-            None
+            Vec::new()
         }
         // Only a workload left as it is needs reading: the other actions know theirs.
-        PoolAction::Leave => get_opt(client, &ns, &pool.name_any()).await?,
+        PoolAction::Leave => read_statefulsets(ctx, pool).await?,
     };
 
     // Status.
     let status = plan.status(
         pool,
         cluster.as_ref(),
-        statefulset.as_ref(),
+        &statefulsets,
         scale.as_ref(),
+        rollout.as_ref(),
         &Time(Timestamp::now()),
     );
     write_status(ctx, pool, status).await?;
-    Ok(match scale.and_then(|s| s.requeue) {
+    let requeue = [
+        scale.and_then(|s| s.requeue),
+        rollout.and_then(|r| r.requeue),
+    ];
+    Ok(match requeue.into_iter().flatten().min() {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// The pool's StatefulSets as they are, in zone order.
+async fn read_statefulsets(ctx: &Context, pool: &WorkerPool) -> Result<Vec<StatefulSet>> {
+    let ns = pool.namespace().unwrap_or_default();
+    let layout = PoolLayout::new(&pool.name_any(), pool.spec.zone_names());
+    let mut found = Vec::new();
+    for (_, name) in layout.statefulsets() {
+        found.extend(get_opt::<StatefulSet>(&ctx.client, &ns, &name).await?);
+    }
+    Ok(found)
 }
 
 /// The cluster's shared configuration and its storage Secrets, checked.
@@ -120,21 +143,29 @@ async fn read_cluster_inputs(
 
 /// Applies the pool's objects and deletes a PodDisruptionBudget no longer wanted.
 /// Destructured without `..`: an object added to [`Workers`] does not compile until it
-/// is applied here. Returns the StatefulSet as applied.
-async fn apply_workers(ctx: &Context, pool: &WorkerPool, workers: &Workers) -> Result<StatefulSet> {
+/// is applied here. Returns the StatefulSets as applied, in zone order.
+async fn apply_workers(
+    ctx: &Context,
+    pool: &WorkerPool,
+    workers: &Workers,
+) -> Result<Vec<StatefulSet>> {
     let Workers {
-        statefulset,
+        layout: _,
+        statefulsets,
         service,
-        pdb,
+        pdbs,
     } = workers;
     let mut kept = Kept::of::<WorkerPool>();
-    let statefulset = apply_kept_read(ctx, &mut kept, statefulset).await?;
+    let mut applied = Vec::with_capacity(statefulsets.len());
+    for statefulset in statefulsets {
+        applied.push(apply_kept_read(ctx, &mut kept, statefulset).await?);
+    }
     apply_kept(ctx, &mut kept, service).await?;
-    if let Some(pdb) = pdb {
+    for pdb in pdbs {
         apply_kept(ctx, &mut kept, pdb).await?;
     }
     prune_workload(ctx, pool, &kept, false).await?;
-    Ok(statefulset)
+    Ok(applied)
 }
 
 /// Deletes the pool's children that `kept` does not name: its PodDisruptionBudget, and
@@ -175,7 +206,7 @@ async fn write_status(ctx: &Context, pool: &WorkerPool, status: WorkerPoolStatus
         pool,
         &previous.conditions,
         &status.conditions,
-        &[SCALING_DOWN],
+        &[SCALING_DOWN, PROGRESSING],
     )
     .await;
     apply_status(&ctx.client, pool, &status).await

@@ -29,6 +29,7 @@ use crate::product::contract::{Call, Done};
 use crate::product::{Product, expand};
 use crate::render::APPLIED_REPLICAS;
 use crate::render::labels::POOL;
+use crate::render::zones::PoolLayout;
 
 /// How long a failed call waits before it is made again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -104,7 +105,8 @@ pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
     };
     let roles: Vec<&str> = expand(product, &toggles).into_iter().collect();
     let procedure = Procedure::of(product, &roles);
-    let current = applied_replicas(ctx, pool).await?;
+    let layout = PoolLayout::new(&pool.name_any(), pool.spec.zone_names());
+    let current = applied_replicas(ctx, pool, &layout).await?;
     let status = pool.status.as_ref().and_then(|s| s.scale_down.as_ref());
     let target = pool.spec.replicas;
     let now = Time(Timestamp::now());
@@ -123,7 +125,16 @@ pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
     };
     let leaving = procedure.is_some() && target < current;
     if leaving {
-        seen = observe(ctx, pool, product, procedure.as_ref(), status, current).await?;
+        seen = observe(
+            ctx,
+            pool,
+            &layout,
+            product,
+            procedure.as_ref(),
+            status,
+            current,
+        )
+        .await?;
     } else if let Some(status) = status {
         let index = status.calls_answered as usize;
         seen.call = ctx
@@ -132,7 +143,7 @@ pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
             .0;
     }
     let decision = decide(&Observation {
-        pool: &pool.name_any(),
+        layout: &layout,
         target,
         current,
         others_ready: seen.others_ready,
@@ -149,18 +160,19 @@ pub(super) async fn step(ctx: &Context, pool: &WorkerPool) -> Result<Decision> {
     Ok(decision)
 }
 
-/// The StatefulSet's replicas as the operator last applied them: from its memory, else
-/// the metadata cache's annotation, else the StatefulSet itself (0 when there is none).
-async fn applied_replicas(ctx: &Context, pool: &WorkerPool) -> Result<i32> {
+/// The pool's replicas as the operator last applied them: from its memory, else the
+/// metadata cache's annotation (every StatefulSet of the pool carries the pool's
+/// total), else the StatefulSets themselves, summed (0 when there are none).
+async fn applied_replicas(ctx: &Context, pool: &WorkerPool, layout: &PoolLayout) -> Result<i32> {
     let uid = pool.uid().unwrap_or_default();
     if let Some(replicas) = ctx.leaves.applied.lock().expect("applied lock").get(&uid) {
         return Ok(*replicas);
     }
     let ns = pool.namespace().unwrap_or_default();
-    let name = pool.name_any();
+    let names: Vec<String> = layout.statefulsets().into_iter().map(|(_, n)| n).collect();
     let cached = ctx
-        .cached_children::<StatefulSet>(&WorkerPool::kind(&()), &ns, (POOL, &name))
-        .and_then(|sets| sets.into_iter().find(|s| s.name_any() == name))
+        .cached_children::<StatefulSet>(&WorkerPool::kind(&()), &ns, (POOL, &layout.pool))
+        .and_then(|sets| sets.into_iter().find(|s| names.contains(&s.name_any())))
         .and_then(|s| {
             s.annotations()
                 .get(APPLIED_REPLICAS)
@@ -169,11 +181,15 @@ async fn applied_replicas(ctx: &Context, pool: &WorkerPool) -> Result<i32> {
     if let Some(replicas) = cached {
         return Ok(replicas);
     }
-    let live: Option<StatefulSet> = get_opt(&ctx.client, &ns, &name).await?;
-    Ok(live
-        .and_then(|s| s.spec)
-        .and_then(|spec| spec.replicas)
-        .unwrap_or(0))
+    let mut replicas = 0;
+    for name in &names {
+        let live: Option<StatefulSet> = get_opt(&ctx.client, &ns, name).await?;
+        replicas += live
+            .and_then(|s| s.spec)
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(0);
+    }
+    Ok(replicas)
 }
 
 /// What the controller found for one step.
@@ -190,6 +206,7 @@ struct Seen {
 async fn observe(
     ctx: &Context,
     pool: &WorkerPool,
+    layout: &PoolLayout,
     product: Product,
     procedure: Option<&Procedure>,
     status: Option<&crate::api::ScaleDownStatus>,
@@ -202,11 +219,15 @@ async fn observe(
         .list(&ListParams::default().labels(&format!("{POOL}={name}")))
         .await
         .map_err(Error::read(format!("the pods of WorkerPool {ns}/{name}")))?;
-    let leaving = format!("{name}-{}", current - 1);
+    let leaving = layout.pod(current - 1);
     let others_ready = list
         .items
         .iter()
-        .filter(|p| index_of(p, &name).is_some_and(|i| i < current - 1))
+        .filter(|p| {
+            layout
+                .ordinal(&p.name_any())
+                .is_some_and(|i| i < current - 1)
+        })
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
         .count();
     let pod = list.items.iter().find(|p| p.name_any() == leaving);
@@ -241,14 +262,6 @@ async fn observe(
         }
     }
     Ok(seen)
-}
-
-/// The ordinal of a pod of the pool's StatefulSet.
-fn index_of(pod: &Pod, pool: &str) -> Option<i32> {
-    pod.name_any()
-        .strip_prefix(&format!("{pool}-"))?
-        .parse()
-        .ok()
 }
 
 fn is_ready(pod: &Pod) -> bool {

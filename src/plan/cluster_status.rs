@@ -258,6 +258,18 @@ pub fn degraded(topology: &Topology, pools: &[WorkerPool]) -> Observed {
             Reason::InvalidPools,
             format!("pools not deployed: {}", invalid.join("; ")),
         )
+    } else if let mixed = topology.mixed_zones()
+        && !mixed.is_empty()
+    {
+        Observed::new(
+            DEGRADED,
+            true,
+            Reason::ZonesMixed,
+            format!(
+                "{}: zone awareness stays off for them, so a zone's loss can lose data; scale the unzoned pools to 0 (their workers flush and leave one by one) or give up the zoned ones",
+                mixed.join("; ")
+            ),
+        )
     } else if !not_ready.is_empty() {
         Observed::new(
             DEGRADED,

@@ -15,6 +15,7 @@ pub mod conditions;
 pub mod pool;
 pub mod scale_down;
 pub mod secrets;
+pub mod zone_rollout;
 
 #[cfg(test)]
 mod status_tests;

@@ -12,7 +12,8 @@ use super::cluster::summarize;
 use super::conditions::{self, Observed};
 use super::scale_down::Decision;
 use super::secrets::StorageSecrets;
-use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
+use super::zone_rollout::RolloutDecision;
+use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus, ZoneStatus};
 use crate::product::{PoolProblem, expand, validate_pool};
 use crate::render::workers::{self, Checksums, PoolView, Workers};
 use crate::render::{self, ClusterView};
@@ -22,6 +23,7 @@ pub mod condition {
     pub const ROLES_VALID: &str = "RolesValid";
     pub const READY: &str = "Ready";
     pub use crate::plan::scale_down::SCALING_DOWN;
+    pub use crate::plan::zone_rollout::PROGRESSING;
 }
 use condition::*;
 
@@ -165,15 +167,44 @@ fn checksums(inputs: &PoolInputs, cluster: &GrafanaCluster) -> Result<Checksums,
     })
 }
 
+/// What a pool's StatefulSets report, summed over its zones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkloadSeen {
+    /// Each has seen its latest spec (false when there is none).
+    pub current: bool,
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+}
+
+impl WorkloadSeen {
+    pub fn of(statefulsets: &[StatefulSet]) -> Self {
+        let mut seen = WorkloadSeen {
+            current: !statefulsets.is_empty(),
+            ..WorkloadSeen::default()
+        };
+        for sts in statefulsets {
+            let status = sts.status.clone().unwrap_or_default();
+            seen.current &= status.observed_generation == sts.metadata.generation;
+            seen.replicas += status.replicas;
+            seen.ready += status.ready_replicas.unwrap_or(0);
+            seen.updated += status.updated_replicas.unwrap_or(0);
+        }
+        seen
+    }
+}
+
 impl PoolPlan {
-    /// The status once the plan is applied; `statefulset` as the API server last
-    /// returned it (`None` once removed), `scale` the scale-down step decided with it.
+    /// The status once the plan is applied; `statefulsets` as the API server last
+    /// returned them (none once removed), `scale` the scale-down step decided with them,
+    /// `rollout` the zone-by-zone rollout's decision (zoned pools).
     pub fn status(
         &self,
         pool: &WorkerPool,
         cluster: Option<&GrafanaCluster>,
-        statefulset: Option<&StatefulSet>,
+        statefulsets: &[StatefulSet],
         scale: Option<&Decision>,
+        rollout: Option<&RolloutDecision>,
         now: &Time,
     ) -> WorkerPoolStatus {
         let previous = pool.status.clone().unwrap_or_default();
@@ -185,9 +216,7 @@ impl PoolPlan {
                 .collect(),
             None => Vec::new(),
         };
-        let sts_status = statefulset
-            .and_then(|s| s.status.clone())
-            .unwrap_or_default();
+        let seen = WorkloadSeen::of(statefulsets);
         let (scaling, scale_down) = match scale {
             Some(decision) => (decision.condition.clone(), decision.status.clone()),
             // Nothing applied: a leave under way (in a paused cluster) stays recorded.
@@ -204,28 +233,77 @@ impl PoolPlan {
                 },
             ),
         };
-        let observed = vec![
+        let mut observed = vec![
             roles_valid(self.blocked.as_ref(), &targets, cluster),
-            ready(self.blocked.as_ref(), pool.spec.replicas, statefulset),
+            ready(self.blocked.as_ref(), pool.spec.replicas, statefulsets),
             scaling,
         ];
+        let zoned = !pool.spec.zones.is_empty();
+        let progressing = progressing(&previous, rollout);
+        observed.extend(progressing.filter(|_| zoned));
         let generation = pool.meta().generation;
         WorkerPoolStatus {
             observed_generation: generation,
             product: selected.map(|(product, _)| product),
             targets_summary: targets.join(","),
             targets,
-            replicas: sts_status.replicas,
-            ready_replicas: sts_status.ready_replicas.unwrap_or(0),
-            updated_replicas: sts_status.updated_replicas.unwrap_or(0),
+            replicas: seen.replicas,
+            ready_replicas: seen.ready,
+            updated_replicas: seen.updated,
             selector: render::labels::selector_string(&render::labels::pool_selector(
                 &pool.spec.cluster_ref,
                 &pool.name_any(),
             )),
             scale_down,
+            zones: if zoned {
+                zone_statuses(statefulsets)
+            } else {
+                Vec::new()
+            },
+            rollout: match rollout {
+                Some(decision) => decision.status.clone(),
+                None => previous.rollout.clone().filter(|_| zoned),
+            },
             conditions: conditions::merge(&previous.conditions, observed, generation, now),
         }
     }
+}
+
+/// `Progressing` (zoned pools): the rollout's word, or when it was not looked at this
+/// time (a paused cluster, a pool waiting), the last one.
+fn progressing(previous: &WorkerPoolStatus, rollout: Option<&RolloutDecision>) -> Option<Observed> {
+    match rollout {
+        Some(decision) => Some(decision.condition.clone()),
+        None => previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .and_then(|c| {
+                Some(Observed::new(
+                    PROGRESSING,
+                    c.status == "True",
+                    Reason::parse(&c.reason)?,
+                    c.message.clone(),
+                ))
+            }),
+    }
+}
+
+/// Each zone's workers, from its StatefulSet's zone label.
+fn zone_statuses(statefulsets: &[StatefulSet]) -> Vec<ZoneStatus> {
+    statefulsets
+        .iter()
+        .filter_map(|sts| {
+            let zone = sts.labels().get(render::zones::ZONE)?;
+            let status = sts.status.clone().unwrap_or_default();
+            Some(ZoneStatus {
+                name: zone.clone(),
+                replicas: status.replicas,
+                ready_replicas: status.ready_replicas.unwrap_or(0),
+                updated_replicas: status.updated_replicas.unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// `RolesValid`: the pool's roles run in its cluster.
@@ -252,28 +330,24 @@ pub fn roles_valid(
 }
 
 /// `Ready`: every worker runs the latest pod template and is ready.
-pub fn ready(
-    blocked: Option<&Blocked>,
-    replicas: i32,
-    statefulset: Option<&StatefulSet>,
-) -> Observed {
+pub fn ready(blocked: Option<&Blocked>, replicas: i32, statefulsets: &[StatefulSet]) -> Observed {
     if let Some(Blocked::Invalid { reason, message } | Blocked::Waiting { reason, message }) =
         blocked
     {
         return Observed::new(READY, false, *reason, message.clone());
     }
-    let status = statefulset
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    let current = statefulset.is_some_and(|s| status.observed_generation == s.metadata.generation);
-    let ready = status.ready_replicas.unwrap_or(0);
-    let updated = status.updated_replicas.unwrap_or(0);
+    let WorkloadSeen {
+        current,
+        ready,
+        updated,
+        ..
+    } = WorkloadSeen::of(statefulsets);
     if !current {
         Observed::new(
             READY,
             false,
             Reason::Updating,
-            "the StatefulSet has not yet seen its latest spec",
+            "the StatefulSets have not yet seen their latest spec",
         )
     } else if ready >= replicas && updated >= replicas {
         Observed::new(

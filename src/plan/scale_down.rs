@@ -17,6 +17,7 @@ use super::conditions::Observed;
 use crate::api::ScaleDownStatus;
 use crate::product::Product;
 use crate::product::contract::{Call, Done};
+use crate::render::zones::PoolLayout;
 
 /// The condition type: True while a scale-down is under way.
 pub const SCALING_DOWN: &str = "ScalingDown";
@@ -87,7 +88,8 @@ pub enum CallSeen {
 /// What the controller observed for one reconcile of a pool.
 #[derive(Debug, Clone)]
 pub struct Observation<'a> {
-    pub pool: &'a str,
+    /// The pool's StatefulSets and pod names (one per zone for a zoned pool).
+    pub layout: &'a PoolLayout,
     /// `spec.replicas`.
     pub target: i32,
     /// The StatefulSet's replicas as the operator last applied them.
@@ -97,7 +99,7 @@ pub struct Observation<'a> {
     /// `None`: the pool's roles hold no data, and it scales at once.
     pub procedure: Option<&'a Procedure>,
     pub status: Option<&'a ScaleDownStatus>,
-    /// The highest pod, `{pool}-{current-1}`.
+    /// The highest worker's pod (worker `current - 1`).
     pub pod: &'a PodSeen,
     /// The call the next answer is awaited from (index `calls_answered`).
     pub call: &'a CallSeen,
@@ -230,7 +232,7 @@ pub fn decide(o: &Observation) -> Decision {
             None => Decision::at_target(o),
         };
     };
-    let leaving = format!("{}-{}", o.pool, o.current - 1);
+    let leaving = o.layout.pod(o.current - 1);
     if *o.pod == PodSeen::Empty {
         return Decision::lowered(
             o,
@@ -467,7 +469,7 @@ fn waiting(
     }
 }
 
-fn elapsed(since: &Time, now: &Time) -> Duration {
+pub(super) fn elapsed(since: &Time, now: &Time) -> Duration {
     let seconds = now.0.as_second() - since.0.as_second();
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }

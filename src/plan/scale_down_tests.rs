@@ -1,6 +1,7 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
+use crate::render::zones::PoolLayout;
 
 fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).expect("valid"))
@@ -27,7 +28,7 @@ fn observe<'a>(
     now: &'a Time,
 ) -> Observation<'a> {
     Observation {
-        pool: "w",
+        layout: Box::leak(Box::new(PoolLayout::new("w", vec![]))),
         target: 1,
         current: 3,
         others_ready: 2,

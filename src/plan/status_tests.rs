@@ -185,14 +185,23 @@ fn reached() -> BTreeSet<Reason> {
     for plan in pool_plans(&cluster) {
         if let Some(blocked) = &plan.blocked {
             add(roles_valid(Some(blocked), &targets, Some(&cluster)));
-            add(ready(Some(blocked), 3, None));
+            add(ready(Some(blocked), 3, &[]));
         }
     }
-    add(ready(None, 3, Some(&statefulset(3, 3, false))));
-    add(ready(None, 3, Some(&statefulset(3, 3, true))));
-    add(ready(None, 3, Some(&statefulset(3, 1, true))));
-    add(ready(None, 3, Some(&statefulset(1, 3, true))));
+    add(ready(None, 3, &[statefulset(3, 3, false)]));
+    add(ready(None, 3, &[statefulset(3, 3, true)]));
+    add(ready(None, 3, &[statefulset(3, 1, true)]));
+    add(ready(None, 3, &[statefulset(1, 3, true)]));
+    let mixed = fixtures::zoned_topology(
+        MIMIR,
+        &[("new", &["ingester"], 3), ("old", &["ingester"], 3)],
+        &["new"],
+    );
+    add(degraded(&mixed, &[]));
     for reason in super::scale_down::tests::reasons_reached() {
+        reached.insert(reason);
+    }
+    for reason in super::zone_rollout::tests::reasons_reached() {
         reached.insert(reason);
     }
     reached
@@ -310,16 +319,16 @@ fn progressing_names_the_gateway_and_the_pools_rolling_out() {
 
 #[test]
 fn a_pool_is_ready_only_when_its_statefulset_saw_the_spec_and_every_worker_is_updated() {
-    let o = ready(None, 3, Some(&statefulset(3, 3, false)));
+    let o = ready(None, 3, &[statefulset(3, 3, false)]);
     assert_eq!(o.reason, Reason::Updating);
-    let o = ready(None, 3, Some(&statefulset(3, 1, true)));
+    let o = ready(None, 3, &[statefulset(3, 1, true)]);
     assert_eq!(o.reason, Reason::RollingUpdate);
     assert_eq!(o.message, "3/3 workers ready, 1 updated");
-    let o = ready(None, 3, Some(&statefulset(2, 3, true)));
+    let o = ready(None, 3, &[statefulset(2, 3, true)]);
     assert_eq!(o.reason, Reason::ReplicasNotReady);
-    let o = ready(None, 3, Some(&statefulset(3, 3, true)));
+    let o = ready(None, 3, &[statefulset(3, 3, true)]);
     assert_eq!((o.status, o.reason), (true, Reason::AllReplicasReady));
-    assert_eq!(ready(None, 3, None).reason, Reason::Updating);
+    assert_eq!(ready(None, 3, &[]).reason, Reason::Updating);
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub struct PoolSummary {
     pub toggles: Vec<&'static str>,
     pub replicas: i32,
     pub ready_replicas: i32,
+    /// How many zones the pool's workers are spread over (0: unzoned).
+    pub zones: usize,
 }
 
 /// Why a pool does not count towards its cluster.
@@ -126,6 +128,9 @@ pub struct Provision {
     pub pools: Vec<String>,
     pub replicas: i32,
     pub ready_replicas: i32,
+    /// Those of `pools` with replicas, zoned and not.
+    pub zoned: Vec<String>,
+    pub unzoned: Vec<String>,
 }
 
 /// The roles a cluster's valid pools provide, and what is missing.
@@ -168,6 +173,12 @@ impl Topology {
                 provision.pools.push(pool.name.clone());
                 provision.replicas += pool.replicas.max(0);
                 provision.ready_replicas += pool.ready_replicas.max(0);
+                if pool.replicas > 0 {
+                    match pool.zones {
+                        0 => provision.unzoned.push(pool.name.clone()),
+                        _ => provision.zoned.push(pool.name.clone()),
+                    }
+                }
             }
         }
         Self {
@@ -233,9 +244,44 @@ impl Topology {
     }
 
     /// Replication factor for a ring whose members carry `role`: 3 once at least three
-    /// replicas carry it, else 1 (a ring cannot replicate wider than its members).
+    /// replicas carry it, or once they are zoned (one copy per zone), else 1 (a ring
+    /// cannot replicate wider than its members).
     pub fn replication_factor(&self, role: &str) -> u32 {
-        if self.replicas(role) >= 3 { 3 } else { 1 }
+        if self.replicas(role) >= 3 || self.zone_aware(role) {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Whether the ring of `role` is told the zones: every pool with replicas carrying
+    /// the role is zoned. A ring whose members are partly zoned keeps zone awareness
+    /// off (the products' migration state: a zoneless member would escape the one copy
+    /// per zone rule, ADR 14), and [`Topology::mixed_zones`] says so.
+    pub fn zone_aware(&self, role: &str) -> bool {
+        self.roles
+            .get(role)
+            .is_some_and(|p| !p.zoned.is_empty() && p.unzoned.is_empty())
+    }
+
+    /// Rings of zone-aware roles whose members are partly zoned: one line each.
+    pub fn mixed_zones(&self) -> Vec<String> {
+        self.product
+            .contract()
+            .zones
+            .iter()
+            .filter_map(|ring| {
+                let p = self.roles.get(ring.role)?;
+                (!p.zoned.is_empty() && !p.unzoned.is_empty()).then(|| {
+                    format!(
+                        "the {} ring has zoned pools ({}) beside unzoned ones ({})",
+                        ring.role,
+                        p.zoned.join(", "),
+                        p.unzoned.join(", ")
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Advice where a role runs with fewer replicas than recommended.
@@ -266,6 +312,7 @@ mod tests {
             toggles: toggles.to_vec(),
             replicas,
             ready_replicas: replicas,
+            zones: 0,
         }
     }
 

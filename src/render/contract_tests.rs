@@ -3,7 +3,8 @@
 //! writable volume (the data volume when it must survive a restart), the temp dir is
 //! writable, every environment variable is one the product reads, nothing is left for
 //! `-config.expand-env`, the request-path timeouts nest inside the gateway's, the grace
-//! period covers the slowest role, and the ports and probe are the product's.
+//! period covers the slowest role, the ports and probe are the product's, and a
+//! zone-aware ring has no member without a zone.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +25,7 @@ use crate::product::{Product, Topology, expand};
 struct Pool {
     toggles: Vec<&'static str>,
     replicas: i32,
+    zoned: bool,
 }
 
 /// Toggle sets the API admits for `product` (the contract's combinations).
@@ -45,7 +47,11 @@ fn toggles(product: Product) -> BoxedStrategy<Vec<&'static str>> {
 
 fn pools(product: Product) -> impl Strategy<Value = Vec<Pool>> {
     proptest::collection::vec(
-        (toggles(product), 0..5i32).prop_map(|(toggles, replicas)| Pool { toggles, replicas }),
+        (toggles(product), 0..5i32, any::<bool>()).prop_map(|(toggles, replicas, zoned)| Pool {
+            toggles,
+            replicas,
+            zoned,
+        }),
         1..5,
     )
 }
@@ -89,7 +95,12 @@ fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: 
         .iter()
         .map(|(name, p)| (name.as_str(), p.toggles.as_slice(), p.replicas))
         .collect();
-    let topology: Topology = fixtures::topology(product, &specs);
+    let zoned: Vec<&str> = named
+        .iter()
+        .filter(|(_, p)| p.zoned)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let topology: Topology = fixtures::zoned_topology(product, &specs, &zoned);
     let view = ClusterView::new(&cluster);
     let settings = Settings::default();
     let inputs =
@@ -110,17 +121,22 @@ fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: 
     };
     let statefulsets = named
         .iter()
-        .map(|(name, pool)| {
+        .flat_map(|(name, pool)| {
             let spec = fixtures::pool(
                 name,
                 &format!(
-                    "replicas: {}\nroles: {{{product}: {{{}}}}}",
+                    "replicas: {}\nroles: {{{product}: {{{}}}}}\n{}",
                     pool.replicas,
                     pool.toggles
                         .iter()
                         .map(|t| format!("{}: true", json_name(t)))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    if pool.zoned {
+                        "zones: [{name: zone-a}, {name: zone-b}, {name: zone-c}]"
+                    } else {
+                        ""
+                    }
                 ),
             );
             let view_of_pool = WorkerPoolView {
@@ -130,7 +146,11 @@ fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: 
                 toggles: pool.toggles.clone(),
             };
             let built = workers::build(&view, &view_of_pool, &checksums).expect("builds");
-            (pool.toggles.clone(), built.statefulset)
+            let toggles = pool.toggles.clone();
+            built
+                .statefulsets
+                .into_iter()
+                .map(move |sts| (toggles.clone(), sts))
         })
         .collect();
     Rendered {
@@ -312,6 +332,9 @@ struct Pod<'a> {
     container: &'a Container,
     /// Names the pool in problems.
     label: String,
+    /// The zone of a zoned pool's StatefulSet.
+    zone: Option<String>,
+    replicas: i32,
 }
 
 impl<'a> Pod<'a> {
@@ -330,7 +353,44 @@ impl<'a> Pod<'a> {
             pod,
             container: &pod.containers[0],
             label: format!("{product} {toggles:?}"),
+            zone: statefulset
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(super::zones::ZONE))
+                .cloned(),
+            replicas: spec.replicas.unwrap_or(0),
         }
+    }
+
+    /// A zoned pod gives each of its rings its zone; an unzoned one is never a member
+    /// of a ring whose zone awareness is on (it would escape the one copy per zone).
+    fn zone_problems(&self, config: &Value) -> Vec<String> {
+        let args = self.container.args.clone().unwrap_or_default();
+        let mut problems = Vec::new();
+        for ring in self.contract.zone_rings_of(&self.roles) {
+            let aware = at(config, ring.awareness) == Some(&Value::Bool(true));
+            match &self.zone {
+                Some(zone) => {
+                    let flag = format!("-{}={zone}", ring.zone_flag);
+                    if !args.contains(&flag) {
+                        problems.push(format!("{}: {flag} is missing", self.label));
+                    }
+                    if aware && at(config, ring.replication_factor) != Some(&Value::from(3)) {
+                        problems.push(format!(
+                            "{}: zone-aware {} ring without replication factor 3",
+                            self.label, ring.role
+                        ));
+                    }
+                }
+                None if aware && self.replicas > 0 => problems.push(format!(
+                    "{}: a member of the zone-aware {} ring has no zone",
+                    self.label, ring.role
+                )),
+                None => {}
+            }
+        }
+        problems
     }
 
     fn problems(&self, rendered: &Rendered) -> Vec<String> {
@@ -340,6 +400,7 @@ impl<'a> Pod<'a> {
         problems.extend(self.substitution_problems(&rendered.config_text));
         problems.extend(self.grace_problem());
         problems.extend(self.port_problems(&rendered.config));
+        problems.extend(self.zone_problems(&rendered.config));
         problems
     }
 
@@ -509,6 +570,7 @@ fn the_old_rendering_fails_the_contract() {
         let pool = Pool {
             toggles: vec!["all"],
             replicas: 1,
+            zoned: true,
         };
         let s3 = serde_json::json!({"s3": {"endpoint": "minio:9000", "bucket": "b",
             "credentialsSecret": {"name": "s3"}}});
@@ -541,14 +603,18 @@ fn the_old_rendering_fails_the_contract() {
                 .volume_mounts
                 .get_or_insert_default()
                 .retain(|m| m.name != "tmp");
-            container
-                .args
-                .get_or_insert_default()
-                .insert(1, "-config.expand-env=true".into());
+            let args = container.args.get_or_insert_default();
+            args.insert(1, "-config.expand-env=true".into());
+            // And a zoned pod that does not say its zone.
+            args.retain(|a| !a.contains("availability-zone"));
         }
         let found = problems(product, &rendered).join("\n");
         assert!(found.contains("timeouts do not nest"), "{product}: {found}");
         assert!(found.contains("-config.expand-env"), "{product}: {found}");
+        assert!(
+            found.contains("availability-zone=zone-a is missing"),
+            "{product}: {found}"
+        );
         match product {
             Product::Mimir => {
                 assert!(

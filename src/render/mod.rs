@@ -13,6 +13,7 @@ pub mod pod_overrides;
 pub mod services;
 pub mod storage;
 pub mod workers;
+pub mod zones;
 
 #[cfg(test)]
 mod contract_tests;

@@ -103,9 +103,18 @@ pub fn restricted_pod(user: i64) -> PodSecurityContext {
 
 /// Prefer spreading replicas over zones; never block scheduling for it.
 pub fn spread_over_zones(selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
+    spread_over(super::zones::TOPOLOGY_ZONE, selector)
+}
+
+/// Prefer spreading replicas over the values of a node label; never block scheduling
+/// for it.
+pub fn spread_over(
+    topology_key: &str,
+    selector: BTreeMap<String, String>,
+) -> TopologySpreadConstraint {
     TopologySpreadConstraint {
         max_skew: 1,
-        topology_key: "topology.kubernetes.io/zone".into(),
+        topology_key: topology_key.into(),
         when_unsatisfiable: "ScheduleAnyway".into(),
         label_selector: Some(LabelSelector {
             match_labels: Some(selector),

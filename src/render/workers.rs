@@ -1,5 +1,6 @@
-//! A WorkerPool's objects: its StatefulSet, its headless Service and, with two or more
-//! workers, a PodDisruptionBudget.
+//! A WorkerPool's objects: its StatefulSet (one per zone for a zoned pool), its
+//! headless Service and, where a StatefulSet has two or more workers, a
+//! PodDisruptionBudget for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +9,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, EnvVar, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -19,13 +22,14 @@ use super::config::{CONFIG_FILE, DATA_DIR};
 use super::labels::{child_meta, pool_labels, pool_selector, role_label};
 use super::pod::{
     config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
-    restricted_container, restricted_pod, spread_over_zones,
+    restricted_container, restricted_pod, spread_over, spread_over_zones,
 };
+use super::zones::{PoolLayout, TOPOLOGY_ZONE, ZONE};
 use super::{
     APPLIED_REPLICAS, CONFIG_CHECKSUM, ClusterView, RenderError, SECRETS_CHECKSUM, pod_overrides,
     storage,
 };
-use crate::api::WorkerPoolSpec;
+use crate::api::{PoolZone, WorkerPoolSpec};
 use crate::product::{Catalogue, RouteTo, expand, target_arg};
 
 /// UID and GID the workers run as (the Grafana images' own user).
@@ -64,9 +68,12 @@ pub fn headless_service_name(pool: &str) -> String {
 /// A pool's objects.
 #[derive(Debug, Clone)]
 pub struct Workers {
-    pub statefulset: StatefulSet,
+    pub layout: PoolLayout,
+    /// One, or one per zone in zone order.
+    pub statefulsets: Vec<StatefulSet>,
     pub service: Service,
-    pub pdb: Option<PodDisruptionBudget>,
+    /// One per StatefulSet of two or more workers.
+    pub pdbs: Vec<PodDisruptionBudget>,
 }
 
 /// Builds a pool's objects. Fails only when `podOverrides` does not give a valid pod
@@ -77,41 +84,70 @@ pub fn build(
     checksums: &Checksums,
 ) -> Result<Workers, RenderError> {
     let product = cluster.product();
+    let layout = PoolLayout::new(&pool.name, pool.spec.zone_names());
     let labels = pool_labels(product, &cluster.name, &pool.name);
     let selector = pool_selector(&cluster.name, &pool.name);
-    let template = pod_template(cluster, pool, checksums, &labels, &selector);
-    let template = match &pool.spec.pod_overrides {
-        Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
-        None => template,
-    };
-    let meta = || {
-        child_meta(
-            &pool.name,
+    let mut statefulsets = Vec::new();
+    for (zone, name) in layout.statefulsets() {
+        let zone = zone.and_then(|z| pool.spec.zones.iter().find(|pz| pz.name == z));
+        let mut labels = labels.clone();
+        let mut selector = selector.clone();
+        if let Some(zone) = zone {
+            labels.insert(ZONE.into(), zone.name.clone());
+            selector.insert(ZONE.into(), zone.name.clone());
+        }
+        let template = pod_template(cluster, pool, zone, checksums, &labels, &selector);
+        let template = match &pool.spec.pod_overrides {
+            Some(overrides) => pod_overrides::apply(&pool.name, &template, overrides)?,
+            None => template,
+        };
+        let meta = child_meta(
+            &name,
             &cluster.namespace,
             labels.clone(),
             pool.owner.as_ref(),
-        )
-    };
+        );
+        statefulsets.push(statefulset(pool, zone, meta, &selector, template, &labels));
+    }
     let mut workers = Workers {
-        statefulset: statefulset(pool, meta(), &selector, template, &labels),
         service: headless_service(cluster, pool, &labels, &selector),
-        pdb: (pool.spec.replicas > 1).then(|| disruption_budget(meta(), selector)),
+        layout,
+        statefulsets,
+        pdbs: Vec::new(),
     };
     workers.set_replicas(pool.spec.replicas);
     Ok(workers)
 }
 
 impl Workers {
-    /// Sets the StatefulSet's replicas, and the annotation that records them.
+    /// Sets the pool's replicas: split over its StatefulSets, each annotated with the
+    /// pool's total (what the scale-down reads back), and a PodDisruptionBudget for each
+    /// StatefulSet of two or more workers.
     pub fn set_replicas(&mut self, replicas: i32) {
-        let sts = &mut self.statefulset;
-        if let Some(spec) = sts.spec.as_mut() {
-            spec.replicas = Some(replicas);
+        self.pdbs.clear();
+        for (sts, share) in self
+            .statefulsets
+            .iter_mut()
+            .zip(self.layout.split(replicas))
+        {
+            if let Some(spec) = sts.spec.as_mut() {
+                spec.replicas = Some(share);
+            }
+            sts.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(APPLIED_REPLICAS.to_string(), replicas.to_string());
+            if share > 1 {
+                let selector = sts
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.clone())
+                    .unwrap_or_default();
+                let mut meta = sts.metadata.clone();
+                meta.annotations = None;
+                self.pdbs.push(disruption_budget(meta, selector));
+            }
         }
-        sts.metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(APPLIED_REPLICAS.to_string(), replicas.to_string());
     }
 }
 
@@ -120,6 +156,7 @@ impl Workers {
 fn pod_template(
     cluster: &ClusterView,
     pool: &PoolView,
+    zone: Option<&PoolZone>,
     checksums: &Checksums,
     labels: &BTreeMap<String, String>,
     selector: &BTreeMap<String, String>,
@@ -130,7 +167,7 @@ fn pod_template(
     for role in &roles {
         pod_labels.insert(role_label(role), "true".into());
     }
-    let (container, volumes) = container(cluster, pool, &roles);
+    let (container, volumes) = container(cluster, pool, zone, &roles);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
@@ -154,8 +191,15 @@ fn pod_template(
             security_context: Some(restricted_pod(WORKER_USER)),
             node_selector: pool.spec.node_selector.clone(),
             tolerations: pool.spec.tolerations.clone(),
-            affinity: pool.spec.affinity.clone(),
-            topology_spread_constraints: Some(vec![spread_over_zones(selector.clone())]),
+            affinity: match zone {
+                Some(zone) => Some(pinned_to(zone, pool.spec.affinity.clone())),
+                None => pool.spec.affinity.clone(),
+            },
+            // Pinned to a zone, a zone's pods spread over its nodes instead.
+            topology_spread_constraints: Some(vec![match zone {
+                Some(_) => spread_over("kubernetes.io/hostname", selector.clone()),
+                None => spread_over_zones(selector.clone()),
+            }]),
             ..PodSpec::default()
         }),
     }
@@ -166,6 +210,7 @@ fn pod_template(
 fn container(
     cluster: &ClusterView,
     pool: &PoolView,
+    zone: Option<&PoolZone>,
     roles: &BTreeSet<&str>,
 ) -> (Container, Vec<Volume>) {
     let product = cluster.product();
@@ -191,6 +236,16 @@ fn container(
         format!("-target={}", target_arg(product, &pool.toggles)),
     ];
     args.extend(storage.args);
+    // Each ring of the pool's roles learns the worker's zone (runtime contract).
+    if let Some(zone) = zone {
+        let roles: Vec<&str> = roles.iter().copied().collect();
+        for ring in product.contract().zone_rings_of(&roles) {
+            let arg = format!("-{}={}", ring.zone_flag, zone.name);
+            if !args.contains(&arg) {
+                args.push(arg);
+            }
+        }
+    }
     let container = Container {
         name: product.to_string(),
         image: Some(cluster.image()),
@@ -232,10 +287,50 @@ fn container_ports(catalogue: &Catalogue, roles: &BTreeSet<&str>) -> Vec<Contain
     ports
 }
 
-/// The pool's StatefulSet: its pods start together, roll one by one, and keep their
-/// volumes whatever happens to the set.
+/// A required node affinity to `zone`, added to every term of the pool's own (terms
+/// are alternatives: each must place the pod in the zone).
+fn pinned_to(zone: &PoolZone, affinity: Option<Affinity>) -> Affinity {
+    let in_zone: Vec<NodeSelectorRequirement> = match &zone.node_selector {
+        Some(labels) => labels
+            .iter()
+            .map(|(key, value)| requirement(key, value))
+            .collect(),
+        None => vec![requirement(TOPOLOGY_ZONE, &zone.name)],
+    };
+    let mut affinity = affinity.unwrap_or_default();
+    let node = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    let required = node
+        .required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(NodeSelector::default);
+    if required.node_selector_terms.is_empty() {
+        required
+            .node_selector_terms
+            .push(NodeSelectorTerm::default());
+    }
+    for term in &mut required.node_selector_terms {
+        term.match_expressions
+            .get_or_insert_with(Vec::new)
+            .extend(in_zone.iter().cloned());
+    }
+    affinity
+}
+
+fn requirement(key: &str, value: &str) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: key.into(),
+        operator: "In".into(),
+        values: Some(vec![value.into()]),
+    }
+}
+
+/// The pool's StatefulSet (or a zone's): its pods start together and keep their
+/// volumes whatever happens to the set. An unzoned pool's pods roll one by one; a
+/// zone's are replaced by the operator, a whole zone at a time (`OnDelete`, ADR 14).
 fn statefulset(
     pool: &PoolView,
+    zone: Option<&PoolZone>,
     metadata: ObjectMeta,
     selector: &BTreeMap<String, String>,
     template: PodTemplateSpec,
@@ -252,7 +347,14 @@ fn statefulset(
             },
             pod_management_policy: Some("Parallel".into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
+                type_: Some(
+                    if zone.is_some() {
+                        "OnDelete"
+                    } else {
+                        "RollingUpdate"
+                    }
+                    .into(),
+                ),
                 ..StatefulSetUpdateStrategy::default()
             }),
             // Data outlives the workers: volumes are only ever deleted by people.
@@ -400,8 +502,7 @@ mod tests {
     }
 
     fn pod(workers: &Workers) -> PodSpec {
-        workers
-            .statefulset
+        workers.statefulsets[0]
             .spec
             .clone()
             .expect("spec")
@@ -413,7 +514,7 @@ mod tests {
     #[test]
     fn target_labels_and_checksums_follow_the_toggles() {
         let workers = mimir("replicas: 2\nroles: {mimir: {read: true, compactor: true}}");
-        let spec = workers.statefulset.spec.clone().expect("spec");
+        let spec = workers.statefulsets[0].spec.clone().expect("spec");
         assert_eq!(spec.replicas, Some(2));
         let meta = spec.template.metadata.clone().expect("meta");
         let labels = meta.labels.expect("labels");
@@ -562,7 +663,7 @@ mod tests {
         let workers = mimir(
             "roles: {mimir: {all: true}}\npodOverrides: {metadata: {labels: {team: obs}}, spec: {priorityClassName: high, containers: [{name: mimir, env: [{name: GOMAXPROCS, value: '2'}]}, {name: sidecar, image: busybox}]}}",
         );
-        let template = workers.statefulset.spec.clone().expect("spec").template;
+        let template = workers.statefulsets[0].spec.clone().expect("spec").template;
         let labels = template
             .metadata
             .clone()
@@ -612,7 +713,7 @@ mod tests {
     fn volume_claim_template_has_the_requested_size_and_class_and_is_retained() {
         let workers =
             mimir("roles: {mimir: {all: true}}\nstorage: {size: 50Gi, storageClassName: fast}");
-        let spec = workers.statefulset.spec.clone().expect("spec");
+        let spec = workers.statefulsets[0].spec.clone().expect("spec");
         let claim = &spec.volume_claim_templates.expect("claims")[0];
         let claim_spec = claim.spec.clone().expect("spec");
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
@@ -636,12 +737,13 @@ mod tests {
     fn a_pdb_exists_only_with_two_or_more_workers() {
         assert!(
             mimir("replicas: 1\nroles: {mimir: {all: true}}")
-                .pdb
-                .is_none()
+                .pdbs
+                .is_empty()
         );
-        let pdb = mimir("replicas: 2\nroles: {mimir: {all: true}}")
-            .pdb
-            .expect("pdb");
+        let [pdb] = mimir("replicas: 2\nroles: {mimir: {all: true}}")
+            .pdbs
+            .try_into()
+            .expect("one pdb");
         assert_eq!(
             pdb.spec.expect("spec").max_unavailable,
             Some(IntOrString::Int(1))
@@ -711,5 +813,123 @@ mod tests {
         let querier = build_pool(&cluster, "roles: {tempo: {querier: true}}");
         let ports = pod(&querier).containers[0].ports.clone().expect("ports");
         assert!(!ports.iter().any(|p| p.container_port == 4317));
+    }
+
+    const ZONES: &str =
+        "zones: [{name: zone-a}, {name: zone-b}, {name: zone-c, nodeSelector: {rack: r3}}]";
+
+    #[test]
+    fn a_zoned_pool_is_one_statefulset_per_zone_pinned_to_it() {
+        let workers = mimir(&format!(
+            "replicas: 5\nroles: {{mimir: {{write: true, querier: true}}}}\n{ZONES}"
+        ));
+        let names: Vec<String> = workers
+            .statefulsets
+            .iter()
+            .map(|s| s.metadata.name.clone().expect("name"))
+            .collect();
+        assert_eq!(names, ["p-zone-a", "p-zone-b", "p-zone-c"]);
+        for (sts, (zone, replicas)) in
+            workers
+                .statefulsets
+                .iter()
+                .zip([("zone-a", 2), ("zone-b", 2), ("zone-c", 1)])
+        {
+            let spec = sts.spec.clone().expect("spec");
+            assert_eq!(spec.replicas, Some(replicas), "{zone}");
+            assert_eq!(
+                spec.update_strategy.and_then(|u| u.type_).as_deref(),
+                Some("OnDelete")
+            );
+            // The pool's headless Service names every zone's pods.
+            assert_eq!(spec.service_name.as_deref(), Some("p-headless"));
+            let selector = spec.selector.match_labels.expect("selector");
+            assert_eq!(selector.get(ZONE).map(String::as_str), Some(zone));
+            let meta = spec.template.metadata.expect("meta");
+            assert_eq!(
+                meta.labels.expect("labels").get(ZONE).map(String::as_str),
+                Some(zone)
+            );
+            let pod = spec.template.spec.expect("pod");
+            let terms = pod
+                .affinity
+                .and_then(|a| a.node_affinity)
+                .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+                .expect("required node affinity")
+                .node_selector_terms;
+            let wanted = if zone == "zone-c" {
+                requirement("rack", "r3")
+            } else {
+                requirement(TOPOLOGY_ZONE, zone)
+            };
+            assert_eq!(terms.len(), 1);
+            assert_eq!(terms[0].match_expressions.as_deref(), Some(&[wanted][..]));
+            // Only the ingester ring is the pool's: its zone flag, once.
+            let args = pod.containers[0].args.clone().expect("args");
+            let zone_args: Vec<&String> = args
+                .iter()
+                .filter(|a| a.contains("availability-zone"))
+                .collect();
+            assert_eq!(
+                zone_args,
+                [&format!("-ingester.ring.instance-availability-zone={zone}")]
+            );
+        }
+        let pdbs: Vec<String> = workers
+            .pdbs
+            .iter()
+            .map(|p| p.metadata.name.clone().expect("name"))
+            .collect();
+        assert_eq!(pdbs, ["p-zone-a", "p-zone-b"], "zone-c has one worker");
+    }
+
+    #[test]
+    fn the_zone_is_added_to_every_term_of_the_pools_own_node_affinity() {
+        let workers = mimir(&format!(
+            "roles: {{mimir: {{all: true}}}}\n{ZONES}\naffinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: [{{matchExpressions: [{{key: disk, operator: In, values: [ssd]}}]}}, {{matchExpressions: [{{key: disk, operator: In, values: [nvme]}}]}}]}}}}}}"
+        ));
+        let terms = pod(&workers)
+            .affinity
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .expect("required")
+            .node_selector_terms;
+        assert_eq!(terms.len(), 2);
+        for term in terms {
+            let expressions = term.match_expressions.expect("expressions");
+            assert_eq!(expressions.len(), 2);
+            assert_eq!(expressions[1], requirement(TOPOLOGY_ZONE, "zone-a"));
+        }
+    }
+
+    #[test]
+    fn every_ring_of_the_pools_roles_learns_the_zone() {
+        let workers = mimir(&format!(
+            "roles: {{mimir: {{all: true, alertmanager: true}}}}\n{ZONES}"
+        ));
+        let args = pod(&workers).containers[0].args.clone().expect("args");
+        for flag in [
+            "-ingester.ring.instance-availability-zone=zone-a",
+            "-store-gateway.sharding-ring.instance-availability-zone=zone-a",
+            "-alertmanager.sharding-ring.instance-availability-zone=zone-a",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+        }
+        let loki = build_pool(
+            &fixtures::minimal_cluster(Product::Loki),
+            &format!("roles: {{loki: {{write: true}}}}\n{ZONES}"),
+        );
+        let args = pod(&loki).containers[0].args.clone().expect("args");
+        assert!(
+            args.contains(&"-ingester.availability-zone=zone-a".to_string()),
+            "{args:?}"
+        );
+        // Readers only read the ring: no zone of their own.
+        let read = build_pool(
+            &fixtures::minimal_cluster(Product::Loki),
+            &format!("roles: {{loki: {{read: true}}}}\n{ZONES}"),
+        );
+        let args = pod(&read).containers[0].args.clone().expect("args");
+        assert!(!args.iter().any(|a| a.contains("zone")), "{args:?}");
     }
 }

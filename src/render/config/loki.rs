@@ -162,7 +162,18 @@ struct Ingester {
 
 #[derive(Serialize)]
 struct Lifecycler {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     enable_inet6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring: Option<ZoneAwareRing>,
+}
+
+/// Set on the ingester's own ring, not `common.ring`: that would turn zone awareness
+/// on for the scheduler, compactor and index-gateway rings too, whose members have no
+/// zone (runtime contract).
+#[derive(Serialize)]
+struct ZoneAwareRing {
+    zone_awareness_enabled: bool,
 }
 
 #[derive(Serialize)]
@@ -228,7 +239,15 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
                 // Rollouts replay the WAL instead of flushing (ADR 5).
                 flush_on_shutdown: false,
             },
-            lifecycler: ipv6.then_some(Lifecycler { enable_inet6: true }),
+            lifecycler: {
+                let zoned = inputs.topology.zone_aware("write");
+                (ipv6 || zoned).then_some(Lifecycler {
+                    enable_inet6: ipv6,
+                    ring: zoned.then_some(ZoneAwareRing {
+                        zone_awareness_enabled: true,
+                    }),
+                })
+            },
         },
         distributor: ipv6.then_some(RingHolder {
             ring: Ipv6Ring {

@@ -115,6 +115,9 @@ struct Ring {
     replication_factor: Option<u32>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     instance_enable_ipv6: bool,
+    /// One copy per zone: on when every member is zoned (runtime contract).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    zone_awareness_enabled: bool,
 }
 
 /// A component whose only setting here is its `ring`.
@@ -185,6 +188,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let replicated = |role: &str| Ring {
         replication_factor: Some(topology.replication_factor(role)),
         instance_enable_ipv6: ipv6,
+        zone_awareness_enabled: topology.zone_aware(role),
     };
     // Rings that carry nothing but the IPv6 switch are written only when it is on.
     let ipv6_ring = || ipv6.then(|| RingHolder { ring: ring(ipv6) });
@@ -255,6 +259,7 @@ fn ring(ipv6: bool) -> Ring {
     Ring {
         replication_factor: None,
         instance_enable_ipv6: ipv6,
+        zone_awareness_enabled: false,
     }
 }
 

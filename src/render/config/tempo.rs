@@ -98,6 +98,9 @@ struct Lifecycler {
 #[derive(Serialize)]
 struct Ring {
     replication_factor: u32,
+    /// One copy per zone: on when every ingester is zoned (runtime contract).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    zone_awareness_enabled: bool,
 }
 
 #[derive(Serialize)]
@@ -234,6 +237,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
             lifecycler: Lifecycler {
                 ring: Ring {
                     replication_factor: topology.replication_factor("ingester"),
+                    zone_awareness_enabled: topology.zone_aware("ingester"),
                 },
                 enable_inet6: inputs.ipv6,
             },

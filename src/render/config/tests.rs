@@ -691,3 +691,83 @@ fn on_ipv6_every_ring_registers_an_ipv6_address_and_memberlist_binds_it() {
         assert_eq!(at(&ipv4, "memberlist.bind_addr"), &Value::Null, "{product}");
     }
 }
+
+/// Each zone-aware ring of the runtime contract: awareness on and replication factor 3
+/// at the contract's keys once its role's pools are zoned, even with a single worker
+/// per zone; and nothing of it while any pool of the role is unzoned.
+#[test]
+fn zoned_rings_turn_zone_awareness_on_at_the_contracts_keys() {
+    let layouts: [(Product, &[PoolSpecOwned]); 3] = [
+        (
+            Product::Mimir,
+            &[
+                ("ingest", &["ingester"], 3),
+                ("gw", &["store-gateway"], 3),
+                ("am", &["alertmanager"], 3),
+                ("rest", &["read", "distributor", "compactor", "ruler"], 1),
+            ],
+        ),
+        (
+            Product::Loki,
+            &[("w", &["write"], 3), ("r", &["read", "backend"], 1)],
+        ),
+        (
+            Product::Tempo,
+            &[
+                ("ingest", &["ingester"], 3),
+                ("d", &["distributor"], 1),
+                ("q", &["querier"], 1),
+                ("f", &["query-frontend"], 1),
+                ("c", &["compactor"], 1),
+            ],
+        ),
+    ];
+    for (product, pools) in layouts {
+        let cluster = fixtures::minimal_cluster(product);
+        let rings = product.contract().zones;
+        assert!(!rings.is_empty(), "{product}");
+        let ring_pools: Vec<&str> = pools
+            .iter()
+            .filter(|(_, toggles, _)| rings.iter().any(|r| toggles.contains(&r.role)))
+            .map(|(name, _, _)| *name)
+            .collect();
+        let zoned = fixtures::zoned_topology(product, pools, &ring_pools);
+        let config = rendered(&inputs(&cluster, &zoned));
+        for ring in rings {
+            assert_eq!(
+                at(&config, ring.awareness),
+                &Value::Bool(true),
+                "{product} {}",
+                ring.awareness
+            );
+            assert_eq!(
+                at(&config, ring.replication_factor),
+                &serde_json::json!(3),
+                "{product}"
+            );
+        }
+        // One unzoned pool of the ring's role beside the zoned ones: the ring is mixed,
+        // awareness stays off, and the topology says so.
+        let mut mixed: Vec<PoolSpecOwned> = pools.to_vec();
+        let (_, toggles, _) = pools
+            .iter()
+            .find(|(n, _, _)| *n == ring_pools[0])
+            .expect("a ring pool");
+        mixed.push(("old", toggles, 3));
+        let topology = fixtures::zoned_topology(product, &mixed, &ring_pools);
+        let config = rendered(&inputs(&cluster, &topology));
+        let ring = rings
+            .iter()
+            .find(|r| toggles.contains(&r.role))
+            .expect("its ring");
+        assert_ne!(at(&config, ring.awareness), &Value::Bool(true), "{product}");
+        assert_eq!(topology.mixed_zones().len(), 1, "{product}");
+        assert!(
+            topology.mixed_zones()[0].contains("old"),
+            "{:?}",
+            topology.mixed_zones()
+        );
+    }
+}
+
+type PoolSpecOwned = (&'static str, &'static [&'static str], i32);
