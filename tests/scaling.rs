@@ -6,65 +6,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use lgtm_operator::api::WorkerPool;
 use lgtm_operator::product::Product;
 use serde_json::Value;
-use support::real_node::{apply_on_real_node, describe_pods, from_yaml, pool_ready};
+use support::real_node::{
+    apply_on_real_node, describe_pods, from_yaml, now_millis, pool_ready, record_of,
+};
 use support::{Check, OperatorNamespace, TIMEOUT, wait_for};
-
-/// One line of a contract worker's record: `<millis> <phase> <pod> <METHOD> <uri>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Record {
-    millis: u128,
-    phase: String,
-    pod: String,
-    call: String,
-}
-
-fn now_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
-/// The record of pod `pod`, read from its volume on the real node (the pod may be gone:
-/// its claim stays, and the volume is a directory of this machine).
-async fn record_of(env: &OperatorNamespace, pod: &str) -> Vec<Record> {
-    let claim: PersistentVolumeClaim = env.get(&format!("data-{pod}")).await;
-    let volume = claim
-        .spec
-        .and_then(|s| s.volume_name)
-        .unwrap_or_else(|| panic!("data-{pod} is bound"));
-    let pv: PersistentVolume = Api::all(env.client().clone())
-        .get(&volume)
-        .await
-        .expect("the claim's volume");
-    let spec = pv.spec.expect("a volume spec");
-    let dir = spec
-        .host_path
-        .map(|h| h.path)
-        .or(spec.local.map(|l| l.path))
-        .expect("a local volume");
-    let text =
-        std::fs::read_to_string(format!("{dir}/contract-worker-lifecycle.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(4, ' ');
-            Some(Record {
-                millis: parts.next()?.parse().ok()?,
-                phase: parts.next()?.to_string(),
-                pod: parts.next()?.to_string(),
-                call: parts.next()?.to_string(),
-            })
-        })
-        .collect()
-}
 
 /// Each value of a StatefulSet's `spec.replicas`, and when it was first seen.
 type ReplicasSeen = std::sync::Arc<std::sync::Mutex<Vec<(u128, i32)>>>;

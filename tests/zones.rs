@@ -1,7 +1,9 @@
 //! Zoned pools on the local control plane's three simulated zones (kwok nodes
 //! `kwok-node-0..2` in `zone-a..c`): one StatefulSet per zone pinned to it, the rings
 //! told, replicas split evenly, rollouts one zone at a time, a zone that stays unready
-//! stopping the rollout, and the layouts the API refuses.
+//! stopping the rollout, and the layouts the API refuses. Then on the real node (its
+//! three "zones" are one machine, named by each zone's nodeSelector), where contract
+//! workers really restart zone by zone and a zoned worker really flushes and leaves.
 
 mod support;
 
@@ -15,6 +17,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use lgtm_operator::api::WorkerPool;
+use lgtm_operator::product::Product;
+use support::real_node::{REAL_NODE_LABEL, apply_on_real_node, from_yaml, record_of};
 use support::{CREDENTIALS, Check, OperatorNamespace, cluster_yaml};
 
 const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
@@ -261,12 +265,11 @@ fn replacement_order(
 }
 
 /// Waits until the pool has `count` Ready pods, none of them one of `before`.
-async fn replaced(pods: &Api<Pod>, before: &BTreeMap<String, String>, count: usize) {
+async fn replaced(pods: &Api<Pod>, pool: &str, before: &BTreeMap<String, String>, count: usize) {
     let old: BTreeSet<String> = before.values().cloned().collect();
+    let selector = format!("lgtm.coordinated.dev/pool={pool}");
     support::wait_for("every pod replaced and Ready", support::TIMEOUT, || async {
-        let list = pods
-            .list(&ListParams::default().labels("lgtm.coordinated.dev/pool=logs-all"))
-            .await?;
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
         let fresh = list
             .items
             .iter()
@@ -323,7 +326,7 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#,
     )
     .await;
-    replaced(&pods, &before, 6).await;
+    replaced(&pods, "logs-all", &before, 6).await;
     env.pool_reason("logs-all", "Progressing", "ZonesRolledOut")
         .await;
     recorder.abort();
@@ -406,7 +409,7 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         r#"{"spec":{"zones":[{"name":"zone-a"},{"name":"zone-b"},{"name":"zone-c"}]}}"#,
     )
     .await;
-    replaced(&pods, &before, 6).await;
+    replaced(&pods, "logs-all", &before, 6).await;
     env.pool_reason("logs-all", "Progressing", "ZonesRolledOut")
         .await;
     env.finish().await;
@@ -477,6 +480,113 @@ async fn the_api_refuses_zone_layouts_that_cannot_work() {
             out.stderr.contains("zones are fixed at creation"),
             "{}",
             out.stderr
+        );
+    }
+    env.finish().await;
+}
+
+/// The uid of each of the pool's pods, by name.
+async fn uids_of(pods: &Api<Pod>, pool: &str) -> BTreeMap<String, String> {
+    pods.list(&ListParams::default().labels(&format!("lgtm.coordinated.dev/pool={pool}")))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_real_node_zones_restart_one_after_another_and_a_zoned_worker_leaves_cleanly() {
+    let env = OperatorNamespace::start("zones-real").await;
+    let on_real_node = format!("{{\"{REAL_NODE_LABEL}\": \"true\"}}");
+    let write = from_yaml(&format!(
+        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: logs-write}}\nspec:\n  clusterRef: logs\n  replicas: 3\n  roles: {{loki: {{write: true}}}}\n  zones: [{{name: zone-a, nodeSelector: {on_real_node}}}, {{name: zone-b, nodeSelector: {on_real_node}}}, {{name: zone-c, nodeSelector: {on_real_node}}}]\n  podOverrides: {{spec: {{containers: [{{name: loki, env: [{{name: LGTM_CONTRACT_FLUSH_SECONDS, value: \"1\"}}]}}]}}}}\n"
+    ));
+    let docs = vec![
+        from_yaml(CREDENTIALS),
+        from_yaml(&cluster_yaml("logs", "loki", "")),
+        from_yaml(&support::pool_yaml(
+            "logs-read",
+            "logs",
+            1,
+            "{loki: {read: true}}",
+        )),
+        from_yaml(&support::pool_yaml(
+            "logs-backend",
+            "logs",
+            1,
+            "{loki: {backend: true}}",
+        )),
+        write,
+    ];
+    apply_on_real_node(&env, docs, Product::Loki).await;
+    let pods: Api<Pod> = env.api();
+    // The contract workers started (a member of a zone-aware ring without its zone
+    // refuses to), each with its zone's flag.
+    for (name, _) in uids_of(&pods, "logs-write").await {
+        let pod = pods.get(&name).await.expect("pod");
+        let zone = pod.labels()["lgtm.coordinated.dev/zone"].clone();
+        let args = pod.spec.expect("spec").containers[0]
+            .args
+            .clone()
+            .expect("args");
+        assert!(
+            args.contains(&format!("-ingester.availability-zone={zone}")),
+            "{args:?}"
+        );
+    }
+
+    // A configuration change restarts the zones one after another.
+    let before = uids_of(&pods, "logs-write").await;
+    let (snapshots, recorder) = record_pods(&env, "logs-write");
+    env.merge_patch(
+        "grafanacluster",
+        "logs",
+        r#"{"spec":{"configOverrides":{"server":{"log_level":"debug"}}}}"#,
+    )
+    .await;
+    replaced(&pods, "logs-write", &before, 3).await;
+    env.pool_reason("logs-write", "Progressing", "ZonesRolledOut")
+        .await;
+    recorder.abort();
+    let snapshots = snapshots.lock().expect("lock").clone();
+    let old: BTreeSet<String> = before.values().cloned().collect();
+    let (order, overlaps) = replacement_order(&snapshots, &old, 1);
+    assert_eq!(order, ZONES, "zones restarted in order");
+    assert!(
+        overlaps.is_empty(),
+        "two zones down at once in {} of {} snapshots, e.g. {:?}",
+        overlaps.len(),
+        snapshots.len(),
+        overlaps.first().map(|i| &snapshots[*i])
+    );
+
+    // 3 to 2: worker 2 is zone c's only pod; it is asked to flush and leave, and zone
+    // c's StatefulSet goes to 0 once it has; zones a and b are asked nothing.
+    env.merge_patch("workerpool", "logs-write", r#"{"spec":{"replicas":2}}"#)
+        .await;
+    env.wait_until("logs-write", "zone c emptied", |p: WorkerPool| {
+        let status = p.status.unwrap_or_default();
+        let zones: Vec<i32> = status.zones.iter().map(|z| z.replicas).collect();
+        if zones == [1, 1, 0] && status.scale_down.is_none() {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{zones:?} {:?}", status.scale_down))
+        }
+    })
+    .await;
+    let left = record_of(&env, "logs-write-zone-c-0").await;
+    assert!(
+        left.iter()
+            .any(|r| r.call.starts_with("POST /ingester/shutdown")),
+        "{left:?}"
+    );
+    for stays in ["logs-write-zone-a-0", "logs-write-zone-b-0"] {
+        let record = record_of(&env, stays).await;
+        assert!(
+            !record.iter().any(|r| r.call.contains("shutdown")),
+            "{stays}: {record:?}"
         );
     }
     env.finish().await;

@@ -58,6 +58,8 @@ struct Worker {
 struct Args {
     config_file: Option<String>,
     target: Option<String>,
+    /// Every `-flag=value`, for the flags the contract names (zones).
+    flags: Vec<(String, String)>,
     expand_env: bool,
 }
 
@@ -71,6 +73,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Args {
             parsed.target = Some(v.to_string());
         } else if arg == "config.expand-env" || arg == "config.expand-env=true" {
             parsed.expand_env = true;
+        } else if let Some((flag, value)) = arg.split_once('=') {
+            parsed.flags.push((flag.to_string(), value.to_string()));
         }
     }
     parsed
@@ -123,6 +127,36 @@ fn expand_env(text: &str) -> String {
 /// The value at a dotted key (`a.b.c`) of the configuration.
 fn lookup<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(config, |v, part| v.get(part))
+}
+
+/// Each zone-aware ring this process is a member of: its zone, from the ring's flag.
+/// A member without one fails to start here, where the product would start and
+/// silently hold copies outside the one-per-zone rule (runtime contract, zones).
+fn zones(
+    contract: &'static Contract,
+    config: &Value,
+    roles: &[&str],
+    flags: &[(String, String)],
+) -> Result<Vec<String>, String> {
+    let mut zones = Vec::new();
+    for ring in contract.zone_rings_of(roles) {
+        let zone = flags
+            .iter()
+            .find(|(flag, _)| flag == ring.zone_flag)
+            .map(|(_, zone)| zone.clone())
+            .filter(|zone| !zone.is_empty());
+        match zone {
+            Some(zone) => zones.push(format!("{}={zone}", ring.role)),
+            None if lookup(config, ring.awareness) == Some(&Value::Bool(true)) => {
+                return Err(format!(
+                    "{} is on but -{} is not given: a member of the {} ring needs its zone",
+                    ring.awareness, ring.zone_flag, ring.role
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(zones)
 }
 
 /// Where a contract write lands: the configured value, else its default (`{key}/rest`
@@ -379,6 +413,9 @@ fn start() -> Result<(Worker, BTreeSet<u16>), String> {
         say(&format!("wrote {created}"));
     }
     let role_list: Vec<&str> = roles.iter().copied().collect();
+    for zone in zones(contract, &config, &role_list, &args.flags)? {
+        say(&format!("zone {zone}"));
+    }
     let unready = check_temp_dir(contract, &role_list);
     let ports = ports(product, &config, &roles);
     let leaves = contract.leaves_of(&role_list).collect();
@@ -446,6 +483,28 @@ mod tests {
         assert!(tempo.contains("distributor"), "{tempo:?}");
         assert!(roles_of(Product::Mimir, "ingester,querier").is_ok());
         assert!(roles_of(Product::Mimir, "nonsense").is_err());
+    }
+
+    #[test]
+    fn a_member_of_a_zone_aware_ring_needs_its_zone() {
+        let contract = Product::Loki.contract();
+        let aware = serde_json::json!({"ingester": {"lifecycler": {"ring": {"zone_awareness_enabled": true}}}});
+        let zone = [(
+            "ingester.availability-zone".to_string(),
+            "zone-b".to_string(),
+        )];
+        assert_eq!(
+            zones(contract, &aware, &["write"], &zone),
+            Ok(vec!["write=zone-b".to_string()])
+        );
+        let refused = zones(contract, &aware, &["write"], &[]).expect_err("no zone");
+        assert!(refused.contains("-ingester.availability-zone"), "{refused}");
+        // Readers and members of a ring without awareness start as before.
+        assert_eq!(zones(contract, &aware, &["read"], &[]), Ok(vec![]));
+        assert_eq!(
+            zones(contract, &serde_json::json!({}), &["write"], &[]),
+            Ok(vec![])
+        );
     }
 
     #[test]

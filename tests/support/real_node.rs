@@ -2,7 +2,10 @@
 //! node's selector, toleration and StorageClass, and manifests rewritten to use them.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::Api;
 use lgtm_operator::product::Product;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -233,16 +236,7 @@ pub fn to_yaml(docs: &[Value]) -> String {
 pub async fn pool_ready(env: &super::OperatorNamespace, pool: &str, replicas: i32) {
     let what = format!("pool {pool}: {replicas} contract workers Ready on the real node");
     super::wait_for(&what, super::TIMEOUT, || async {
-        let sts = env
-            .api::<k8s_openapi::api::apps::v1::StatefulSet>()
-            .get(pool)
-            .await?;
-        let generation = sts.metadata.generation;
-        let status = sts.status.unwrap_or_default();
-        let ready = status.ready_replicas.unwrap_or(0);
-        let rolled_out = status.observed_generation == generation
-            && status.updated_replicas == Some(replicas)
-            && status.current_revision == status.update_revision;
+        let (ready, updated, rolled_out) = rollout_of(env, pool, replicas).await?;
         let pods = env
             .api::<k8s_openapi::api::core::v1::Pod>()
             .list(
@@ -256,14 +250,46 @@ pub async fn pool_ready(env: &super::OperatorNamespace, pool: &str, replicas: i3
                 super::Check::Done(())
             } else {
                 super::Check::Pending(format!(
-                    "{ready} ready, {:?} updated, rolled out: {rolled_out}; pods: {}",
-                    status.updated_replicas,
+                    "{ready} ready, {updated} updated, rolled out: {rolled_out}; pods: {}",
                     describe_pods(&pods)
                 ))
             },
         )
     })
     .await;
+}
+
+/// A pool's ready and updated workers, and whether its rollout is over: from its
+/// StatefulSet, or for a zoned pool (whose zone StatefulSets roll `OnDelete`, so their
+/// current revision never moves) from the pool's own status.
+async fn rollout_of(
+    env: &super::OperatorNamespace,
+    pool: &str,
+    replicas: i32,
+) -> anyhow::Result<(i32, i32, bool)> {
+    let worker_pool: lgtm_operator::api::WorkerPool = env.api().get(pool).await?;
+    if !worker_pool.spec.zones.is_empty() {
+        let status = worker_pool.status.unwrap_or_default();
+        let settled = status.conditions.iter().any(|c| {
+            (c.type_ == "Progressing" && c.reason == "ZonesRolledOut")
+                && c.observed_generation == worker_pool.metadata.generation
+        }) && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        return Ok((status.ready_replicas, status.updated_replicas, settled));
+    }
+    let sts = env
+        .api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .get(pool)
+        .await?;
+    let generation = sts.metadata.generation;
+    let status = sts.status.unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or(0);
+    let rolled_out = status.observed_generation == generation
+        && updated == replicas
+        && status.current_revision == status.update_revision;
+    Ok((status.ready_replicas.unwrap_or(0), updated, rolled_out))
 }
 
 /// One line per pod: name, node, phase, restarts and the last termination message.
@@ -291,4 +317,52 @@ pub fn describe_pods(pods: &[k8s_openapi::api::core::v1::Pod]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// One line of a contract worker's record: `<millis> <phase> <pod> <METHOD> <uri>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub millis: u128,
+    pub phase: String,
+    pub pod: String,
+    pub call: String,
+}
+
+pub fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The record of pod `pod`, read from its volume on the real node (the pod may be gone:
+/// its claim stays, and the volume is a directory of this machine).
+pub async fn record_of(env: &super::OperatorNamespace, pod: &str) -> Vec<Record> {
+    let claim: PersistentVolumeClaim = env.get(&format!("data-{pod}")).await;
+    let volume = claim
+        .spec
+        .and_then(|s| s.volume_name)
+        .unwrap_or_else(|| panic!("data-{pod} is bound"));
+    let pv: PersistentVolume = Api::all(env.client().clone())
+        .get(&volume)
+        .await
+        .expect("the claim's volume");
+    let spec = pv.spec.expect("a volume spec");
+    let dir = spec
+        .host_path
+        .map(|h| h.path)
+        .or(spec.local.map(|l| l.path))
+        .expect("a local volume");
+    let text =
+        std::fs::read_to_string(format!("{dir}/contract-worker-lifecycle.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            Some(Record {
+                millis: parts.next()?.parse().ok()?,
+                phase: parts.next()?.to_string(),
+                pod: parts.next()?.to_string(),
+                call: parts.next()?.to_string(),
+            })
+        })
+        .collect()
 }
