@@ -194,11 +194,22 @@ fn render_cluster(
             schema.from
         ));
     }
+    for mixed in plan.topology.mixed_zones() {
+        notes.push(format!(
+            "{label}: {mixed}: zone awareness stays off until the unzoned pools are scaled to 0 (a migration to zones)"
+        ));
+    }
     push_cluster_children(&plan.children, documents);
     let Some(config) = &plan.children.shared_config else {
+        let why = match &plan.storage.problem {
+            Some(problem) if plan.topology.is_consistent() => problem.message.clone(),
+            _ => format!(
+                "not consistent (missing {})",
+                plan.topology.missing_roles().join(", ")
+            ),
+        };
         notes.push(format!(
-            "{label}: not consistent (missing {}): no product configuration, and its pools wait for one",
-            plan.topology.missing_roles().join(", ")
+            "{label}: {why}: no product configuration, and its pools wait for one"
         ));
         return Ok(());
     };
@@ -438,6 +449,65 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_migration_to_zones_renders_each_step() {
+        let cluster = "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: GrafanaCluster\nmetadata: {name: logs}\nspec: {product: loki, storage: {s3: {endpoint: e, bucket: b, credentialsSecret: {name: s}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {access-key-id: a, secret-access-key: b}\n";
+        let pool = |name: &str, replicas: i32, extra: &str| {
+            format!(
+                "---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: {name}}}\nspec: {{clusterRef: logs, replicas: {replicas}, roles: {{loki: {{{}}}}}{extra}}}\n",
+                match name {
+                    "read" | "backend" => format!("{name}: true"),
+                    _ => "write: true".to_string(),
+                }
+            )
+        };
+        let zones = ", zones: [{name: zone-a}, {name: zone-b}, {name: zone-c}]";
+        let config_of = |documents: &[Value]| -> String {
+            let config = documents
+                .iter()
+                .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "logs-config")
+                .expect("the shared configuration");
+            config["data"]["config.yaml"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        };
+        // Step 1: the zoned pool beside the old one; awareness stays off, and says why.
+        let sources = format!(
+            "{cluster}{}{}{}{}",
+            pool("read", 1, ""),
+            pool("backend", 1, ""),
+            pool("old", 3, ""),
+            pool("zoned", 3, zones)
+        );
+        let (documents, notes) = rendered(&[&sources]);
+        let sets = names_of(&documents, "StatefulSet");
+        for name in ["old", "zoned-zone-a", "zoned-zone-b", "zoned-zone-c"] {
+            assert!(sets.contains(&name.to_string()), "{sets:?}");
+        }
+        assert!(!config_of(&documents).contains("zone_awareness_enabled"));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("old") && n.contains("zoned")),
+            "{notes:?}"
+        );
+        // Step 2, the old pool at 0: the target shape, zone-aware.
+        let sources = format!(
+            "{cluster}{}{}{}{}",
+            pool("read", 1, ""),
+            pool("backend", 1, ""),
+            pool("old", 0, ""),
+            pool("zoned", 3, zones)
+        );
+        let (documents, notes) = rendered(&[&sources]);
+        assert!(config_of(&documents).contains("zone_awareness_enabled: true"));
+        assert!(
+            !notes.iter().any(|n| n.contains("zone awareness")),
+            "{notes:?}"
+        );
+    }
+
     /// The rendering pinned, so that a refactor shows every byte it changes: the samples,
     /// a gateway with one and two replicas, TLS, and every role toggle the API allows
     /// (one pool each) plus meta-role combinations.
@@ -479,6 +549,19 @@ mod tests {
                 "---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {{name: {name}}}\nspec: {{clusterRef: {cluster}, replicas: {replicas}, roles: {{{product}: {{{}}}}}}}\n",
                 roles.join(", ")
             )
+        }
+
+        #[test]
+        fn zoned_pools() {
+            let zones = ", zones: [{name: zone-a}, {name: zone-b}, {name: zone-c, nodeSelector: {rack: r3}}]";
+            let sources = [
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials}\nstringData: {access-key-id: a, secret-access-key: b}\n---\n".to_string(),
+                cluster("metrics", Product::Mimir, ""),
+                pool("metrics", "ingest", Product::Mimir, &["all"], 4)
+                    .replace("}}}\n", &format!("}}}}{zones}}}\n")),
+            ];
+            let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+            insta::assert_snapshot!(manifests(&refs));
         }
 
         #[test]

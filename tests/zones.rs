@@ -143,9 +143,13 @@ async fn zoned_pools_sit_in_their_zones_tell_the_rings_and_stay_balanced_when_sc
         assert_eq!(ring["zone_awareness_enabled"], true, "{text}");
         assert_eq!(ring["replication_factor"], 3, "{text}");
     }
-    // A disruption budget per zone StatefulSet of two or more workers: none at one each.
+    // A disruption budget per zone StatefulSet: a drain may take one worker of a zone.
     let pdbs: Api<PodDisruptionBudget> = env.api();
-    assert!(pdbs.get_opt("ingest-zone-a").await.expect("read").is_none());
+    let budget = pdbs.get("ingest-zone-a").await.expect("zone a's budget");
+    assert_eq!(
+        budget.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
 
     // Scaling keeps the zones balanced: 7 is 3+2+2, then 2 is 1+1+0.
     env.merge_patch("workerpool", "query", r#"{"spec":{"replicas":7}}"#)
@@ -381,6 +385,16 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         "{}",
         stalled.message
     );
+    // While zone b is down, a drain may take none of the other zones' workers.
+    let pdbs: Api<PodDisruptionBudget> = env.api();
+    for (zone, allowed) in [("zone-a", 0), ("zone-b", 1), ("zone-c", 0)] {
+        let budget = pdbs.get(&format!("logs-all-{zone}")).await.expect("budget");
+        assert_eq!(
+            budget.spec.and_then(|s| s.max_unavailable),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(allowed)),
+            "{zone}"
+        );
+    }
     let now = uids(pods.list(&selector).await.expect("pods").items);
     for (name, uid) in &before {
         let kept = now.get(name) == Some(uid);
@@ -430,6 +444,10 @@ async fn the_api_refuses_zone_layouts_that_cannot_work() {
         (
             "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {name: upper}\nspec:\n  clusterRef: c\n  roles: {mimir: {ingester: true}}\n  zones: [{name: Zone-A}, {name: zone-b}, {name: zone-c}]\n",
             "spec.zones[0].name",
+        ),
+        (
+            "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: WorkerPool\nmetadata: {name: a-pool-name-long-enough-to-overflow-it}\nspec:\n  clusterRef: c\n  roles: {mimir: {ingester: true}}\n  zones: [{name: zone-a}, {name: zone-b}, {name: europe-west-zone-c}]\n",
+            "at most 52 characters",
         ),
     ];
     for (manifest, why) in refused {

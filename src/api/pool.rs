@@ -24,6 +24,9 @@ use crate::product::Product;
     category = "lgtm",
     derive = "PartialEq",
     doc = "A group of identical workers (one StatefulSet) of a GrafanaCluster.",
+    // A StatefulSet's name takes at most 52 characters: its pods' revision label adds 11
+    // to it and is limited to 63.
+    validation = Rule::new("!has(self.spec.zones) || self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 51)").message("a zoned pool's name and each zone's name make its StatefulSet's name (<pool>-<zone>), at most 52 characters: shorten them"),
     // `kubectl scale`, HorizontalPodAutoscalers and KEDA drive spec.replicas through it.
     scale(
         spec_replicas_path = ".spec.replicas",

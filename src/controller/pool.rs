@@ -24,7 +24,7 @@ use crate::plan::secrets::{self, StorageSecrets};
 use crate::render::ClusterView;
 use crate::render::labels::POOL;
 use crate::render::workers::Workers;
-use crate::render::zones::PoolLayout;
+use crate::render::zones::{PoolLayout, ZONE};
 
 pub(super) const CONTROLLER: &str = "workerpool";
 
@@ -147,25 +147,45 @@ async fn read_cluster_inputs(
 async fn apply_workers(
     ctx: &Context,
     pool: &WorkerPool,
-    workers: &Workers,
+    workers: &mut Workers,
 ) -> Result<Vec<StatefulSet>> {
+    let mut kept = Kept::of::<WorkerPool>();
+    let mut applied = Vec::with_capacity(workers.statefulsets.len());
+    for statefulset in &workers.statefulsets {
+        applied.push(apply_kept_read(ctx, &mut kept, statefulset).await?);
+    }
+    if workers.layout.is_zoned() {
+        workers.gate_disruptions(&disrupted_zones(&applied));
+    }
     let Workers {
         layout: _,
-        statefulsets,
+        statefulsets: _,
         service,
         pdbs,
     } = workers;
-    let mut kept = Kept::of::<WorkerPool>();
-    let mut applied = Vec::with_capacity(statefulsets.len());
-    for statefulset in statefulsets {
-        applied.push(apply_kept_read(ctx, &mut kept, statefulset).await?);
-    }
     apply_kept(ctx, &mut kept, service).await?;
-    for pdb in pdbs {
+    for pdb in pdbs.iter() {
         apply_kept(ctx, &mut kept, pdb).await?;
     }
     prune_workload(ctx, pool, &kept, false).await?;
     Ok(applied)
+}
+
+/// The zones whose StatefulSet has a worker missing or not Ready.
+fn disrupted_zones(statefulsets: &[StatefulSet]) -> Vec<String> {
+    statefulsets
+        .iter()
+        .filter(|sts| {
+            let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let ready = sts
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            ready < want
+        })
+        .filter_map(|sts| sts.labels().get(ZONE).cloned())
+        .collect()
 }
 
 /// Deletes the pool's children that `kept` does not name: its PodDisruptionBudget, and

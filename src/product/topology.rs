@@ -244,24 +244,24 @@ impl Topology {
     }
 
     /// Replication factor for a ring whose members carry `role`: 3 once at least three
-    /// replicas carry it, or once they are zoned (one copy per zone), else 1 (a ring
-    /// cannot replicate wider than its members).
+    /// replicas carry it (one copy per zone when zone-aware), else 1 (a ring cannot
+    /// replicate wider than its members).
     pub fn replication_factor(&self, role: &str) -> u32 {
-        if self.replicas(role) >= 3 || self.zone_aware(role) {
-            3
-        } else {
-            1
-        }
+        if self.replicas(role) >= 3 { 3 } else { 1 }
     }
 
-    /// Whether the ring of `role` is told the zones: every pool with replicas carrying
-    /// the role is zoned. A ring whose members are partly zoned keeps zone awareness
+    /// Whether the ring of `role` is told the zones: it has three members or more, and
+    /// every pool with replicas carrying the role is zoned. A ring whose members are partly zoned keeps zone awareness
     /// off (the products' migration state: a zoneless member would escape the one copy
     /// per zone rule, ADR 14), and [`Topology::mixed_zones`] says so.
     pub fn zone_aware(&self, role: &str) -> bool {
-        self.roles
-            .get(role)
-            .is_some_and(|p| !p.zoned.is_empty() && p.unzoned.is_empty())
+        // Fewer than three members replicate once (replication factor 1), zones or not:
+        // with 3 and one member, every write would want two zones that hold nobody.
+        self.replicas(role) >= 3
+            && self
+                .roles
+                .get(role)
+                .is_some_and(|p| !p.zoned.is_empty() && p.unzoned.is_empty())
     }
 
     /// Rings of zone-aware roles whose members are partly zoned: one line each.

@@ -120,6 +120,25 @@ pub fn build(
 }
 
 impl Workers {
+    /// The operator's own gate on voluntary disruptions of a zoned pool: while any
+    /// zone is `disrupted` (a worker missing or not Ready), the budgets of the other
+    /// zones allow none, so a drain cannot take a second zone down. Budgets are
+    /// independent in Kubernetes: this narrows, but cannot close, the window in which
+    /// two drains in two zones each pass their own zone's budget (ADR 14).
+    pub fn gate_disruptions(&mut self, disrupted: &[String]) {
+        if disrupted.is_empty() {
+            return;
+        }
+        for pdb in &mut self.pdbs {
+            let zone = pdb.metadata.labels.as_ref().and_then(|l| l.get(ZONE));
+            if zone.is_some_and(|z| !disrupted.contains(z))
+                && let Some(spec) = pdb.spec.as_mut()
+            {
+                spec.max_unavailable = Some(IntOrString::Int(0));
+            }
+        }
+    }
+
     /// Sets the pool's replicas: split over its StatefulSets, each annotated with the
     /// pool's total (what the scale-down reads back), and a PodDisruptionBudget for each
     /// StatefulSet of two or more workers.
@@ -137,7 +156,13 @@ impl Workers {
                 .annotations
                 .get_or_insert_with(BTreeMap::new)
                 .insert(APPLIED_REPLICAS.to_string(), replicas.to_string());
-            if share > 1 {
+            // A zone may lose one of its workers to a drain; an unzoned pool one of two.
+            let budgeted = if self.layout.is_zoned() {
+                share > 0
+            } else {
+                share > 1
+            };
+            if budgeted {
                 let selector = sts
                     .spec
                     .as_ref()
@@ -880,7 +905,31 @@ mod tests {
             .iter()
             .map(|p| p.metadata.name.clone().expect("name"))
             .collect();
-        assert_eq!(pdbs, ["p-zone-a", "p-zone-b"], "zone-c has one worker");
+        assert_eq!(pdbs, ["p-zone-a", "p-zone-b", "p-zone-c"]);
+        let max_unavailable = |workers: &Workers| -> Vec<Option<IntOrString>> {
+            workers
+                .pdbs
+                .iter()
+                .map(|p| p.spec.clone().expect("spec").max_unavailable)
+                .collect()
+        };
+        let one = Some(IntOrString::Int(1));
+        let none = Some(IntOrString::Int(0));
+        assert_eq!(
+            max_unavailable(&workers),
+            [one.clone(), one.clone(), one.clone()]
+        );
+        // Zone b is down: a drain may take more of zone b, nothing elsewhere.
+        let mut gated = workers.clone();
+        gated.gate_disruptions(&["zone-b".to_string()]);
+        assert_eq!(
+            max_unavailable(&gated),
+            [none.clone(), one.clone(), none.clone()]
+        );
+        // With no worker, a zone has no budget.
+        let mut two = workers.clone();
+        two.set_replicas(2);
+        assert_eq!(two.pdbs.len(), 2);
     }
 
     #[test]

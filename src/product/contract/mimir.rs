@@ -404,7 +404,7 @@ pub(super) static CONTRACT: Contract = Contract {
             readers: &["querier", "ruler", "store-gateway"],
             what: fact(
                 "the querier and ruler build their store-gateway ring client from this ring's config; RF defaults to 3",
-                "pkg/storegateway/gateway_ring.go; pkg/querier/blocks_store_queryable.go: UNVERIFIED at mimir-2.17.0, read at commit 0234e52d",
+                "pkg/storegateway/gateway_ring.go (needs setting on store-gateways, queriers and rulers); pkg/querier/blocks_store_queryable.go: UNVERIFIED at mimir-2.17.0, read at commit 90aa4cfb",
             ),
         },
         ZoneRing {
@@ -415,7 +415,7 @@ pub(super) static CONTRACT: Contract = Contract {
             readers: &["alertmanager"],
             what: fact(
                 "an alertmanager with zone awareness on and no zone fails validation (errZoneAwarenessEnabledWithoutZoneInfo); the check runs only in processes whose target is alertmanager, so other targets may read the same file",
-                "pkg/alertmanager/multitenant.go; pkg/alertmanager/alertmanager_ring.go; pkg/mimir/mimir.go Config.Validate: UNVERIFIED at mimir-2.17.0, read at commits 0234e52d and 0010b536",
+                "pkg/alertmanager/multitenant.go; pkg/alertmanager/alertmanager_ring.go; pkg/mimir/mimir.go Config.Validate: UNVERIFIED at mimir-2.17.0, read at commit 0010b536",
             ),
         },
     ],

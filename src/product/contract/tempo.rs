@@ -278,7 +278,7 @@ pub(super) static CONTRACT: Contract = Contract {
         awareness: "ingester.lifecycler.ring.zone_awareness_enabled",
         zone_flag: "ingester.availability-zone",
         replication_factor: "ingester.lifecycler.ring.replication_factor",
-        readers: &["distributor", "querier"],
+        readers: &["distributor", "querier", "ingester"],
         what: fact(
             "YAML only (Tempo registers no ring flags, so nothing overrides the file; its RF defaults to 1); the distributor and querier build the ingester ring from the same lifecycler config; each key then gets one replica per zone, RF counting zones; an instance with no zone escapes the per-zone cap. scalable-single-binary runs the ingester with these settings (the `all` target would force RF 1 in memory)",
             "modules/ingester/config.go@v2.8.1:42-45,59; cmd/tempo/main.go@v2.8.1:176-214; cmd/tempo/app/modules.go@v2.8.1:158-160,801,805,812-813; vendor/github.com/grafana/dskit/ring/ring.go@v2.8.1:189,526-581",
