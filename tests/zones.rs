@@ -385,6 +385,14 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         "{}",
         stalled.message
     );
+    // The cluster's Progressing names the pool and the zone.
+    env.wait_condition::<lgtm_operator::api::GrafanaCluster>(
+        "logs",
+        "Progressing",
+        "naming zone b",
+        |c| c.message.contains("logs-all (zone zone-b)"),
+    )
+    .await;
     // While zone b is down, a drain may take none of the other zones' workers.
     let pdbs: Api<PodDisruptionBudget> = env.api();
     for (zone, allowed) in [("zone-a", 0), ("zone-b", 1), ("zone-c", 0)] {

@@ -520,7 +520,7 @@ fn cluster_controller(
         .watches_stream(
             // Reflected before it triggers, so a reconcile reads pools at least as new as
             // its trigger; and only what a cluster reads of its pools triggers: spec,
-            // deletion, and replica counts.
+            // deletion, replica counts and the zone being rolled.
             only_changes(
                 w.reflected_events(pools),
                 |pool: &DeserializeGuard<WorkerPool>| {
@@ -531,6 +531,8 @@ fn cluster_controller(
                         status.map(|s| (s.replicas, s.ready_replicas, s.updated_replicas)),
                         status.map(|s| s.observed_generation),
                         status.and_then(|s| s.scale_down.as_ref().map(|d| d.from_replicas)),
+                        // The zone a rollout is on, which the cluster's Progressing names.
+                        status.and_then(|s| s.rollout.as_ref().map(|r| r.zone.clone())),
                     ))
                 },
             )

@@ -307,7 +307,13 @@ pub fn progressing(
                 s.observed_generation < p.metadata.generation || s.updated_replicas < s.replicas
             })
         })
-        .map(|p| p.name_any())
+        .map(
+            |p| match p.status.as_ref().and_then(|s| s.rollout.as_ref()) {
+                // A zoned pool rolls one zone at a time: say which.
+                Some(rollout) => format!("{} (zone {})", p.name_any(), rollout.zone),
+                None => p.name_any(),
+            },
+        )
         .collect();
     if gateway_rolling {
         rolling.insert(0, view.child_name("gateway"));

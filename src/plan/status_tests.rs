@@ -313,6 +313,15 @@ fn progressing_names_the_gateway_and_the_pools_rolling_out() {
     let o = progressing(&view, Some(&gateway(1, 2, 1, 1)), &pools);
     assert_eq!((o.status, o.reason), (true, Reason::RollingOut));
     assert_eq!(o.message, "rolling out: metrics-gateway, metrics-all");
+    // A zoned pool names the zone being rolled.
+    pools[0].status.get_or_insert_default().rollout = Some(crate::api::ZoneRolloutStatus {
+        zone: "zone-b".into(),
+        started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ),
+    });
+    let o = progressing(&view, Some(&gateway(1, 1, 1, 1)), &pools);
+    assert_eq!(o.message, "rolling out: metrics-all (zone zone-b)");
     let o = progressing(&view, Some(&gateway(1, 1, 1, 1)), &monolith(3));
     assert_eq!((o.status, o.reason), (false, Reason::Settled));
 }
