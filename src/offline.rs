@@ -228,6 +228,7 @@ fn render_cluster(
             cluster: Some(cluster),
             config: Some(config),
             storage: &storage,
+            siblings: &pools,
         });
         match pool_plan.action {
             PoolAction::Apply(workers) => push_workers(&workers, documents),

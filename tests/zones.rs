@@ -175,6 +175,29 @@ async fn zoned_pools_sit_in_their_zones_tell_the_rings_and_stay_balanced_when_sc
     zones_ready(&env, "query", &[1, 1, 0]).await;
     assert_eq!(zone_replicas(&env, "query").await, [1, 1, 0]);
 
+    // A pool named like one of a zoned pool's StatefulSets waits, and takes nothing.
+    env.apply(&support::pool_yaml(
+        "query-zone-a",
+        "metrics",
+        1,
+        "{mimir: {querier: true}}",
+    ))
+    .await;
+    let clash = env.pool_reason("query-zone-a", "Ready", "NameClash").await;
+    assert!(
+        clash.message.contains("WorkerPool query's"),
+        "{}",
+        clash.message
+    );
+    let sts: Api<StatefulSet> = env.api();
+    let owner = sts
+        .get("query-zone-a")
+        .await
+        .expect("zone a")
+        .owner_references()[0]
+        .name
+        .clone();
+    assert_eq!(owner, "query");
     // An unzoned pool of a zoned ring's role beside it: zone awareness goes off, and
     // the cluster says why.
     env.apply(&support::pool_yaml(

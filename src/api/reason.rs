@@ -135,6 +135,9 @@ reasons! {
     StorageNotReady: Warning,
     /// `podOverrides` does not give a valid pod template.
     InvalidPodOverrides: Warning,
+    /// One of the pool's StatefulSet names (`<pool>-<zone>`) is an older pool's: this
+    /// pool waits until one of them is renamed.
+    NameClash: Warning,
     /// The StatefulSet has not yet seen its latest spec.
     Updating: Quiet,
     /// Every worker is ready and updated.

@@ -76,6 +76,23 @@ impl Context {
         }
     }
 
+    /// Every live pool of namespace `ns` from the watch cache; empty until every cache
+    /// has filled.
+    pub(super) fn cached_namespace_pools(&self, ns: &str) -> Vec<WorkerPool> {
+        if !self.progress.synced() {
+            return Vec::new();
+        }
+        self.pools
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|pool| {
+                pool.namespace().as_deref() == Some(ns) && pool.meta().deletion_timestamp.is_none()
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The live pools of cluster `name` in `ns` from the watch cache, sorted by name as a
     /// list returns them; `None` until every cache has filled.
     pub(super) fn cached_pools(&self, ns: &str, name: &str) -> Option<Vec<WorkerPool>> {

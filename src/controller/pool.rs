@@ -58,11 +58,13 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     };
 
     // Plan.
+    let siblings = ctx.cached_namespace_pools(&ns);
     let mut plan = plan(&PoolInputs {
         pool,
         cluster: cluster.as_ref(),
         config: config.as_ref(),
         storage: &storage,
+        siblings: &siblings,
     });
 
     // Apply: the StatefulSets get the replicas the scale-down step decides; a zoned

@@ -16,6 +16,7 @@ use super::zone_rollout::RolloutDecision;
 use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus, ZoneStatus};
 use crate::product::{PoolProblem, expand, validate_pool};
 use crate::render::workers::{self, Checksums, PoolView, Workers};
+use crate::render::zones::PoolLayout;
 use crate::render::{self, ClusterView};
 
 /// The condition types of a WorkerPool.
@@ -36,6 +37,8 @@ pub struct PoolInputs<'a> {
     pub config: Option<&'a ConfigMap>,
     /// The cluster's storage Secrets, checked.
     pub storage: &'a StorageSecrets,
+    /// The other pools of the namespace, whose StatefulSet names this pool's must not take.
+    pub siblings: &'a [WorkerPool],
 }
 
 /// Why a pool's workers are not (or no longer) being deployed.
@@ -104,6 +107,13 @@ pub fn plan(inputs: &PoolInputs) -> PoolPlan {
         blocked,
         action: PoolAction::Leave,
     };
+    // The older pool keeps a contested name; this one waits, and nothing of either goes.
+    if let Some(message) = name_clash(pool, inputs.siblings) {
+        return leave(Some(Blocked::Waiting {
+            reason: Reason::NameClash,
+            message,
+        }));
+    }
     let checksums = match checksums(inputs, cluster) {
         Ok(checksums) => checksums,
         Err(blocked) => return leave(Some(blocked)),
@@ -127,6 +137,30 @@ pub fn plan(inputs: &PoolInputs) -> PoolPlan {
             message: error.to_string(),
         })),
     }
+}
+
+/// Why this pool's StatefulSets cannot take their names: an older pool of the namespace
+/// has one of them (`<pool>-<zone>` of a zoned pool can be another pool's own name).
+pub fn name_clash(pool: &WorkerPool, siblings: &[WorkerPool]) -> Option<String> {
+    let names = |p: &WorkerPool| -> Vec<String> {
+        PoolLayout::new(&p.name_any(), p.spec.zone_names())
+            .statefulsets()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
+    };
+    let age = |p: &WorkerPool| (p.metadata.creation_timestamp.clone(), p.name_any());
+    let mine = names(pool);
+    siblings
+        .iter()
+        .filter(|other| other.name_any() != pool.name_any() && age(other) < age(pool))
+        .find_map(|other| {
+            let taken = names(other).into_iter().find(|n| mine.contains(n))?;
+            Some(format!(
+                "StatefulSet {taken} would also be WorkerPool {}'s (StatefulSets are named <pool> or <pool>-<zone>): rename this pool, or its zones",
+                other.name_any()
+            ))
+        })
 }
 
 /// What the workers' pods depend on besides the specs, or why they must wait for it.

@@ -232,6 +232,7 @@ fn pool_plans(cluster: &GrafanaCluster) -> Vec<pool::PoolPlan> {
             cluster,
             config,
             storage,
+            siblings: &[],
         })
     };
     vec![
@@ -241,7 +242,60 @@ fn pool_plans(cluster: &GrafanaCluster) -> Vec<pool::PoolPlan> {
         plan(&querier, Some(cluster), None, &storage_ok),
         plan(&querier, Some(cluster), Some(&config), &storage_bad),
         plan(&bad_overrides, Some(cluster), Some(&config), &storage_ok),
+        clash_plan(cluster, &config),
     ]
+}
+
+/// A zoned pool `q` created after a pool named `q-zone-a`: it waits.
+fn clash_plan(
+    cluster: &GrafanaCluster,
+    config: &k8s_openapi::api::core::v1::ConfigMap,
+) -> pool::PoolPlan {
+    let mut older = fixtures::ready_pool("q-zone-a", MIMIR, &["querier"], 1);
+    older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    let mut zoned = fixtures::ready_pool("q", MIMIR, &["querier"], 3);
+    zoned.spec.zones = ["zone-a", "zone-b", "zone-c"]
+        .map(|name| crate::api::PoolZone {
+            name: name.into(),
+            node_selector: None,
+        })
+        .to_vec();
+    zoned.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(60).expect("time"),
+    ));
+    let siblings = [older.clone(), zoned.clone()];
+    // The older pool is not held back by the newer one.
+    let kept = pool::plan(&PoolInputs {
+        pool: &older,
+        cluster: Some(cluster),
+        config: Some(config),
+        storage: &StorageSecrets::default(),
+        siblings: &siblings,
+    });
+    assert!(kept.blocked.is_none(), "{:?}", kept.blocked);
+    let plan = pool::plan(&PoolInputs {
+        pool: &zoned,
+        cluster: Some(cluster),
+        config: Some(config),
+        storage: &StorageSecrets::default(),
+        siblings: &siblings,
+    });
+    assert!(matches!(plan.action, pool::PoolAction::Leave));
+    match &plan.blocked {
+        Some(Blocked::Waiting {
+            reason: Reason::NameClash,
+            message,
+        }) => {
+            assert!(
+                message.contains("StatefulSet q-zone-a would also be WorkerPool q-zone-a's"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    plan
 }
 
 #[test]
@@ -365,6 +419,7 @@ fn a_blocked_pool_says_why_in_both_conditions_and_only_invalid_ones_lose_their_w
             (Reason::WaitingForClusterConfig, false),
             (Reason::StorageNotReady, false),
             (Reason::InvalidPodOverrides, false),
+            (Reason::NameClash, false),
         ]
     );
 }
@@ -384,6 +439,7 @@ fn a_paused_cluster_leaves_its_pools_as_they_are() {
             cluster: Some(&cluster),
             config: Some(&config),
             storage: &storage,
+            siblings: &[],
         });
         assert!(matches!(plan.action, pool::PoolAction::Leave), "{plan:?}");
     }
@@ -411,6 +467,7 @@ fn a_pool_rolls_only_onto_the_secrets_its_cluster_verified() {
             cluster: Some(&cluster),
             config: Some(&config),
             storage: &storage,
+            siblings: &[],
         })
     };
     let changed = plan_with("changed since");
