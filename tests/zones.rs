@@ -322,7 +322,7 @@ async fn replaced(pods: &Api<Pod>, pool: &str, before: &BTreeMap<String, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it() {
-    let env = OperatorNamespace::start("zone-roll").await;
+    let mut env = OperatorNamespace::start("zone-roll").await;
     env.apply(CREDENTIALS).await;
     env.apply(&cluster_yaml("logs", "loki", "")).await;
     env.apply(&zoned_pool(
@@ -446,6 +446,39 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+
+    // An operator killed and restarted now goes on where it stopped: the same zone,
+    // the same start, and zones a and c still untouched.
+    let recorded = |p: WorkerPool| p.status.and_then(|s| s.rollout);
+    let before_restart = recorded(env.get::<WorkerPool>("logs-all").await).expect("rollout");
+    env.restart_operator();
+    support::wait_for(
+        "the new operator's pool reconciles",
+        support::TIMEOUT,
+        || async {
+            let done = env.operator().reconciles_finished("workerpool");
+            Ok(if done >= 1 {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{done} reconciles"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        recorded(env.get::<WorkerPool>("logs-all").await),
+        Some(before_restart)
+    );
+    let now = uids(pods.list(&selector).await.expect("pods").items);
+    for (name, uid) in &before {
+        if !name.starts_with("logs-all-zone-b-") {
+            assert_eq!(
+                now.get(name),
+                Some(uid),
+                "{name} replaced after the restart"
+            );
+        }
+    }
 
     // Zone b can run again: it comes back, then zone c and zone a roll.
     env.merge_patch(
