@@ -1,15 +1,16 @@
 //! Reads: what a reconcile needs besides the object itself, fetched before the plan.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use super::Context;
 use super::apply::get_opt;
 use super::error::{Error, Result};
 use crate::api::WorkerPool;
 use crate::plan::secrets::Secrets;
+use crate::render::labels::POOL;
 
 /// The cluster's pools: WorkerPools of its namespace that name it (malformed ones are
 /// left out; their own reconciler reports them, and so are those being deleted). Read
@@ -43,4 +44,17 @@ pub async fn secrets(client: &Client, namespace: &str, names: &[&str]) -> Result
         }
     }
     Ok(secrets)
+}
+
+/// The pool's pods, every zone's, listed through the API (pods are not cached: only a
+/// scale-down or a zoned rollout under way reads them).
+pub async fn pool_pods(client: &Client, pool: &WorkerPool) -> Result<Vec<Pod>> {
+    let ns = pool.namespace().unwrap_or_default();
+    let name = pool.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{POOL}={name}")))
+        .await
+        .map_err(Error::read(format!("the pods of WorkerPool {ns}/{name}")))?;
+    Ok(list.items)
 }

@@ -13,14 +13,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
 use super::apply::get_opt;
 use super::error::{Error, Result};
 use super::events::event;
+use super::{Context, read};
 use crate::api::WorkerPool;
 use crate::plan::scale_down::{
     Act, CallSeen, Decision, FORCE_ANNOTATION, Note, Observation, PodSeen, Procedure, decide,
@@ -213,15 +213,9 @@ async fn observe(
     current: i32,
 ) -> Result<Seen> {
     let ns = pool.namespace().unwrap_or_default();
-    let name = pool.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{POOL}={name}")))
-        .await
-        .map_err(Error::read(format!("the pods of WorkerPool {ns}/{name}")))?;
+    let pods = read::pool_pods(&ctx.client, pool).await?;
     let leaving = layout.pod(current - 1);
-    let others_ready = list
-        .items
+    let others_ready = pods
         .iter()
         .filter(|p| {
             layout
@@ -230,7 +224,7 @@ async fn observe(
         })
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
         .count();
-    let pod = list.items.iter().find(|p| p.name_any() == leaving);
+    let pod = pods.iter().find(|p| p.name_any() == leaving);
     let (seen_pod, address) = match pod {
         Some(p) if running(p) => (
             PodSeen::Running {

@@ -12,17 +12,16 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 
-use super::Context;
 use super::error::{Error, Result};
 use super::events::event;
+use super::{Context, read};
 use crate::api::WorkerPool;
 use crate::plan::zone_rollout::{
     DEFAULT_ZONE_TIMEOUT, RolloutDecision, RolloutInputs, ZoneSeen, decide,
 };
-use crate::render::labels::POOL;
 use crate::render::zones::ZONE;
 
 /// The label the StatefulSet controller puts on each pod: the revision it was made from.
@@ -82,19 +81,12 @@ async fn mark_outdated(
     statefulsets: &[StatefulSet],
     zones: &mut [ZoneSeen],
 ) -> Result<()> {
-    let ns = pool.namespace().unwrap_or_default();
-    let name = pool.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{POOL}={name}")))
-        .await
-        .map_err(Error::read(format!("the pods of WorkerPool {ns}/{name}")))?;
+    let pods = read::pool_pods(&ctx.client, pool).await?;
     for (zone, sts) in zones.iter_mut().zip(statefulsets) {
         let Some(latest) = sts.status.as_ref().and_then(|s| s.update_revision.clone()) else {
             continue;
         };
-        let mut outdated: Vec<String> = list
-            .items
+        let mut outdated: Vec<String> = pods
             .iter()
             .filter(|p| p.labels().get(ZONE) == Some(&zone.name))
             .filter(|p| p.metadata.deletion_timestamp.is_none())
