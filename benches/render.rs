@@ -26,7 +26,7 @@ fn many_pools() -> Vec<PoolSummary> {
             toggles: vec![roles[i % roles.len()].name],
             replicas: 3,
             ready_replicas: 2,
-            zones: 0,
+            zones: Vec::new(),
         })
         .collect()
 }

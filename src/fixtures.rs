@@ -46,7 +46,11 @@ pub fn zoned_topology(product: Product, pools: &[PoolSpec], zoned: &[&str]) -> T
             toggles: toggles.to_vec(),
             replicas: *replicas,
             ready_replicas: *replicas,
-            zones: if zoned.contains(name) { 3 } else { 0 },
+            zones: if zoned.contains(name) {
+                ["zone-a", "zone-b", "zone-c"].map(String::from).to_vec()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     Topology::new(product, &views)

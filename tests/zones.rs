@@ -90,16 +90,9 @@ async fn zoned_pools_sit_in_their_zones_tell_the_rings_and_stay_balanced_when_sc
     ))
     .await;
     let pool = zones_ready(&env, "ingest", &[1, 1, 1]).await;
-    let status = pool.status.expect("status");
-    assert_eq!(status.ready_replicas, 3);
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Progressing" && c.reason == "ZonesRolledOut"),
-        "{:?}",
-        status.conditions
-    );
+    assert_eq!(pool.status.expect("status").ready_replicas, 3);
+    env.pool_reason("ingest", "Progressing", "ZonesRolledOut")
+        .await;
 
     // Each zone's pods run on its zone's node, and say their zone to each ring.
     let nodes: Api<Node> = Api::all(env.client().clone());
@@ -480,7 +473,7 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
         }
     }
 
-    // Zone b can run again: it comes back, then zone c and zone a roll.
+    // Zone b can run again: it comes back, then zones a and c roll.
     env.merge_patch(
         "workerpool",
         "logs-all",

@@ -108,7 +108,7 @@ pub struct WorkerPoolSpec {
     /// least three zones; fixed at creation (ADR 14).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    #[x_kube(validation = Rule::new("size(self) >= 3").message("a zoned pool needs at least three zones: the replication factor is 3 and each zone holds one copy of every piece of data"))]
+    #[x_kube(validation = Rule::new("size(self) == 0 || size(self) >= 3").message("a zoned pool needs at least three zones: the replication factor is 3 and each zone holds one copy of every piece of data"))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub zones: Vec<PoolZone>,
 

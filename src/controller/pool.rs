@@ -17,16 +17,19 @@ use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
 use super::{Context, read, scale_down, zone_rollout};
-use crate::api::{GrafanaCluster, WorkerPool, WorkerPoolStatus};
+use crate::api::{GrafanaCluster, Reason, WorkerPool, WorkerPoolStatus};
 use crate::plan::pool::condition::{PROGRESSING, SCALING_DOWN};
-use crate::plan::pool::{PoolAction, PoolInputs, plan};
+use crate::plan::pool::{Blocked, PoolAction, PoolInputs, plan};
 use crate::plan::secrets::{self, StorageSecrets};
+use crate::plan::zone_rollout::RolloutDecision;
 use crate::render::ClusterView;
 use crate::render::labels::POOL;
 use crate::render::workers::Workers;
-use crate::render::zones::{PoolLayout, ZONE};
+use crate::render::zones::PoolLayout;
 
 pub(super) const CONTROLLER: &str = "workerpool";
+/// How often a pool waiting on a name clash looks again.
+const NAME_CLASH_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<WorkerPool>>,
@@ -75,13 +78,11 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         PoolAction::Apply(workers) => {
             let decision = scale_down::step(ctx, pool).await?;
             workers.set_replicas(decision.replicas);
-            let applied = apply_workers(ctx, pool, workers).await?;
+            let scaling_down = decision.status.is_some();
+            let (applied, rolled) = apply_workers(ctx, pool, workers, scaling_down).await?;
             ctx.leaves
                 .applied(&pool.uid().unwrap_or_default(), decision.replicas);
-            if workers.layout.is_zoned() {
-                let scaling_down = decision.status.is_some();
-                rollout = Some(zone_rollout::step(ctx, pool, &applied, scaling_down).await?);
-            }
+            rollout = rolled;
             scale = Some(decision);
             applied
         }
@@ -106,6 +107,15 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let requeue = [
         scale.and_then(|s| s.requeue),
         rollout.and_then(|r| r.requeue),
+        // Nothing triggers a pool when the pool it clashes with goes: look again.
+        matches!(
+            plan.blocked,
+            Some(Blocked::Waiting {
+                reason: Reason::NameClash,
+                ..
+            })
+        )
+        .then_some(NAME_CLASH_RECHECK),
     ];
     Ok(match requeue.into_iter().flatten().min() {
         Some(after) => Action::requeue(after),
@@ -143,21 +153,27 @@ async fn read_cluster_inputs(
     ))
 }
 
-/// Applies the pool's objects and deletes a PodDisruptionBudget no longer wanted.
-/// Destructured without `..`: an object added to [`Workers`] does not compile until it
-/// is applied here. Returns the StatefulSets as applied, in zone order.
+/// Applies the pool's objects and deletes a PodDisruptionBudget no longer wanted; for a
+/// zoned pool, between the StatefulSets and the budgets, the rollout's step, whose
+/// disrupted zones gate the budgets. Destructured without `..`: an object added to
+/// [`Workers`] does not compile until it is applied here. Returns the StatefulSets as
+/// applied, in zone order, and the rollout's decision.
 async fn apply_workers(
     ctx: &Context,
     pool: &WorkerPool,
     workers: &mut Workers,
-) -> Result<Vec<StatefulSet>> {
+    scaling_down: bool,
+) -> Result<(Vec<StatefulSet>, Option<RolloutDecision>)> {
     let mut kept = Kept::of::<WorkerPool>();
     let mut applied = Vec::with_capacity(workers.statefulsets.len());
     for statefulset in &workers.statefulsets {
         applied.push(apply_kept_read(ctx, &mut kept, statefulset).await?);
     }
+    let mut rollout = None;
     if workers.layout.is_zoned() {
-        workers.gate_disruptions(&disrupted_zones(&applied));
+        let step = zone_rollout::step(ctx, pool, &applied, scaling_down).await?;
+        workers.gate_disruptions(&step.disrupted);
+        rollout = Some(step.decision);
     }
     let Workers {
         layout: _,
@@ -170,24 +186,7 @@ async fn apply_workers(
         apply_kept(ctx, &mut kept, pdb).await?;
     }
     prune_workload(ctx, pool, &kept, false).await?;
-    Ok(applied)
-}
-
-/// The zones whose StatefulSet has a worker missing or not Ready.
-fn disrupted_zones(statefulsets: &[StatefulSet]) -> Vec<String> {
-    statefulsets
-        .iter()
-        .filter(|sts| {
-            let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            let ready = sts
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0);
-            ready < want
-        })
-        .filter_map(|sts| sts.labels().get(ZONE).cloned())
-        .collect()
+    Ok((applied, rollout))
 }
 
 /// Deletes the pool's children that `kept` does not name: its PodDisruptionBudget, and

@@ -3,7 +3,7 @@
 //! when the decision says so; their StatefulSet (`OnDelete`) recreates them on the new
 //! one.
 //!
-//! Pods are read only while some zone is not rolled out: a settled pool costs no read.
+//! The pool's pods are read on each step of a zoned pool (one list).
 
 use std::time::Duration;
 
@@ -27,20 +27,28 @@ use crate::render::zones::ZONE;
 /// The label the StatefulSet controller puts on each pod: the revision it was made from.
 const REVISION: &str = "controller-revision-hash";
 
-/// One step of the rollout of `statefulsets` (as just applied, in zone order).
+/// What one step of a zoned pool's rollout decided and saw.
+pub(super) struct RolloutStep {
+    pub decision: RolloutDecision,
+    /// Zones with a worker missing, going or not Ready, and the zone being replaced:
+    /// the others' disruption budgets must allow none.
+    pub disrupted: Vec<String>,
+}
+
+/// One step of the rollout of `statefulsets` (as just applied, in zone order). The
+/// pods are read every time: a StatefulSet counts a pod that is going as Ready until
+/// its readiness probe fails, which would hide a zone being drained.
 pub(super) async fn step(
     ctx: &Context,
     pool: &WorkerPool,
     statefulsets: &[StatefulSet],
     scaling_down: bool,
-) -> Result<RolloutDecision> {
-    let mut zones: Vec<ZoneSeen> = statefulsets.iter().map(zone_seen).collect();
-    let settled = zones
+) -> Result<RolloutStep> {
+    let pods = read::pool_pods(&ctx.client, pool).await?;
+    let zones: Vec<ZoneSeen> = statefulsets
         .iter()
-        .all(|z| z.current && z.updated >= z.replicas && z.ready >= z.replicas);
-    if !settled {
-        mark_outdated(ctx, pool, statefulsets, &mut zones).await?;
-    }
+        .map(|sts| zone_seen(sts, &pods))
+        .collect();
     let timeout = pool
         .spec
         .rollout
@@ -55,78 +63,86 @@ pub(super) async fn step(
         timeout,
         now: &Time(Timestamp::now()),
     });
-    if let Some((zone, pods)) = &decision.replace {
-        replace(ctx, pool, zone, pods).await?;
+    let mut disrupted: Vec<String> = zones
+        .iter()
+        .filter(|z| z.ready < z.replicas)
+        .map(|z| z.name.clone())
+        .collect();
+    if let Some((zone, names)) = &decision.replace {
+        let doomed: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| names.contains(&p.name_any()))
+            .collect();
+        replace(ctx, pool, zone, &doomed).await?;
+        disrupted.push(zone.clone());
     }
-    Ok(decision)
+    Ok(RolloutStep {
+        decision,
+        disrupted,
+    })
 }
 
-fn zone_seen(sts: &StatefulSet) -> ZoneSeen {
+/// A zone as its StatefulSet and its pods show it: Ready pods that are not going, and
+/// pods of an earlier revision than the StatefulSet's latest (none while its status is
+/// stale).
+fn zone_seen(sts: &StatefulSet, pods: &[Pod]) -> ZoneSeen {
     let status = sts.status.clone().unwrap_or_default();
+    let name = sts.labels().get(ZONE).cloned().unwrap_or_default();
+    let in_zone: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.labels().get(ZONE) == Some(&name))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let ready = in_zone.iter().filter(|p| is_ready(p)).count();
+    let mut outdated: Vec<String> = match &status.update_revision {
+        Some(latest) => in_zone
+            .iter()
+            .filter(|p| p.labels().get(REVISION).is_some_and(|r| r != latest))
+            .map(|p| p.name_any())
+            .collect(),
+        None => Vec::new(),
+    };
+    outdated.sort();
     ZoneSeen {
-        name: sts.labels().get(ZONE).cloned().unwrap_or_default(),
         replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
-        ready: status.ready_replicas.unwrap_or(0),
+        ready: i32::try_from(ready).unwrap_or(i32::MAX),
         updated: status.updated_replicas.unwrap_or(0),
         current: status.observed_generation == sts.metadata.generation
             && status.update_revision.is_some(),
-        outdated: Vec::new(),
+        outdated,
+        name,
     }
 }
 
-/// Fills each zone's pods that run an earlier revision than its StatefulSet's latest.
-async fn mark_outdated(
-    ctx: &Context,
-    pool: &WorkerPool,
-    statefulsets: &[StatefulSet],
-    zones: &mut [ZoneSeen],
-) -> Result<()> {
-    let pods = read::pool_pods(&ctx.client, pool).await?;
-    for (zone, sts) in zones.iter_mut().zip(statefulsets) {
-        let Some(latest) = sts.status.as_ref().and_then(|s| s.update_revision.clone()) else {
-            continue;
-        };
-        let mut outdated: Vec<String> = pods
-            .iter()
-            .filter(|p| p.labels().get(ZONE) == Some(&zone.name))
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.labels().get(REVISION).is_some_and(|r| *r != latest))
-            .map(ResourceExt::name_any)
-            .collect();
-        outdated.sort();
-        zone.outdated = outdated;
-    }
-    Ok(())
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Deletes a zone's outdated pods together, each only as the incarnation that was read
 /// (a pod already recreated on the new template is left alone).
-async fn replace(ctx: &Context, pool: &WorkerPool, zone: &str, pods: &[String]) -> Result<()> {
+async fn replace(ctx: &Context, pool: &WorkerPool, zone: &str, pods: &[&Pod]) -> Result<()> {
     let ns = pool.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for pod in pods {
-        let Some(found) = api
-            .get_opt(pod)
-            .await
-            .map_err(Error::read(format!("pod {ns}/{pod}")))?
-        else {
-            continue;
-        };
+        let name = pod.name_any();
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: found.uid(),
+                uid: pod.uid(),
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
-        match api.delete(pod, &params).await {
+        match api.delete(&name, &params).await {
             Ok(_) => {}
             // Gone already, or replaced since it was read: nothing to do.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(source) => {
                 return Err(Error::Delete {
                     kind: "Pod".into(),
-                    name: format!("{ns}/{pod}"),
+                    name: format!("{ns}/{name}"),
                     source,
                 });
             }
@@ -140,7 +156,10 @@ async fn replace(ctx: &Context, pool: &WorkerPool, zone: &str, pods: &[String]) 
         "Rollout",
         format!(
             "zone {zone}: replacing {} on the previous pod template",
-            pods.join(", ")
+            pods.iter()
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )
     .await;

@@ -73,7 +73,7 @@ pub fn summarize(pool: &WorkerPool) -> PoolSummary {
         toggles: selected.map(|(_, toggles)| toggles).unwrap_or_default(),
         replicas: counted_replicas(pool),
         ready_replicas: pool.status.as_ref().map_or(0, |s| s.ready_replicas),
-        zones: pool.spec.zones.len(),
+        zones: pool.spec.zone_names(),
     }
 }
 

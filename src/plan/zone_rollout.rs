@@ -73,29 +73,33 @@ pub struct RolloutInputs<'a> {
 
 pub fn decide(inputs: &RolloutInputs) -> RolloutDecision {
     let zones = inputs.zones;
-    let previous = inputs.previous;
-    let Some(index) = previous
-        .and_then(|p| zones.iter().position(|z| z.name == p.zone))
-        .filter(|&i| !zones[i].is_rolled_out())
-        .or_else(|| zones.iter().position(|z| !z.is_rolled_out()))
-    else {
+    let Some(index) = zone_to_roll(inputs) else {
+        let unready: Vec<String> = zones
+            .iter()
+            .filter(|z| !z.is_ready())
+            .map(|z| format!("{} {}/{} Ready", z.name, z.ready, z.replicas))
+            .collect();
+        let message = if unready.is_empty() {
+            format!(
+                "all {} zones run the latest pod template and are Ready",
+                zones.len()
+            )
+        } else {
+            format!(
+                "all {} zones run the latest pod template; not a rollout: {}",
+                zones.len(),
+                unready.join(", ")
+            )
+        };
         return RolloutDecision {
             replace: None,
             status: None,
-            condition: Observed::new(
-                PROGRESSING,
-                false,
-                Reason::ZonesRolledOut,
-                format!(
-                    "all {} zones run the latest pod template and are Ready",
-                    zones.len()
-                ),
-            ),
+            condition: Observed::new(PROGRESSING, false, Reason::ZonesRolledOut, message),
             requeue: None,
         };
     };
     let zone = &zones[index];
-    let started_at = match previous {
+    let started_at = match inputs.previous {
         Some(p) if p.zone == zone.name => p.started_at.clone(),
         _ => inputs.now.clone(),
     };
@@ -107,9 +111,10 @@ pub fn decide(inputs: &RolloutInputs) -> RolloutDecision {
             PROGRESSING,
             true,
             Reason::ZoneRolloutStalled,
+            // No elapsed time in the message: a status that changes every poll would be
+            // rewritten every poll (the condition's lastTransitionTime says since when).
             format!(
-                "{waiting_for}, after {} s (zone timeout {} s): the rollout stops there until it is Ready; the zones after it keep the previous template",
-                elapsed.as_secs(),
+                "{waiting_for}, past the zone timeout of {} s: the rollout stops there until it is Ready; the other zones keep their template",
                 inputs.timeout.as_secs()
             ),
         )
@@ -134,6 +139,33 @@ pub fn decide(inputs: &RolloutInputs) -> RolloutDecision {
             )
         }),
     }
+}
+
+/// The zone to work on, `None` when no rollout is under way (every zone on its latest
+/// template, Ready or not: a lost node is not a rollout). A zone that is down and still
+/// has outdated pods comes first when it is the only one down: its pods can only come
+/// back on the new template, and replacing them takes no second zone down. Else the zone
+/// the rollout is on, else the first one not rolled out.
+fn zone_to_roll(inputs: &RolloutInputs) -> Option<usize> {
+    let zones = inputs.zones;
+    let rolling = zones
+        .iter()
+        .any(|z| !z.current || !z.outdated.is_empty() || z.updated < z.replicas);
+    if !rolling {
+        return None;
+    }
+    let down: Vec<usize> = (0..zones.len()).filter(|&i| !zones[i].is_ready()).collect();
+    if let [only] = down[..]
+        && zones[only].current
+        && !zones[only].outdated.is_empty()
+    {
+        return Some(only);
+    }
+    inputs
+        .previous
+        .and_then(|p| zones.iter().position(|z| z.name == p.zone))
+        .filter(|&i| !zones[i].is_rolled_out())
+        .or_else(|| zones.iter().position(|z| !z.is_rolled_out()))
 }
 
 /// Whether zone `index`'s outdated pods go now, and what the rollout waits for.

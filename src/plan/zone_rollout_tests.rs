@@ -91,9 +91,9 @@ fn the_next_zone_waits_until_the_one_rolled_is_ready_again() {
 
 #[test]
 fn no_zone_is_replaced_while_another_is_down() {
-    // Zone c lost a worker on its own (a node went): b waits, so two zones are never
-    // down at once.
-    let zones = [zone("a", 2, 0), zone("b", 2, 2), zone("c", 1, 2)];
+    // Zone c lost a worker on its own (a node went; the StatefulSet made it again, on
+    // the latest template): b waits, so two zones are never down at once.
+    let zones = [zone("a", 2, 0), zone("b", 2, 2), zone("c", 1, 0)];
     let d = decide_at(&zones, Some(&on("b", 0)), 5);
     assert_eq!(d.replace, None);
     assert!(
@@ -101,6 +101,35 @@ fn no_zone_is_replaced_while_another_is_down() {
         "{}",
         d.condition.message
     );
+}
+
+#[test]
+fn a_zone_down_with_outdated_pods_is_replaced_first() {
+    // The rollout is on a, but b is down with a pod of the previous template that only
+    // the new one can bring back (a fixed nodeSelector): b goes, as it is down already.
+    let zones = [zone("a", 2, 2), zone("b", 1, 1), zone("c", 2, 2)];
+    let d = decide_at(&zones, Some(&on("a", 0)), 5);
+    assert_eq!(d.replace, Some(("b".into(), vec!["p-b-0".into()])));
+    // Two zones down: nothing is replaced.
+    let zones = [zone("a", 1, 2), zone("b", 1, 1), zone("c", 2, 2)];
+    assert_eq!(decide_at(&zones, Some(&on("a", 0)), 5).replace, None);
+}
+
+#[test]
+fn a_lost_node_is_no_rollout() {
+    // Every pod on the latest template, one not Ready: nothing to roll, no Warning later.
+    let zones = [zone("a", 2, 0), zone("b", 1, 0), zone("c", 2, 0)];
+    let d = decide_at(&zones, Some(&on("b", 0)), 10_000);
+    assert_eq!(
+        (d.condition.status, d.condition.reason),
+        (false, Reason::ZonesRolledOut)
+    );
+    assert!(
+        d.condition.message.contains("b 1/2 Ready"),
+        "{}",
+        d.condition.message
+    );
+    assert_eq!(d.status, None);
 }
 
 #[test]

@@ -81,8 +81,8 @@ pub struct PoolSummary {
     pub toggles: Vec<&'static str>,
     pub replicas: i32,
     pub ready_replicas: i32,
-    /// How many zones the pool's workers are spread over (0: unzoned).
-    pub zones: usize,
+    /// The zones the pool's workers are spread over, in order (none: unzoned).
+    pub zones: Vec<String>,
 }
 
 /// Why a pool does not count towards its cluster.
@@ -131,6 +131,8 @@ pub struct Provision {
     /// Those of `pools` with replicas, zoned and not.
     pub zoned: Vec<String>,
     pub unzoned: Vec<String>,
+    /// The zones that hold a worker carrying the role.
+    pub zones_held: BTreeSet<String>,
 }
 
 /// The roles a cluster's valid pools provide, and what is missing.
@@ -174,11 +176,16 @@ impl Topology {
                 provision.replicas += pool.replicas.max(0);
                 provision.ready_replicas += pool.ready_replicas.max(0);
                 if pool.replicas > 0 {
-                    match pool.zones {
-                        0 => provision.unzoned.push(pool.name.clone()),
-                        _ => provision.zoned.push(pool.name.clone()),
+                    match pool.zones.is_empty() {
+                        true => provision.unzoned.push(pool.name.clone()),
+                        false => provision.zoned.push(pool.name.clone()),
                     }
                 }
+                // Worker k runs in zone k % zones: the first `replicas` zones hold one.
+                let held = usize::try_from(pool.replicas).unwrap_or(0);
+                provision
+                    .zones_held
+                    .extend(pool.zones.iter().take(held).cloned());
             }
         }
         Self {
@@ -250,18 +257,17 @@ impl Topology {
         if self.replicas(role) >= 3 { 3 } else { 1 }
     }
 
-    /// Whether the ring of `role` is told the zones: it has three members or more, and
-    /// every pool with replicas carrying the role is zoned. A ring whose members are partly zoned keeps zone awareness
+    /// Whether the ring of `role` is told the zones: it has three members or more in
+    /// three zones or more, and every pool with replicas carrying the role is zoned. A ring whose members are partly zoned keeps zone awareness
     /// off (the products' migration state: a zoneless member would escape the one copy
     /// per zone rule, ADR 14), and [`Topology::mixed_zones`] says so.
     pub fn zone_aware(&self, role: &str) -> bool {
         // Fewer than three members replicate once (replication factor 1), zones or not:
         // with 3 and one member, every write would want two zones that hold nobody.
         self.replicas(role) >= 3
-            && self
-                .roles
-                .get(role)
-                .is_some_and(|p| !p.zoned.is_empty() && p.unzoned.is_empty())
+            && self.roles.get(role).is_some_and(|p| {
+                !p.zoned.is_empty() && p.unzoned.is_empty() && p.zones_held.len() >= 3
+            })
     }
 
     /// Rings of zone-aware roles whose members are partly zoned: one line each.
@@ -312,7 +318,7 @@ mod tests {
             toggles: toggles.to_vec(),
             replicas,
             ready_replicas: replicas,
-            zones: 0,
+            zones: Vec::new(),
         }
     }
 
@@ -527,5 +533,25 @@ mod tests {
             topology.unready_required_roles(),
             ["querier", "query-frontend"]
         );
+    }
+
+    #[test]
+    fn zone_awareness_needs_three_zones_that_hold_a_member() {
+        let zoned = |name: &str, replicas: i32| PoolSummary {
+            zones: ["zone-a", "zone-b", "zone-c"].map(String::from).to_vec(),
+            ..pool(name, MIMIR, &["ingester"], replicas)
+        };
+        let aware = |pools: &[PoolSummary]| Topology::new(MIMIR, pools).zone_aware("ingester");
+        assert!(aware(&[zoned("one", 3)]));
+        // Three pools of one worker each: all three in zone-a.
+        assert!(!aware(&[zoned("a", 1), zoned("b", 1), zoned("c", 1)]));
+        // 2 + 1: zones a and b only.
+        assert!(!aware(&[zoned("a", 2), zoned("b", 1)]));
+        assert!(aware(&[zoned("a", 3), zoned("b", 1)]));
+        // An unzoned member beside them turns it off.
+        assert!(!aware(&[
+            zoned("one", 3),
+            pool("old", MIMIR, &["ingester"], 1)
+        ]));
     }
 }

@@ -919,7 +919,7 @@ mod tests {
             max_unavailable(&workers),
             [one.clone(), one.clone(), one.clone()]
         );
-        // Zone b is down: a drain may take more of zone b, nothing elsewhere.
+        // Zone b is down: zone b keeps its own budget, the others allow nothing.
         let mut gated = workers.clone();
         gated.gate_disruptions(&["zone-b".to_string()]);
         assert_eq!(
