@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::product::Product;
 
-/// A group of identical workers of one GrafanaCluster, run as one StatefulSet. Its roles
+/// A group of identical workers of one GrafanaCluster, run as one StatefulSet (one per
+/// zone when `zones` is set). Its roles
 /// are boolean toggles, so any role or combination the product allows scales on its own.
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy takes for a duplicate.
 #[allow(clippy::duplicated_attributes)]
@@ -23,7 +24,7 @@ use crate::product::Product;
     shortname = "wp",
     category = "lgtm",
     derive = "PartialEq",
-    doc = "A group of identical workers (one StatefulSet) of a GrafanaCluster.",
+    doc = "A group of identical workers (one StatefulSet, or one per zone) of a GrafanaCluster.",
     // A StatefulSet's name takes at most 52 characters: its pods' revision label adds 11
     // to it and is limited to 63.
     validation = Rule::new("!has(self.spec.zones) || self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 51)").message("a zoned pool's name and each zone's name make its StatefulSet's name (<pool>-<zone>), at most 52 characters: shorten them"),
@@ -351,7 +352,7 @@ pub struct WorkerPoolStatus {
     /// `targets` joined with commas, for `kubectl get`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub targets_summary: String,
-    /// Workers the StatefulSet runs.
+    /// Workers the pool's StatefulSets run.
     #[serde(default)]
     pub replicas: i32,
     /// Workers that are ready.

@@ -76,18 +76,23 @@ impl Context {
         }
     }
 
-    /// Every live pool of namespace `ns` from the watch cache; empty until every cache
-    /// has filled.
-    pub(super) fn cached_namespace_pools(&self, ns: &str) -> Vec<WorkerPool> {
+    /// The live pools of namespace `ns` whose StatefulSet names could be `pool`'s, from
+    /// the watch cache: every other pool when `pool` is zoned, else the zoned ones (two
+    /// unzoned pools never share a name). Only those are cloned, so an unzoned pool
+    /// among many costs no copy. Empty until every cache has filled.
+    pub(super) fn cached_clash_candidates(&self, ns: &str, pool: &WorkerPool) -> Vec<WorkerPool> {
         if !self.progress.synced() {
             return Vec::new();
         }
+        let zoned = !pool.spec.zones.is_empty();
         self.pools
             .state()
             .iter()
             .filter_map(|guard| guard.0.as_ref().ok())
-            .filter(|pool| {
-                pool.namespace().as_deref() == Some(ns) && pool.meta().deletion_timestamp.is_none()
+            .filter(|other| {
+                other.namespace().as_deref() == Some(ns)
+                    && other.meta().deletion_timestamp.is_none()
+                    && (zoned || !other.spec.zones.is_empty())
             })
             .cloned()
             .collect()

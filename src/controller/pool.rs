@@ -61,7 +61,7 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     };
 
     // Plan.
-    let siblings = ctx.cached_namespace_pools(&ns);
+    let siblings = ctx.cached_clash_candidates(&ns, pool);
     let mut plan = plan(&PoolInputs {
         pool,
         cluster: cluster.as_ref(),

@@ -72,7 +72,7 @@ pub struct Workers {
     /// One, or one per zone in zone order.
     pub statefulsets: Vec<StatefulSet>,
     pub service: Service,
-    /// One per StatefulSet of two or more workers.
+    /// One per StatefulSet of two or more workers (of one or more, in a zoned pool).
     pub pdbs: Vec<PodDisruptionBudget>,
 }
 
@@ -87,9 +87,13 @@ pub fn build(
     let layout = PoolLayout::new(&pool.name, pool.spec.zone_names());
     let labels = pool_labels(product, &cluster.name, &pool.name);
     let selector = pool_selector(&cluster.name, &pool.name);
+    let zones: Vec<Option<&PoolZone>> = match pool.spec.zones.as_slice() {
+        [] => vec![None],
+        zones => zones.iter().map(Some).collect(),
+    };
     let mut statefulsets = Vec::new();
-    for (zone, name) in layout.statefulsets() {
-        let zone = zone.and_then(|z| pool.spec.zones.iter().find(|pz| pz.name == z));
+    for zone in zones {
+        let name = layout.statefulset(zone.map(|z| z.name.as_str()));
         let mut labels = labels.clone();
         let mut selector = selector.clone();
         if let Some(zone) = zone {
@@ -121,7 +125,8 @@ pub fn build(
 
 impl Workers {
     /// The operator's own gate on voluntary disruptions of a zoned pool: while any
-    /// zone is `disrupted` (a worker missing or not Ready), the budgets of the other
+    /// zone is `disrupted` (a worker missing, going or not Ready, or being replaced), the
+    /// budgets of the other
     /// zones allow none, so a drain cannot take a second zone down. Budgets are
     /// independent in Kubernetes: this narrows, but cannot close, the window in which
     /// two drains in two zones each pass their own zone's budget (ADR 14).
@@ -140,8 +145,7 @@ impl Workers {
     }
 
     /// Sets the pool's replicas: split over its StatefulSets, each annotated with the
-    /// pool's total (what the scale-down reads back), and a PodDisruptionBudget for each
-    /// StatefulSet of two or more workers.
+    /// pool's total (what the scale-down reads back), and their PodDisruptionBudgets.
     pub fn set_replicas(&mut self, replicas: i32) {
         self.pdbs.clear();
         for (sts, share) in self
