@@ -125,9 +125,9 @@ pub fn build(
 
 impl Workers {
     /// The operator's own gate on voluntary disruptions of a zoned pool: while any
-    /// zone is `disrupted` (a worker missing, going or not Ready, or being replaced), the
-    /// budgets of the other
-    /// zones allow none, so a drain cannot take a second zone down. Budgets are
+    /// zone is `disrupted` (a worker missing, going or not Ready, or being replaced),
+    /// the budgets of the other zones allow none, so a drain cannot take a second zone
+    /// down. Budgets are
     /// independent in Kubernetes: this narrows, but cannot close, the window in which
     /// two drains in two zones each pass their own zone's budget (ADR 14).
     pub fn gate_disruptions(&mut self, disrupted: &[String]) {
