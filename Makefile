@@ -49,15 +49,15 @@ helm-lint: ## helm lint the chart (both RBAC modes render)
 unit: ## Unit tests (catalogue, builders, plan and conditions, configs, offline render, code shape)
 	$(CARGO) test --lib --bins --test code_shape
 
-nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to stub upstreams
+nginx: ## Real nginx (Debian's 1.22 and 1.28 from source): nginx -t, routing to stub upstreams, tenants' credentials and scopes
 	@e2e/ensure-nginx.sh
-	$(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
-	LGTM_NGINX=$$(e2e/build-nginx.sh) $(CARGO) test --test gateway_nginx -- --test-threads $(TEST_THREADS)
+	$(CARGO) test --test gateway_nginx --test gateway_tenants -- --test-threads $(TEST_THREADS)
+	LGTM_NGINX=$$(e2e/build-nginx.sh) $(CARGO) test --test gateway_nginx --test gateway_tenants -- --test-threads $(TEST_THREADS)
 
-integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods, scale-down, zones
+integration: cluster-up ## The operator against the real API server: its children, conditions, bad input, storage probe (real S3 server), real pods, scale-down, zones, tenants
 	@# Built before the tests, not by the autoscaling test while the others run beside it.
 	@$(CLUSTER) build metrics-server
-	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers --test scaling --test zones -- --test-threads $(TEST_THREADS)
+	$(CARGO) test --test control_plane --test operator --test bad_input --test storage --test real_workers --test scaling --test zones --test tenants -- --test-threads $(TEST_THREADS)
 
 e2e: cluster-up ## The Helm chart installed, the operator run with its RBAC, chainsaw scenarios
 	@e2e/e2e.sh

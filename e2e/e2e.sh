@@ -77,7 +77,7 @@ done
 # up, upgrade them as the README tells users to.
 kubectl apply --server-side --force-conflicts -f "$REPO_ROOT/charts/lgtm-operator/crds/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
-	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev >/dev/null
+	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev crd/tenants.lgtm.coordinated.dev >/dev/null
 
 # With PrometheusRules served, alert rules take that form (the alert-rules scenario).
 kubectl apply --server-side -f "$REPO_ROOT/e2e/prometheusrule-crd.yaml" >/dev/null
@@ -97,8 +97,11 @@ must patch leases.coordination.k8s.io -n "$SYSTEM_NS"
 must_not patch leases.coordination.k8s.io -n kube-system
 must patch grafanaclusters.lgtm.coordinated.dev --subresource=status -n "$WATCHED_NS"
 must get secrets -n "$WATCHED_NS"
-must_not create secrets -n "$WATCHED_NS"
-must_not delete secrets -n "$WATCHED_NS"
+# The gateway's auth Secret of a multi-tenant cluster.
+must create secrets -n "$WATCHED_NS"
+must_not create secrets -n kube-system
+must patch tenants.lgtm.coordinated.dev --subresource=status -n "$WATCHED_NS"
+must_not patch tenants.lgtm.coordinated.dev -n "$WATCHED_NS"
 must_not create pods -n "$WATCHED_NS"
 must delete pods -n "$WATCHED_NS"
 must get persistentvolumeclaims -n "$WATCHED_NS"

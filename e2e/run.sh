@@ -44,7 +44,7 @@ export KUBECONFIG
 log "installing the CRDs"
 kubectl apply --server-side -f "$REPO_ROOT/crds/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
-	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev >/dev/null
+	crd/grafanaclusters.lgtm.coordinated.dev crd/workerpools.lgtm.coordinated.dev crd/tenants.lgtm.coordinated.dev >/dev/null
 
 log "building the operator"
 # It watches only the demo namespace, so the tests' own operators never meet it.

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use k8s_openapi::jiff::{Timestamp, tz::TimeZone};
 
-use crate::api::{GrafanaCluster, WorkerPool};
+use crate::api::{GrafanaCluster, Tenant, WorkerPool};
 use crate::plan::{
     self,
     cluster::ClusterInputs,
@@ -32,12 +32,13 @@ pub enum OfflineError {
     Invalid(String),
 }
 
-/// The manifests read: clusters, pools and Secrets (other kinds are skipped).
+/// The manifests read: clusters, pools, Tenants and Secrets (other kinds are skipped).
 pub struct Inputs {
     /// Namespace given to manifests that name none.
     namespace: String,
     pub clusters: Vec<GrafanaCluster>,
     pub pools: Vec<WorkerPool>,
+    pub tenants: Vec<Tenant>,
     pub secrets: Vec<Secret>,
 }
 
@@ -47,6 +48,7 @@ impl Inputs {
             namespace: namespace.to_string(),
             clusters: Vec::new(),
             pools: Vec::new(),
+            tenants: Vec::new(),
             secrets: Vec::new(),
         }
     }
@@ -80,6 +82,9 @@ impl Inputs {
                     .push(serde_json::from_value(document).map_err(error)?),
                 Some("WorkerPool") => self
                     .pools
+                    .push(serde_json::from_value(document).map_err(error)?),
+                Some("Tenant") => self
+                    .tenants
                     .push(serde_json::from_value(document).map_err(error)?),
                 Some("Secret") => self
                     .secrets
@@ -160,6 +165,12 @@ fn render_cluster(
         .filter(|p| p.spec.cluster_ref == name && namespace_of(p.namespace()) == ns)
         .map(fully_ready)
         .collect();
+    let tenants: Vec<Tenant> = inputs
+        .tenants
+        .iter()
+        .filter(|t| t.spec.cluster_ref == name && namespace_of(t.namespace()) == ns)
+        .cloned()
+        .collect();
     let secrets: Secrets = inputs
         .secrets
         .iter()
@@ -169,6 +180,7 @@ fn render_cluster(
     let cluster_inputs = ClusterInputs {
         cluster,
         pools: &pools,
+        tenants: &tenants,
         secrets: &secrets,
         // Offline, nothing reaches the bucket.
         bucket: &plan::secrets::BucketCheck::NotChecked,
@@ -200,6 +212,17 @@ fn render_cluster(
         ));
     }
     push_cluster_children(&plan.children, documents);
+    if let Some(auth) = &plan.children.gateway_auth {
+        notes.push(format!(
+            "{label}: the gateway's auth Secret {} is not printed: it holds the Tenants' credentials",
+            auth.name_any()
+        ));
+    }
+    for outcome in &plan.tenants.outcomes {
+        if let Some((reason, message)) = &outcome.problem {
+            notes.push(format!("Tenant {ns}/{}: {reason}: {message}", outcome.name));
+        }
+    }
     let Some(config) = &plan.children.shared_config else {
         let why = match &plan.storage.problem {
             Some(problem) if plan.topology.is_consistent() => problem.message.clone(),
@@ -264,6 +287,9 @@ fn push_cluster_children(children: &ClusterChildren, documents: &mut Vec<Value>)
         shared_config,
         dashboards,
         alerts,
+        runtime_overrides,
+        // Never printed: it holds credentials (a note names it).
+        gateway_auth: _,
     } = children;
     let Gateway {
         config,
@@ -275,6 +301,7 @@ fn push_cluster_children(children: &ClusterChildren, documents: &mut Vec<Value>)
     if let Some(config) = shared_config {
         push(config);
     }
+    push(runtime_overrides);
     push(config);
     push(deployment);
     push(service);
@@ -563,6 +590,24 @@ mod tests {
             ];
             let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
             insta::assert_snapshot!(manifests(&refs));
+        }
+
+        /// A multi-tenant cluster: the overrides file with the Tenant's limits and the
+        /// gateway with its auth; the auth Secret is named in a note, never printed.
+        #[test]
+        fn a_multi_tenant_cluster() {
+            let sources = [
+                SECRET.to_string(),
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {name: alice}\nstringData: {username: alice, password: never-printed}\n".to_string(),
+                cluster("logs", Product::Loki, ", tenancy: {mode: MultiTenant}"),
+                pool("logs", "logs-all", Product::Loki, &["all"], 1),
+                "---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: team-a}\nspec: {clusterRef: logs, credentials: [{basicAuth: {secretName: alice}}], limits: {ingestionRate: 1048576, retention: 7d}}\n".to_string(),
+            ];
+            let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+            let out = manifests(&refs);
+            assert!(!out.contains("never-printed") && !out.contains("{SSHA}"));
+            assert!(out.contains("the gateway's auth Secret logs-gateway-auth is not printed"));
+            insta::assert_snapshot!(out);
         }
 
         #[test]

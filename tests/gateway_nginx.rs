@@ -6,6 +6,8 @@
 //! (products.md, "Gateway routing (nginx)"), written out here by hand so a catalogue
 //! mistake shows, and the catalogue itself, so every route the renderer emits is exercised.
 
+// Shared with tests/gateway_tenants.rs, which uses its multi-tenant part.
+#[allow(dead_code)]
 mod nginx_support;
 #[path = "shared/routes.rs"]
 mod routes;

@@ -99,10 +99,11 @@ pub struct GrafanaClusterSpec {
     #[schemars(schema_with = "crate::api::schema::free_form_object")]
     pub config_overrides: Option<serde_json::Value>,
 
-    /// Who the data belongs to. Every cluster runs its product single-tenant today: all
-    /// data belongs to the product's one tenant (Mimir `anonymous`, Loki `fake`, Tempo
-    /// `single-tenant`), the gateway drops any X-Scope-OrgID a client sends, and that
-    /// header is no security boundary. Control who reaches the gateway instead.
+    /// Who the data belongs to. `SingleTenant` (the default, for development or behind
+    /// your own authentication): the product's one tenant (Mimir `anonymous`, Loki
+    /// `fake`, Tempo `single-tenant`) holds everything and the gateway asks for no
+    /// credentials. `MultiTenant`: every request needs a credential of a `Tenant` of this
+    /// cluster, and the gateway files it under that tenant (ADR 15).
     #[serde(default)]
     pub tenancy: TenancySpec,
 
@@ -122,7 +123,9 @@ pub struct GrafanaClusterSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TenancySpec {
-    /// `SingleTenant`, the only mode so far.
+    /// `SingleTenant` or `MultiTenant`. Switching rolls every worker onto the product's
+    /// multi-tenancy setting and the gateway onto credentials; data written single-tenant
+    /// stays readable by a Tenant whose id is the product's single-tenant id.
     #[serde(default)]
     pub mode: TenancyMode,
 }
@@ -130,9 +133,13 @@ pub struct TenancySpec {
 /// A tenancy mode.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TenancyMode {
-    /// Multi-tenancy off in the product: one tenant holds everything.
+    /// Multi-tenancy off in the product: one tenant holds everything, and the gateway
+    /// asks for no credentials (a client's X-Scope-OrgID is dropped).
     #[default]
     SingleTenant,
+    /// Multi-tenancy on in the product; the gateway authenticates every request against
+    /// the cluster's Tenants and sets X-Scope-OrgID from the credential.
+    MultiTenant,
 }
 
 /// Where the workers keep their data: exactly one backend.

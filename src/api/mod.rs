@@ -1,17 +1,20 @@
-//! The custom resources users write: [`GrafanaCluster`] (the coordinator) and
-//! [`WorkerPool`] (a group of identical workers). The doc comments here become the
+//! The custom resources users write: [`GrafanaCluster`] (the coordinator),
+//! [`WorkerPool`] (a group of identical workers) and [`Tenant`] (who may use a
+//! multi-tenant cluster's data). The doc comments here become the
 //! `kubectl explain` text of the generated CRDs in `crds/`.
 
 mod cluster;
 mod pool;
 mod reason;
 mod schema;
+mod tenant;
 
 pub use cluster::*;
 pub use pool::*;
 pub use reason::{Reason, Severity};
 #[cfg(test)]
 pub(crate) use schema::json_name;
+pub use tenant::*;
 
 /// API group of both kinds.
 pub const GROUP: &str = "lgtm.coordinated.dev";
@@ -35,6 +38,7 @@ pub fn crd_manifests() -> Vec<(&'static str, String)> {
     vec![
         ("grafanaclusters.yaml", render(GrafanaCluster::crd())),
         ("workerpools.yaml", render(WorkerPool::crd())),
+        ("tenants.yaml", render(Tenant::crd())),
     ]
 }
 

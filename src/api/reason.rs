@@ -165,6 +165,25 @@ reasons! {
     /// A zone has not become Ready within the pool's zone timeout: the rollout stops
     /// there until it does.
     ZoneRolloutStalled: Warning,
+    // Ready (Tenants)
+    /// The gateway serves every credential of the Tenant, and its limits are in the
+    /// runtime-overrides file.
+    CredentialsLive: Quiet,
+    /// The gateway is rolling out onto the Tenant's current credentials.
+    CredentialsRollingOut: Quiet,
+    /// The cluster runs `SingleTenant`: its gateway asks for no credentials.
+    SingleTenantCluster: Notice,
+    /// A credential's value is outside what the gateway accepts (the message says which
+    /// Secret, key and rule); the Tenant's other credentials are served.
+    InvalidCredential: Warning,
+    /// A username or token already belongs to an older Tenant of the cluster: it is not
+    /// served for this one.
+    DuplicateCredential: Warning,
+    /// An older Tenant of the cluster has the same tenant id: this one is not served.
+    DuplicateTenantId: Warning,
+    /// `limits` cannot be applied (a retention that cannot be read); the credentials are
+    /// served, the limits keep their last values.
+    InvalidLimits: Warning,
 }
 
 impl Reason {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,14 +22,16 @@ use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
 use super::{Context, read};
-use crate::api::{GrafanaCluster, GrafanaClusterStatus};
+use crate::api::{GrafanaCluster, GrafanaClusterStatus, TenancyMode, Tenant, TenantStatus};
 use crate::plan::cluster::{ClusterInputs, plan};
 use crate::plan::cluster_status::condition;
+use crate::plan::conditions::merge;
 use crate::plan::secrets::{self, BucketCheck};
+use crate::plan::tenants::{self, TenantsPlan};
 use crate::render::agent::Agent;
 use crate::render::gateway::Gateway;
 use crate::render::labels::CLUSTER;
-use crate::render::{self, Alerts, ClusterChildren, ClusterView, observability};
+use crate::render::{self, Alerts, ClusterChildren, ClusterView, observability, tenancy};
 
 pub(super) const CONTROLLER: &str = "grafanacluster";
 
@@ -58,13 +60,17 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
 
     // Read.
     let pools = read::pools_of(ctx, ns, &view.name).await?;
-    let secrets = read::secrets(client, ns, &secrets::referenced(&cluster.spec)).await?;
+    let tenant_list = read::tenants_of(ctx, ns, &view.name).await?;
+    let mut secret_names = secrets::referenced(&cluster.spec);
+    secret_names.extend(tenants::referenced(&tenant_list));
+    let secrets = read::secrets(client, ns, &secret_names).await?;
     let (bucket, recheck_after) = check_bucket(ctx, cluster, &secrets).await;
     let current_config: Option<ConfigMap> = get_opt(client, ns, &view.child_name("config")).await?;
     let ipv6 = ipv6_pods(ctx, cluster, &view).await?;
     let inputs = ClusterInputs {
         cluster,
         pools: &pools,
+        tenants: &tenant_list,
         secrets: &secrets,
         bucket: &bucket,
         current_config: current_config.as_ref(),
@@ -87,8 +93,13 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     };
 
     // Status.
-    let status = plan.status(&inputs, gateway.as_ref(), &Time(Timestamp::now()));
+    let now = Time(Timestamp::now());
+    let status = plan.status(&inputs, gateway.as_ref(), &now);
     write_status(ctx, cluster, status).await?;
+    let live = gateway.as_ref().is_some_and(|g| {
+        tenants::gateway_serves(g, plan.tenants.auth.as_ref().map(tenancy::auth_checksum))
+    });
+    write_tenant_statuses(ctx, cluster, &tenant_list, &plan.tenants, live, &now).await?;
     Ok(match recheck_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -166,8 +177,15 @@ async fn apply_children(
         shared_config,
         dashboards,
         alerts,
+        runtime_overrides,
+        gateway_auth,
     } = children;
     let mut kept = Kept::of::<GrafanaCluster>();
+    // Before the workers' and the gateway's pods, which do not start without them.
+    apply_kept(ctx, &mut kept, runtime_overrides).await?;
+    if let Some(auth) = gateway_auth {
+        apply_kept(ctx, &mut kept, auth).await?;
+    }
     // The shared config is never pruned: while frozen it is not in the plan.
     kept.add_named::<ConfigMap>(view.child_name("config"));
     if let Some(config) = shared_config {
@@ -238,6 +256,7 @@ async fn prune_children(
     prune::<Service>(ctx, &owner, kept).await?;
     prune::<PodDisruptionBudget>(ctx, &owner, kept).await?;
     prune::<ConfigMap>(ctx, &owner, kept).await?;
+    prune::<Secret>(ctx, &owner, kept).await?;
     prune::<ServiceAccount>(ctx, &owner, kept).await?;
     prune::<Role>(ctx, &owner, kept).await?;
     prune::<RoleBinding>(ctx, &owner, kept).await?;
@@ -270,4 +289,37 @@ async fn write_status(
     )
     .await;
     apply_status(&ctx.client, cluster, &status).await
+}
+
+/// Each Tenant's status: what the plan made of it, and whether the gateway serves it.
+/// Written only where it changed; a Tenant whose condition turns bad gets its Event.
+async fn write_tenant_statuses(
+    ctx: &Context,
+    cluster: &GrafanaCluster,
+    tenant_list: &[Tenant],
+    plan: &TenantsPlan,
+    gateway_live: bool,
+    now: &Time,
+) -> Result<()> {
+    let multi_tenant = cluster.spec.tenancy.mode == TenancyMode::MultiTenant;
+    for outcome in &plan.outcomes {
+        let Some(tenant) = tenant_list.iter().find(|t| t.name_any() == outcome.name) else {
+            continue;
+        };
+        let previous = tenant.status.clone().unwrap_or_default();
+        let generation = tenant.metadata.generation;
+        let observed = tenants::ready(outcome, multi_tenant, gateway_live);
+        let status = TenantStatus {
+            observed_generation: generation,
+            tenant_id: outcome.tenant_id.clone(),
+            served_credentials: outcome.served,
+            conditions: merge(&previous.conditions, vec![observed], generation, now),
+        };
+        if status == previous {
+            continue;
+        }
+        report_problems(ctx, tenant, &previous.conditions, &status.conditions, &[]).await;
+        apply_status(&ctx.client, tenant, &status).await?;
+    }
+    Ok(())
 }

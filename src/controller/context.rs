@@ -16,7 +16,7 @@ use super::children::Child;
 use super::children::Children;
 use super::probes::Probes;
 use super::scale_down::Leaves;
-use crate::api::{GrafanaCluster, WorkerPool};
+use crate::api::{GrafanaCluster, Tenant, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
 
@@ -35,6 +35,8 @@ pub struct Context {
     /// Every WorkerPool, reflected by the watch that triggers cluster reconciles: a
     /// cluster reads its pools here rather than listing them on each reconcile.
     pools: Store<DeserializeGuard<WorkerPool>>,
+    /// Every Tenant, reflected by the watch that triggers cluster reconciles.
+    tenants: Store<DeserializeGuard<Tenant>>,
     /// The children's metadata caches and what was last applied to each.
     pub(super) children: Arc<Children>,
     /// Whether every watch cache has filled (until then, pools and children are listed).
@@ -52,7 +54,10 @@ impl Context {
         health: Health,
         recorder: Recorder,
         controllers: &[&'static str],
-        pools: Store<DeserializeGuard<WorkerPool>>,
+        (pools, tenants): (
+            Store<DeserializeGuard<WorkerPool>>,
+            Store<DeserializeGuard<Tenant>>,
+        ),
         children: Arc<Children>,
     ) -> Self {
         let controllers = controllers
@@ -69,6 +74,7 @@ impl Context {
             failures: Mutex::default(),
             prometheus_rules: Mutex::default(),
             pools,
+            tenants,
             children,
             progress: health.progress,
             probes: Probes::default(),
@@ -118,6 +124,27 @@ impl Context {
             .collect();
         pools.sort_by_key(|pool| pool.name_any());
         Some(pools)
+    }
+
+    /// The live Tenants of cluster `name` in `ns` from the watch cache; `None` until
+    /// every cache has filled.
+    pub(super) fn cached_tenants(&self, ns: &str, name: &str) -> Option<Vec<Tenant>> {
+        if !self.progress.synced() {
+            return None;
+        }
+        Some(
+            self.tenants
+                .state()
+                .iter()
+                .filter_map(|guard| guard.0.as_ref().ok())
+                .filter(|tenant| {
+                    tenant.namespace().as_deref() == Some(ns)
+                        && tenant.spec.cluster_ref == name
+                        && tenant.meta().deletion_timestamp.is_none()
+                })
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The children of kind `K` of an `owner` kind in `ns` labelled `label`, from the

@@ -8,7 +8,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::Context;
 use super::apply::get_opt;
 use super::error::{Error, Result};
-use crate::api::WorkerPool;
+use crate::api::{Tenant, WorkerPool};
 use crate::plan::secrets::Secrets;
 use crate::render::labels::POOL;
 
@@ -29,6 +29,25 @@ pub async fn pools_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<WorkerP
         .into_iter()
         .filter_map(|guard| guard.0.ok())
         .filter(|pool| pool.spec.cluster_ref == name && pool.meta().deletion_timestamp.is_none())
+        .collect())
+}
+
+/// The cluster's Tenants (malformed ones and those being deleted are left out), from the
+/// watch cache; listed through the API only before the caches have filled.
+pub async fn tenants_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Tenant>> {
+    if let Some(tenants) = ctx.cached_tenants(ns, name) {
+        return Ok(tenants);
+    }
+    let api: Api<DeserializeGuard<Tenant>> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::read(format!("Tenants in {ns}")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|guard| guard.0.ok())
+        .filter(|t| t.spec.cluster_ref == name && t.meta().deletion_timestamp.is_none())
         .collect())
 }
 

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 
 use super::children::Children;
 use super::{Context, Options, RunError, cluster, leader, pool};
-use crate::api::{GrafanaCluster, WorkerPool};
+use crate::api::{GrafanaCluster, Tenant, WorkerPool};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
 
@@ -366,6 +366,20 @@ impl Watches<'_> {
         tracked(events, self.record("ConfigMap")).touched_objects()
     }
 
+    /// Tenants, reflected into `writer`'s store before they trigger, like the pools.
+    /// Only a Tenant's spec, or its coming and going, concerns its cluster: its status is
+    /// the cluster's own write.
+    fn tenants(
+        &self,
+        writer: reflector::store::Writer<DeserializeGuard<Tenant>>,
+    ) -> impl Stream<Item = Result<DeserializeGuard<Tenant>, watcher::Error>> + Send + 'static {
+        only_changes(self.reflected_events(writer), |tenant| {
+            let meta = tenant.meta();
+            fingerprint((meta.generation, meta.deletion_timestamp.is_some()))
+        })
+        .touched_objects()
+    }
+
     /// Secrets, by metadata only: their data is read when a reconcile needs it.
     fn secrets(
         &self,
@@ -490,10 +504,14 @@ fn cluster_controller(
     w: &Watches,
     writer: reflector::store::Writer<DeserializeGuard<GrafanaCluster>>,
     store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
-    pools: reflector::store::Writer<DeserializeGuard<WorkerPool>>,
+    (pools, tenants): (
+        reflector::store::Writer<DeserializeGuard<WorkerPool>>,
+        reflector::store::Writer<DeserializeGuard<Tenant>>,
+    ),
     children: ClusterChildWriters,
 ) -> Controller<DeserializeGuard<GrafanaCluster>> {
     let clusters_by_secret = store.clone();
+    let tenants_by_secret = tenants.as_reader();
     Controller::for_stream(w.main(writer), store.clone())
         .with_config(w.controller_config())
         .owns_stream(w.owned_workload::<Deployment, GrafanaCluster>(
@@ -517,6 +535,14 @@ fn cluster_controller(
         .owns_stream(w.owned::<ServiceAccount, GrafanaCluster>(children.service_accounts))
         .owns_stream(w.owned::<Role, GrafanaCluster>(children.roles))
         .owns_stream(w.owned::<RoleBinding, GrafanaCluster>(children.role_bindings))
+        .owns_stream(w.owned::<Secret, GrafanaCluster>(children.secrets))
+        .watches_stream(
+            w.tenants(tenants),
+            w.counted(|tenant: DeserializeGuard<Tenant>| {
+                let tenant = tenant.0.ok()?;
+                Some(ObjectRef::new(&tenant.spec.cluster_ref).within(&tenant.namespace()?))
+            }),
+        )
         .watches_stream(
             // Reflected before it triggers, so a reconcile reads pools at least as new as
             // its trigger; and only what a cluster reads of its pools triggers: spec,
@@ -546,9 +572,31 @@ fn cluster_controller(
         .watches_stream(
             w.secrets(),
             w.counted(move |secret: PartialObjectMeta<Secret>| {
-                clusters_using_secret(&clusters_by_secret, &secret.metadata)
+                clusters_of_tenants_using_secret(&tenants_by_secret, &secret.metadata)
+                    .into_iter()
+                    .chain(clusters_using_secret(&clusters_by_secret, &secret.metadata))
             }),
         )
+}
+
+/// The clusters of the Tenants (from the cache) whose credentials name `secret`.
+fn clusters_of_tenants_using_secret(
+    store: &reflector::Store<DeserializeGuard<Tenant>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    let name = secret.name.clone().unwrap_or_default();
+    let ns = secret.namespace.clone().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|tenant| {
+            tenant.namespace().as_deref() == Some(ns.as_str())
+                && crate::plan::tenants::referenced(std::slice::from_ref(tenant))
+                    .contains(&name.as_str())
+        })
+        .map(|tenant| ObjectRef::new(&tenant.spec.cluster_ref).within(&ns))
+        .collect()
 }
 
 /// The WorkerPool controller. A pool reacts to its own children, its cluster, the
@@ -624,7 +672,10 @@ fn context(
     client: &Client,
     options: &Options,
     health: &Health,
-    pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+    caches: (
+        reflector::Store<DeserializeGuard<WorkerPool>>,
+        reflector::Store<DeserializeGuard<Tenant>>,
+    ),
     children: Arc<Children>,
 ) -> Arc<Context> {
     let reporter = Reporter {
@@ -637,7 +688,7 @@ fn context(
         health.clone(),
         Recorder::new(client.clone(), reporter),
         &[cluster::CONTROLLER, pool::CONTROLLER],
-        pools,
+        caches,
         children,
     ))
 }
@@ -648,28 +699,16 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
     let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
     let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
+    let (tenants, tenant_writer) = reflector::store::<DeserializeGuard<Tenant>>();
     let (children, child_writers) = child_caches(cluster_store.clone());
     let ctx = context(
         &client,
         &options,
         &health,
-        cluster_pools.clone(),
+        (cluster_pools.clone(), tenants.clone()),
         Arc::new(children),
     );
-    let cluster_watches = Watches {
-        client: &client,
-        options: &options,
-        health: &health,
-        controller: cluster::CONTROLLER,
-        progress: ctx.controller(cluster::CONTROLLER),
-        children: ctx.children.clone(),
-    };
-    let pool_watches = Watches {
-        controller: pool::CONTROLLER,
-        progress: ctx.controller(pool::CONTROLLER),
-        children: ctx.children.clone(),
-        ..cluster_watches
-    };
+    let (cluster_watches, pool_watches) = watches(&client, &options, &health, &ctx);
     // One signal stops both controllers gracefully, and tells a requested stop from one
     // that nobody asked for.
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
@@ -678,7 +717,7 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
         &cluster_watches,
         cluster_writer,
         &cluster_store,
-        cluster_pools_writer,
+        (cluster_pools_writer, tenant_writer),
         child_writers.cluster,
     )
     .graceful_shutdown_on(shutdown.clone());
@@ -697,7 +736,7 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     // the wake-up from the controller that also waits for it, or lose its own.
     let synced = tokio::time::timeout(
         options.cache_sync_timeout,
-        filled(cluster_store, pool_store, cluster_pools, &ctx),
+        filled(cluster_store, [pool_store, cluster_pools], tenants, &ctx),
     );
     tokio::select! {
         _ = &mut controllers => return stopped(&ctx, shutdown.peek().is_some()),
@@ -748,14 +787,40 @@ async fn reconcile_all(
 /// Whether every store filled; false when one was dropped (its controller is stopping).
 async fn filled(
     clusters: reflector::Store<DeserializeGuard<GrafanaCluster>>,
-    pools: reflector::Store<DeserializeGuard<WorkerPool>>,
-    cluster_pools: reflector::Store<DeserializeGuard<WorkerPool>>,
+    pools: [reflector::Store<DeserializeGuard<WorkerPool>>; 2],
+    tenants: reflector::Store<DeserializeGuard<Tenant>>,
     ctx: &Context,
 ) -> bool {
+    let [pools, cluster_pools] = pools;
     clusters.wait_until_ready().await.is_ok()
         && pools.wait_until_ready().await.is_ok()
         && cluster_pools.wait_until_ready().await.is_ok()
+        && tenants.wait_until_ready().await.is_ok()
         && ctx.children.filled().await
+}
+
+/// The watches of each controller.
+fn watches<'a>(
+    client: &'a Client,
+    options: &'a Options,
+    health: &'a Health,
+    ctx: &Context,
+) -> (Watches<'a>, Watches<'a>) {
+    let cluster_watches = Watches {
+        client,
+        options,
+        health,
+        controller: cluster::CONTROLLER,
+        progress: ctx.controller(cluster::CONTROLLER),
+        children: ctx.children.clone(),
+    };
+    let pool_watches = Watches {
+        controller: pool::CONTROLLER,
+        progress: ctx.controller(pool::CONTROLLER),
+        children: ctx.children.clone(),
+        ..cluster_watches
+    };
+    (cluster_watches, pool_watches)
 }
 
 /// The writers of the children's metadata caches, one per kind, for the watches that
@@ -782,6 +847,7 @@ struct ClusterChildWriters {
     service_accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
     roles: reflector::store::Writer<PartialObjectMeta<Role>>,
     role_bindings: reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
+    secrets: reflector::store::Writer<PartialObjectMeta<Secret>>,
 }
 
 /// A metadata cache for each kind of child, registered for the reconciles to read.
@@ -807,6 +873,7 @@ fn child_caches(
             service_accounts: cache::<_, GrafanaCluster>(c),
             roles: cache::<_, GrafanaCluster>(c),
             role_bindings: cache::<_, GrafanaCluster>(c),
+            secrets: cache::<_, GrafanaCluster>(c),
         },
         pool: PoolChildWriters {
             shared_configs: shared_configs_writer,

@@ -8,7 +8,8 @@ use kube::ResourceExt;
 
 use super::Reason;
 use super::secrets::{self, BucketCheck, SecretProblem, Secrets, StorageSecrets};
-use crate::api::{Backend, GrafanaCluster, WorkerPool};
+use super::tenants::{self, TenantsPlan};
+use crate::api::{Backend, GrafanaCluster, Tenant, WorkerPool};
 use crate::product::{PoolSummary, Product, Topology};
 use crate::render::config::{ConfigError, ConfigInputs, Duration};
 use crate::render::{self, ClusterChildren, ClusterView, LOKI_SCHEMA_FROM, Settings};
@@ -18,7 +19,10 @@ pub struct ClusterInputs<'a> {
     pub cluster: &'a GrafanaCluster,
     /// The WorkerPools that name the cluster, except those being deleted.
     pub pools: &'a [WorkerPool],
-    /// The Secrets the cluster references ([`secrets::referenced`]), as read.
+    /// The Tenants that name the cluster, except those being deleted.
+    pub tenants: &'a [Tenant],
+    /// The Secrets the cluster and its Tenants reference ([`secrets::referenced`],
+    /// [`tenants::referenced`]), as read.
     pub secrets: &'a Secrets,
     /// What the storage probe found with these Secrets.
     pub bucket: &'a BucketCheck,
@@ -61,6 +65,7 @@ pub struct ClusterPlan<'a> {
     pub loki_schema: Option<LokiSchema>,
     /// Checksum of the configuration the workers run once the plan is applied.
     pub config_hash: Option<String>,
+    pub tenants: TenantsPlan,
 }
 
 /// A pool summed up for the topology: its roles, replicas, and the readiness its own
@@ -107,12 +112,16 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
     let loki_schema = (product == Product::Loki).then(|| loki_schema(inputs));
     let storage = secrets::check_storage(product, &cluster.spec.storage, inputs.secrets)
         .with_bucket(inputs.bucket);
+    let tenants = tenants::plan(cluster, inputs.tenants, inputs.secrets);
     let (shared_config, config_problem) = shared_config(
         inputs,
         &view,
         &topology,
         &storage,
-        loki_schema.as_ref().map(|s| s.from.as_str()),
+        (
+            loki_schema.as_ref().map(|s| s.from.as_str()),
+            tenants.any_retention(),
+        ),
     );
     let config_hash = match (&shared_config, cluster.spec.paused) {
         (Some(config), false) => Some(render::config_checksum(config)),
@@ -122,6 +131,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
         &view,
         &topology,
         shared_config,
+        (tenants.auth.as_ref(), &tenants.entries),
         inputs.settings,
         inputs.prometheus_rules,
     );
@@ -140,6 +150,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
         // Recorded once a configuration using it exists.
         loki_schema: loki_schema.filter(|_| config_hash.is_some()),
         config_hash,
+        tenants,
     }
 }
 
@@ -174,7 +185,7 @@ fn shared_config(
     view: &ClusterView,
     topology: &Topology,
     storage: &StorageSecrets,
-    loki_schema_from: Option<&str>,
+    (loki_schema_from, tenant_retention): (Option<&str>, bool),
 ) -> (Option<ConfigMap>, Option<ConfigProblem>) {
     let problem = |reason, message| Some(ConfigProblem { reason, message });
     let retention = match view
@@ -198,14 +209,17 @@ fn shared_config(
     if let Some(message) = filesystem_problem(inputs) {
         return (None, problem(Reason::FilesystemNeedsOneWorker, message));
     }
-    let config_inputs = ConfigInputs::for_cluster(
-        view,
-        topology,
-        inputs.settings,
-        retention,
-        loki_schema_from,
-        inputs.ipv6,
-    );
+    let config_inputs = ConfigInputs {
+        tenant_retention,
+        ..ConfigInputs::for_cluster(
+            view,
+            topology,
+            inputs.settings,
+            retention,
+            loki_schema_from,
+            inputs.ipv6,
+        )
+    };
     match render::shared_config(view, &config_inputs) {
         // Rendered all the same, so that ConfigValid still speaks for the spec.
         Ok(_) if storage.problem.is_some() => (None, None),
@@ -281,6 +295,7 @@ mod tests {
         let plan = plan(&ClusterInputs {
             cluster,
             pools,
+            tenants: &[],
             secrets: &secrets,
             bucket,
             current_config: None,

@@ -6,6 +6,7 @@
 //! - [`cluster`]: a GrafanaCluster's children, and [`cluster_status`] its conditions;
 //! - [`pool`]: a WorkerPool's workload and conditions;
 //! - [`secrets`]: whether referenced Secrets are usable;
+//! - [`tenants`]: a cluster's Tenants: the gateway's auth files, their limits, their status;
 //! - [`Reason`] (defined in `api`, as reasons are part of the API): every condition
 //!   reason, with the Event it deserves.
 
@@ -15,6 +16,7 @@ pub mod conditions;
 pub mod pool;
 pub mod scale_down;
 pub mod secrets;
+pub mod tenants;
 pub mod zone_rollout;
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub fn probe_key(spec: &GrafanaClusterSpec, storage: &StorageSecrets) -> String 
 }
 
 /// The value of `key` in Secret `name`, from `data` or `stringData`.
-fn value(secrets: &Secrets, name: &str, key: &str) -> Option<Vec<u8>> {
+pub(crate) fn value(secrets: &Secrets, name: &str, key: &str) -> Option<Vec<u8>> {
     let secret = secrets.get(name)?.as_ref()?;
     secret
         .data

@@ -72,6 +72,7 @@ fn with_plan<T>(
     let inputs = ClusterInputs {
         cluster,
         pools,
+        tenants: &[],
         secrets,
         bucket: &BucketCheck::Verified,
         current_config: None,
@@ -85,7 +86,7 @@ fn with_plan<T>(
 
 /// Every reason the tests below reach, to check that none is left out.
 fn reached() -> BTreeSet<Reason> {
-    let mut reached = BTreeSet::new();
+    let mut reached: BTreeSet<Reason> = super::tenants::tests::reached().into_iter().collect();
     let cluster = fixtures::minimal_cluster(MIMIR);
     let view = ClusterView::new(&cluster);
     let secrets = fixtures::storage_secrets();

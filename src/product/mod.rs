@@ -143,6 +143,20 @@ pub struct Route {
     pub location: &'static str,
     pub to: RouteTo,
     pub handling: Handling,
+    /// The scope a credential needs for the path in a multi-tenant cluster (ADR 15).
+    pub access: Access,
+}
+
+/// The scope a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Queries, including those sent as POST.
+    Read,
+    /// Ingestion.
+    Write,
+    /// Read for GET, HEAD and OPTIONS, write for any other method (rule and alert
+    /// configuration APIs).
+    ByMethod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

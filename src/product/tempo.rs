@@ -20,10 +20,10 @@ const fn receiver(port: u16, name: &'static str, protocol: Protocol) -> Listener
 
 #[rustfmt::skip]
 const DISTRIBUTOR: &[Route] =
-    &[Route { location: "/", to: RouteTo::Role("distributor"), handling: Handling::Proxy }];
+    &[Route { location: "/", to: RouteTo::Role("distributor"), handling: Handling::Proxy, access: Access::Write }];
 #[rustfmt::skip]
 const QUERY_FRONTEND: &[Route] =
-    &[Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy }];
+    &[Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Read }];
 
 #[rustfmt::skip]
 pub(super) static CATALOGUE: Catalogue = Catalogue {

@@ -107,7 +107,7 @@ fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: 
         ConfigInputs::for_cluster(&view, &topology, &settings, None, Some("2026-11-18"), ipv6);
     let config_text = config::render(&inputs).expect("renders");
     let config: Value = serde_saphyr::from_str(&config_text).expect("YAML");
-    let gateway = super::gateway::build(&view, &topology.present_roles(), &settings);
+    let gateway = super::gateway::build(&view, &topology.present_roles(), &settings, None);
     let nginx = gateway
         .config
         .data
@@ -401,6 +401,40 @@ impl<'a> Pod<'a> {
         problems.extend(self.grace_problem());
         problems.extend(self.port_problems(&rendered.config));
         problems.extend(self.zone_problems(&rendered.config));
+        problems.extend(self.tenancy_problems(&rendered.config));
+        problems
+    }
+
+    /// The multi-tenancy switch is written, and the runtime-overrides file is where a
+    /// directory mount of its ConfigMap (not a subPath, which never updates) puts it.
+    fn tenancy_problems(&self, config: &Value) -> Vec<String> {
+        let (tenancy, label) = (&self.contract.tenancy, &self.label);
+        let mut problems = Vec::new();
+        if at(config, tenancy.switch)
+            .and_then(Value::as_bool)
+            .is_none()
+        {
+            problems.push(format!("{label}: `{}` is not written", tenancy.switch));
+        }
+        let file = at(config, tenancy.runtime_file).and_then(text);
+        let mount = file.as_deref().and_then(|f| mount_of(self.container, f));
+        let volume =
+            mount.and_then(|m| self.pod.volumes.iter().flatten().find(|v| v.name == m.name));
+        let from_config_map = volume
+            .and_then(|v| v.config_map.as_ref())
+            .is_some_and(|c| c.name.ends_with("-overrides"));
+        if !from_config_map || mount.is_some_and(|m| m.sub_path.is_some()) {
+            problems.push(format!(
+                "{label}: `{}` ({file:?}) is not in a directory mount of the overrides ConfigMap",
+                tenancy.runtime_file
+            ));
+        }
+        if at(config, tenancy.runtime_period).and_then(text).is_none() {
+            problems.push(format!(
+                "{label}: `{}` is not written",
+                tenancy.runtime_period
+            ));
+        }
         problems
     }
 
@@ -626,5 +660,56 @@ fn the_old_rendering_fails_the_contract() {
             Product::Loki => assert!(found.contains("the temp dir"), "{found}"),
             Product::Tempo => {}
         }
+    }
+}
+
+/// Every key the runtime-overrides file gets is a per-tenant key of the contract, so a
+/// strict loader (all three products) never rejects the file.
+#[test]
+fn runtime_overrides_write_only_contract_keys() {
+    use super::tenancy::TenantEntry;
+    use crate::api::TenantLimits;
+    let limits = TenantLimits {
+        ingestion_rate: Some(1),
+        ingestion_burst: Some(2),
+        max_active: Some(3),
+        retention: Some("30d".into()),
+    };
+    let entry = TenantEntry {
+        id: "t".into(),
+        limits,
+        retention: Some(Duration::parse("30d").expect("duration")),
+    };
+    for product in Product::ALL {
+        let text = super::tenancy::runtime_overrides(product, std::slice::from_ref(&entry), false);
+        let file: Value = serde_saphyr::from_str(&text).expect("YAML");
+        let contract = product.contract();
+        let mut keys = Vec::new();
+        fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+            match value.as_object() {
+                Some(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&path, v, out);
+                    }
+                }
+                None => out.push(prefix.to_string()),
+            }
+        }
+        leaves("", &file["overrides"]["t"], &mut keys);
+        let known: BTreeSet<&str> = contract.tenancy.limits.iter().map(|l| l.key).collect();
+        for key in &keys {
+            // Tempo's span-metrics processors, repeated from the main config's defaults.
+            let generator = key == "metrics_generator.processors";
+            assert!(
+                known.contains(key.as_str()) || generator,
+                "{product}: {key} is not in the contract"
+            );
+        }
+        assert!(keys.len() >= 4, "{product}: every limit written: {keys:?}");
     }
 }

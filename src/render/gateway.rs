@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler, PodSpec,
+    PodTemplateSpec, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -18,7 +18,10 @@ use super::pod::{
     EXPORTER_PORT, config_map_volume, container_port, disruption_budget, empty_dir_volume,
     http_probe, mount, restricted_container, restricted_pod, spread_over_zones,
 };
-use super::{CONFIG_CHECKSUM, ClusterView, Settings, agent, checksum};
+use super::tenancy::AuthFiles;
+use super::{
+    CONFIG_CHECKSUM, CREDENTIALS_CHECKSUM, ClusterView, Settings, agent, checksum, tenancy,
+};
 use crate::product::{Product, Protocol};
 
 /// UID and GID of the nginx-unprivileged image's nginx user.
@@ -26,6 +29,8 @@ const NGINX_USER: i64 = 101;
 
 const CONFIG_DIR: &str = "/etc/lgtm-gateway";
 const TLS_DIR: &str = "/etc/lgtm-gateway/tls";
+/// Where the auth Secret's files are mounted (multi-tenant clusters).
+const AUTH_DIR: &str = "/etc/lgtm-gateway/auth";
 
 /// The gateway's objects.
 #[derive(Debug, Clone)]
@@ -41,21 +46,30 @@ fn selector(cluster: &ClusterView) -> BTreeMap<String, String> {
 }
 
 /// How nginx is placed in the cluster's gateway pod.
-fn nginx_options(cluster: &ClusterView, settings: &Settings) -> NginxOptions {
+fn nginx_options(cluster: &ClusterView, settings: &Settings, auth: bool) -> NginxOptions {
     let tls = cluster.spec.tls.as_ref().map(|_| TlsFiles {
         certificate: format!("{TLS_DIR}/tls.crt"),
         key: format!("{TLS_DIR}/tls.key"),
     });
-    NginxOptions::in_cluster(
-        &cluster.name,
-        &cluster.namespace,
-        &settings.cluster_domain,
-        tls,
-    )
+    NginxOptions {
+        auth_dir: auth.then(|| AUTH_DIR.to_string()),
+        ..NginxOptions::in_cluster(
+            &cluster.name,
+            &cluster.namespace,
+            &settings.cluster_domain,
+            tls,
+        )
+    }
 }
 
-/// Builds the gateway for the roles `present`.
-pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Settings) -> Gateway {
+/// Builds the gateway for the roles `present`; `auth`: the credentials it checks, for a
+/// multi-tenant cluster.
+pub fn build(
+    cluster: &ClusterView,
+    present: &BTreeSet<&str>,
+    settings: &Settings,
+    auth: Option<&AuthFiles>,
+) -> Gateway {
     let name = cluster.child_name("gateway");
     let labels = cluster_labels(cluster.product(), &cluster.name, Component::Gateway);
     let meta = || {
@@ -67,7 +81,7 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         )
     };
     // nginx.conf and the start script that writes the files it includes.
-    let nginx_options = nginx_options(cluster, settings);
+    let nginx_options = nginx_options(cluster, settings, auth.is_some());
     let conf = nginx::render(cluster.product(), present, &nginx_options);
     let agent_config = agent::enabled(cluster).then(|| agent::config(cluster));
     let config_checksum = checksum(
@@ -78,14 +92,22 @@ pub fn build(cluster: &ClusterView, present: &BTreeSet<&str>, settings: &Setting
         .into_iter()
         .flatten(),
     );
-    let pod = pod_spec(cluster, &name, &nginx_options, agent_config.is_some());
+    let mut pod = pod_spec(cluster, &name, &nginx_options, agent_config.is_some());
+    let mut annotations = BTreeMap::from([(CONFIG_CHECKSUM.to_string(), config_checksum)]);
+    if let Some(files) = auth {
+        mount_auth(cluster, &mut pod);
+        annotations.insert(
+            CREDENTIALS_CHECKSUM.to_string(),
+            tenancy::auth_checksum(files),
+        );
+    }
     Gateway {
         config: ConfigMap {
             metadata: meta(),
             data: Some(BTreeMap::from([("nginx.conf".to_string(), conf)])),
             ..ConfigMap::default()
         },
-        deployment: deployment(cluster, meta(), &labels, pod, config_checksum),
+        deployment: deployment(cluster, meta(), &labels, pod, annotations),
         service: service(cluster, meta()),
         pdb: (cluster.spec.gateway.replicas > 1)
             .then(|| disruption_budget(meta(), selector(cluster))),
@@ -181,10 +203,34 @@ fn nginx_container(
         }]),
         ports: Some(ports),
         readiness_probe: Some(http_probe("/healthz", STATUS_PORT)),
+        lifecycle: Some(graceful_stop()),
         resources: cluster.spec.gateway.resources.clone(),
         security_context: Some(restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+/// Seconds a stopping gateway pod keeps serving while it leaves the Service's endpoints
+/// (kube-proxy and load balancers see the change a moment after the API server).
+const DRAIN_SECONDS: u32 = 5;
+
+/// Before nginx is stopped: keep serving while the endpoints change, then stop
+/// gracefully (`quit` finishes the requests in flight; the SIGTERM that follows would
+/// cut them), so that a rollout of the gateway (new credentials) drops no request.
+fn graceful_stop() -> Lifecycle {
+    let script = format!(
+        "sleep {DRAIN_SECONDS}; nginx -c {CONFIG_DIR}/nginx.conf -s quit; \
+         while [ -e {RUNTIME_DIR}/nginx.pid ]; do sleep 1; done"
+    );
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
     }
 }
 
@@ -203,13 +249,34 @@ fn exporter_container(cluster: &ClusterView) -> Container {
     }
 }
 
-/// The gateway Deployment; its pods roll when the configuration's checksum changes.
+/// The auth Secret, mounted into nginx. Not optional: without it the pod does not
+/// start, so a multi-tenant gateway never serves without credentials.
+fn mount_auth(cluster: &ClusterView, pod: &mut PodSpec) {
+    pod.volumes.get_or_insert_default().push(Volume {
+        name: "auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tenancy::auth_secret_name(cluster)),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    if let Some(nginx) = pod.containers.first_mut() {
+        nginx
+            .volume_mounts
+            .get_or_insert_default()
+            .push(mount("auth", AUTH_DIR, true));
+    }
+}
+
+/// The gateway Deployment; its pods roll when the configuration's (or the credentials')
+/// checksum changes.
 fn deployment(
     cluster: &ClusterView,
     metadata: ObjectMeta,
     labels: &BTreeMap<String, String>,
     pod: PodSpec,
-    config_checksum: String,
+    annotations: BTreeMap<String, String>,
 ) -> Deployment {
     let mut template_labels = labels.clone();
     template_labels.extend(selector(cluster));
@@ -224,10 +291,7 @@ fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_CHECKSUM.to_string(),
-                        config_checksum,
-                    )])),
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -296,6 +360,7 @@ mod tests {
             &view,
             &expand(view.product(), toggles),
             &Settings::default(),
+            None,
         )
     }
 

@@ -37,6 +37,8 @@ pub enum Component {
     Dashboard,
     /// The alert rules (a PrometheusRule or its ConfigMap stand-in).
     Alerts,
+    /// The per-tenant runtime-overrides file.
+    Overrides,
 }
 
 impl Component {
@@ -50,6 +52,7 @@ impl Component {
             Component::Worker => "worker",
             Component::Dashboard => "dashboard",
             Component::Alerts => "alerts",
+            Component::Overrides => "overrides",
         }
     }
 }

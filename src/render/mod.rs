@@ -12,6 +12,7 @@ mod pod;
 pub mod pod_overrides;
 pub mod services;
 pub mod storage;
+pub mod tenancy;
 pub mod workers;
 pub mod zones;
 
@@ -143,6 +144,9 @@ pub const REQUEST_TIMEOUTS: RequestTimeouts = RequestTimeouts {
 
 /// Annotation on pod templates with the checksum of the configuration they run.
 pub const CONFIG_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/config";
+/// Pod-template annotation of the gateway: checksum of its auth files, so that its pods
+/// roll onto new credentials.
+pub const CREDENTIALS_CHECKSUM: &str = "checksum.lgtm.coordinated.dev/credentials";
 /// Annotation on worker pod templates with the checksum of the Secret data they use.
 /// On a pool's StatefulSet: the replicas the operator applied, readable from the
 /// metadata cache (a scale-down compares `spec.replicas` with it, without a read).
@@ -220,6 +224,10 @@ pub struct ClusterChildren {
     pub dashboards: Vec<k8s_openapi::api::core::v1::ConfigMap>,
     /// Alert rules, when the agent ships metrics.
     pub alerts: Option<Alerts>,
+    /// The per-tenant runtime-overrides file every worker mounts.
+    pub runtime_overrides: k8s_openapi::api::core::v1::ConfigMap,
+    /// The gateway's credentials, for a multi-tenant cluster.
+    pub gateway_auth: Option<k8s_openapi::api::core::v1::Secret>,
 }
 
 /// Where a cluster's alert rules go.
@@ -237,6 +245,7 @@ pub fn cluster_children(
     cluster: &ClusterView,
     topology: &crate::product::Topology,
     shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
+    (auth, tenants): (Option<&tenancy::AuthFiles>, &[tenancy::TenantEntry]),
     settings: &Settings,
     prometheus_rules: bool,
 ) -> ClusterChildren {
@@ -256,10 +265,19 @@ pub fn cluster_children(
             Vec::new()
         },
         alerts,
-        gateway: gateway::build(cluster, &topology.present_roles(), settings),
+        gateway: gateway::build(cluster, &topology.present_roles(), settings, auth),
         agent: agent::enabled(cluster).then(|| agent::build(cluster)),
         gossip: services::gossip(cluster),
         role_services: services::roles(cluster, topology),
         shared_config,
+        runtime_overrides: tenancy::overrides_config_map(
+            cluster,
+            tenancy::runtime_overrides(
+                cluster.product(),
+                tenants,
+                cluster.spec.self_monitoring.metrics.is_some(),
+            ),
+        ),
+        gateway_auth: auth.map(|files| tenancy::auth_secret(cluster, files)),
     }
 }

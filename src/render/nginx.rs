@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::product::{Handling, Listener, Product, Protocol, Route, RouteTo};
+use super::tenancy::AuthFiles;
+use crate::product::{Access, Handling, Listener, Product, Protocol, Route, RouteTo};
 
 /// Port of the gateway's own server: `/status` (nginx stub_status, read by the exporter
 /// sidecar) and `/healthz`. Kept off the product ports so no product path is shadowed.
@@ -62,6 +63,10 @@ pub struct NginxOptions {
     /// Listening port per catalogue port, where they differ (tests).
     pub port_map: BTreeMap<u16, u16>,
     pub runtime_dir: String,
+    /// The directory of the auth files ([`AuthFiles`]) when the cluster is multi-tenant:
+    /// every product request is then authenticated, checked against the route's scope
+    /// and filed under the credential's tenant (ADR 15).
+    pub auth_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,7 @@ impl NginxOptions {
             ipv6_address: Some("[::]".to_string()),
             port_map: BTreeMap::new(),
             runtime_dir: RUNTIME_DIR.to_string(),
+            auth_dir: None,
         }
     }
 
@@ -194,8 +200,11 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
         1,
         &format!(
             r#"log_format lgtm '$remote_addr "$request" $status $body_bytes_sent $request_time upstream=$upstream_addr tenant={}';"#,
-            // Single-tenant: every request belongs to the product's one tenant.
-            product.contract().single_tenant_id
+            match &options.auth_dir {
+                Some(_) => "$lgtm_tenant",
+                // Single-tenant: every request belongs to the product's one tenant.
+                None => product.contract().single_tenant_id,
+            }
         ),
     );
     line(w, 1, "access_log /dev/stdout lgtm;");
@@ -219,6 +228,9 @@ pub fn render(product: Product, present: &BTreeSet<&str>, options: &NginxOptions
     line(w, 1, &format!("proxy_connect_timeout {CONNECT_TIMEOUT};"));
     line(w, 1, &format!("grpc_read_timeout {gateway}s;"));
     line(w, 1, &format!("grpc_connect_timeout {CONNECT_TIMEOUT};"));
+    if let Some(dir) = &options.auth_dir {
+        auth_maps(w, dir);
+    }
     line(w, 1, "map $http_upgrade $lgtm_connection_upgrade {");
     line(w, 2, "default upgrade;");
     line(w, 2, "\"\" close;");
@@ -253,6 +265,26 @@ fn server(
         line(w, 2, &format!("ssl_certificate {};", tls.certificate));
         line(w, 2, &format!("ssl_certificate_key {};", tls.key));
         line(w, 2, "ssl_protocols TLSv1.2 TLSv1.3;");
+    }
+    if let Some(dir) = &options.auth_dir {
+        // Answers before this (`return`: health, refusals) need no credential.
+        // Defined on every server, so that the scope map's variable exists even where
+        // no route has an upstream; each proxied route sets its own.
+        line(w, 2, "set $lgtm_access read;");
+        line(w, 2, "auth_basic $lgtm_realm;");
+        line(
+            w,
+            2,
+            &format!("auth_basic_user_file {dir}/{};", AuthFiles::HTPASSWD),
+        );
+        // A credential out of the route's scope: authenticated again here (so that a
+        // wrong password is still 401), then refused.
+        line(w, 2, "error_page 418 = @lgtm_forbidden;");
+        line(
+            w,
+            2,
+            "location @lgtm_forbidden { try_files /.lgtm-forbidden =403; }",
+        );
     }
     if !grpc {
         line(w, 2, "location = / { return 200 \"OK\\n\"; }");
@@ -359,18 +391,23 @@ fn location(
             );
         }
         Ok(address) => {
+            let tenant = match options.auth_dir {
+                Some(_) => require_scope(w, route.access),
+                None => "\"\"",
+            };
             line(w, 3, &format!("set $lgtm_upstream \"{address}\";"));
             if listener.protocol == Protocol::Grpc {
                 line(w, 3, "grpc_pass grpc://$lgtm_upstream;");
-                // Single-tenant products ignore the tenant header; a client's is dropped
-                // so that nobody mistakes it for a boundary (ADR 7).
-                line(w, 3, "grpc_set_header X-Scope-OrgID \"\";");
+                // The authenticated tenant, never the client's header. Single-tenant
+                // products ignore it, and a client's is dropped so that nobody mistakes
+                // it for a boundary (ADR 7).
+                line(w, 3, &format!("grpc_set_header X-Scope-OrgID {tenant};"));
             } else {
                 if let Handling::RewriteTo(path) = route.handling {
                     line(w, 3, &format!("rewrite ^ {path} break;"));
                 }
                 line(w, 3, "proxy_pass http://$lgtm_upstream;");
-                line(w, 3, "proxy_set_header X-Scope-OrgID \"\";");
+                line(w, 3, &format!("proxy_set_header X-Scope-OrgID {tenant};"));
                 line(
                     w,
                     3,
@@ -388,6 +425,91 @@ fn location(
         }
     }
     line(w, 2, "}");
+}
+
+/// A multi-tenant route's scope check (a credential without `access` is sent to the
+/// 403 location); returns the tenant variable to pass upstream.
+fn require_scope(w: &mut String, access: Access) -> &'static str {
+    let access = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::ByMethod => "$lgtm_method_access",
+    };
+    line(w, 3, &format!("set $lgtm_access {access};"));
+    line(w, 3, "if ($lgtm_forbidden) { return 418; }");
+    "$lgtm_tenant"
+}
+
+/// The maps that turn a request's credential into its tenant and scopes, and decide
+/// whether the route's scope is among them. The credential files come from the
+/// gateway's auth Secret ([`AuthFiles`]).
+///
+/// - A known bearer token gives its grant directly and turns `auth_basic` off (its realm
+///   variable is `off`); anything else goes through `auth_basic`, whose `$remote_user`
+///   gives the grant of a Basic user. nginx evaluates these lazily: `$remote_user` is
+///   only trusted once `auth_basic` has checked the password, which happens before the
+///   request reaches the upstream.
+/// - A grant is `<tenant> <read|write|read+write>`.
+/// - `$lgtm_forbidden` is 1 when the route's `$lgtm_access` is not in the grant; it is
+///   0 without a grant, so that `auth_basic` answers 401 there, not 403.
+fn auth_maps(w: &mut String, dir: &str) {
+    // A bucket holds a whole key: `Bearer ` and a token of up to 512 characters.
+    line(w, 1, "map_hash_bucket_size 1024;");
+    let maps: [(&str, &str, &[&str]); 7] = [
+        (
+            "$http_authorization",
+            "$lgtm_bearer_grant",
+            &[
+                "default \"\";",
+                &format!("include {dir}/{};", AuthFiles::BEARER_MAP),
+            ],
+        ),
+        (
+            "\"user:$remote_user\"",
+            "$lgtm_user_grant",
+            &[
+                "default \"\";",
+                &format!("include {dir}/{};", AuthFiles::USERS_MAP),
+            ],
+        ),
+        (
+            "$lgtm_bearer_grant",
+            "$lgtm_realm",
+            &["\"\" \"lgtm\";", "default off;"],
+        ),
+        (
+            "$lgtm_bearer_grant",
+            "$lgtm_grant",
+            &["\"\" $lgtm_user_grant;", "default $lgtm_bearer_grant;"],
+        ),
+        (
+            "$lgtm_grant",
+            "$lgtm_tenant",
+            &["\"~^(?<lgtm_t>\\S+) \" $lgtm_t;", "default \"\";"],
+        ),
+        (
+            "$request_method",
+            "$lgtm_method_access",
+            &["GET read;", "HEAD read;", "OPTIONS read;", "default write;"],
+        ),
+        (
+            "\"$lgtm_access $lgtm_grant\"",
+            "$lgtm_forbidden",
+            &[
+                "default 1;",
+                "\"~^read \\S+ read\" 0;",
+                "\"~^write \\S+ (read\\+)?write$\" 0;",
+                "\"~^\\S+ $\" 0;",
+            ],
+        ),
+    ];
+    for (source, variable, entries) in maps {
+        line(w, 1, &format!("map {source} {variable} {{"));
+        for entry in entries {
+            line(w, 2, entry);
+        }
+        line(w, 1, "}");
+    }
 }
 
 fn line(w: &mut String, indent: usize, text: &str) {
@@ -556,5 +678,54 @@ mod tests {
             &in_cluster(),
         );
         assert!(conf.contains("client_max_body_size 10g;"));
+    }
+
+    fn multi_tenant() -> NginxOptions {
+        NginxOptions {
+            auth_dir: Some("/etc/lgtm-gateway/auth".into()),
+            ..in_cluster()
+        }
+    }
+
+    #[test]
+    fn a_multi_tenant_gateway_authenticates_scopes_and_sets_the_tenant() {
+        let conf = render(
+            Product::Loki,
+            &present(Product::Loki, &["all"]),
+            &multi_tenant(),
+        );
+        assert!(conf.contains("include /etc/lgtm-gateway/auth/bearer.map;"));
+        assert!(conf.contains("include /etc/lgtm-gateway/auth/users.map;"));
+        assert!(conf.contains("auth_basic_user_file /etc/lgtm-gateway/auth/htpasswd;"));
+        assert!(
+            !conf.contains("X-Scope-OrgID \"\""),
+            "the tenant, never empty"
+        );
+        let push = conf
+            .split("location = /loki/api/v1/push {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n        }").next())
+            .expect("the push location");
+        assert!(push.contains("set $lgtm_access write;"), "{push}");
+        assert!(push.contains("if ($lgtm_forbidden) { return 418; }"));
+        assert!(push.contains("proxy_set_header X-Scope-OrgID $lgtm_tenant;"));
+        let rules = conf
+            .split("location ^~ /loki/api/v1/rules {")
+            .nth(1)
+            .expect("the rules location");
+        assert!(rules.starts_with("\n            set $lgtm_access $lgtm_method_access;"));
+        assert!(conf.contains("tenant=$lgtm_tenant"));
+    }
+
+    #[test]
+    fn a_single_tenant_gateway_asks_for_nothing_and_drops_the_tenant_header() {
+        let conf = render(
+            Product::Mimir,
+            &present(Product::Mimir, &["all"]),
+            &in_cluster(),
+        );
+        assert!(!conf.contains("auth_basic"));
+        assert!(!conf.contains("$lgtm_tenant"));
+        assert!(conf.contains("proxy_set_header X-Scope-OrgID \"\";"));
     }
 }

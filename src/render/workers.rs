@@ -18,7 +18,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{CONFIG_FILE, DATA_DIR};
+use super::config::{CONFIG_FILE, DATA_DIR, RUNTIME_OVERRIDES_DIR};
 use super::labels::{child_meta, pool_labels, pool_selector, role_label};
 use super::pod::{
     config_map_volume, container_port, disruption_budget, empty_dir_volume, http_probe, mount,
@@ -249,10 +249,13 @@ fn container(
     env.extend(tracing_env(cluster, &pool.name));
     let mut volumes = vec![
         config_map_volume("config", cluster.child_name("config")),
+        // Per-tenant limits: a directory mount, which sees the ConfigMap's updates.
+        config_map_volume("overrides", cluster.child_name("overrides")),
         empty_dir_volume("tmp"),
     ];
     let mut mounts = vec![
         mount("config", catalogue.config_dir, true),
+        mount("overrides", RUNTIME_OVERRIDES_DIR, true),
         mount("data", DATA_DIR, false),
         mount("tmp", TEMP_DIR, false),
     ];

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use lgtm_operator::plan::tenants::AuthFiles;
 use lgtm_operator::product::{Product, Protocol, expand};
 use lgtm_operator::render::nginx::{self, NginxOptions, STATUS_PORT, TlsFiles, Upstreams};
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,16 @@ impl Workspace {
 
     pub fn runtime_dir(&self) -> String {
         self.path().display().to_string()
+    }
+
+    /// Writes the auth files into `auth/` and returns that directory.
+    pub fn write_auth(&self, auth: &AuthFiles) -> String {
+        let dir = self.path().join("auth");
+        std::fs::create_dir_all(&dir).expect("auth dir");
+        for (name, text) in auth.files() {
+            std::fs::write(dir.join(name), text).expect("auth file");
+        }
+        dir.display().to_string()
     }
 
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
@@ -252,7 +263,27 @@ impl Gateway {
     /// Starts stubs and nginx for pools with these role toggles, in a pod with these
     /// address families: with IPv6, nginx listens on `::1` too.
     pub async fn start_in(product: Product, toggles: &[&str], families: Families) -> Gateway {
+        Self::start_with(product, toggles, families, None).await
+    }
+
+    /// Starts a multi-tenant gateway that authenticates with `auth` (written where the
+    /// auth Secret would be mounted).
+    pub async fn start_multi_tenant(
+        product: Product,
+        toggles: &[&str],
+        auth: &AuthFiles,
+    ) -> Gateway {
+        Self::start_with(product, toggles, Families::Ipv4Only, Some(auth)).await
+    }
+
+    async fn start_with(
+        product: Product,
+        toggles: &[&str],
+        families: Families,
+        auth: Option<&AuthFiles>,
+    ) -> Gateway {
         let workspace = Workspace::new();
+        let auth_dir = auth.map(|files| workspace.write_auth(files));
         let present = expand(product, toggles);
         let hits = Hits::default();
         let address = own_loopback_address();
@@ -270,6 +301,7 @@ impl Gateway {
                 ipv6_address: Some("[::1]".into()),
                 port_map: ports.clone(),
                 runtime_dir: workspace.runtime_dir(),
+                auth_dir: auth_dir.clone(),
             };
             workspace.run_start_script(product, &options, SAMPLE_RESOLV_CONF, families);
             let conf = nginx::render(product, &present, &options);
@@ -342,6 +374,17 @@ impl Gateway {
     /// nginx's process id (for tests that check it is gone).
     pub fn pid(&self) -> u32 {
         self.nginx.child.id()
+    }
+
+    /// Replaces the auth files, as a new auth Secret would, and tells nginx to load them
+    /// (SIGHUP: new workers start with the new maps, old ones finish their requests).
+    pub fn rotate(&self, auth: &AuthFiles) {
+        self.workspace.write_auth(auth);
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP nginx");
     }
 }
 

@@ -205,10 +205,10 @@ pub async fn install_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Patch, PatchParams};
     use kube::{CustomResourceExt, ResourceExt};
-    use lgtm_operator::api::{GrafanaCluster, WorkerPool};
+    use lgtm_operator::api::{GrafanaCluster, Tenant, WorkerPool};
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [GrafanaCluster::crd(), WorkerPool::crd()] {
+    for crd in [GrafanaCluster::crd(), WorkerPool::crd(), Tenant::crd()] {
         let name = crd.name_any();
         crds.patch(
             &name,

@@ -132,6 +132,12 @@ impl WithConditions for GrafanaCluster {
     }
 }
 
+impl WithConditions for lgtm_operator::api::Tenant {
+    fn conditions(&self) -> Vec<Condition> {
+        self.status.clone().unwrap_or_default().conditions
+    }
+}
+
 impl WithConditions for WorkerPool {
     fn conditions(&self) -> Vec<Condition> {
         self.status.clone().unwrap_or_default().conditions

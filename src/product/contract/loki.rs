@@ -267,6 +267,57 @@ pub(super) static CONTRACT: Contract = Contract {
         "with auth_enabled false every request belongs to tenant `fake`, whatever X-Scope-OrgID says",
         "pkg/loki/loki.go@v3.5.0:85,154-157; pkg/util/fakeauth/fake_auth.go@v3.5.0:53-64",
     ),
+    tenancy: Tenancy {
+        switch: "auth_enabled",
+        runtime_file: "runtime_config.file",
+        runtime_period: "runtime_config.period",
+        reload: fact(
+            "dskit's runtime-config manager: a missing or bad file at start fails the process (the module is a dependency of every target); on each period (default 10s) a bad file is only logged and the last good one kept; the loader is strict, so an unknown key or one bad tenant rejects the whole file; an empty file is fine",
+            "vendor/github.com/grafana/dskit/runtimeconfig/manager.go@v3.5.0:32-43,92-98,140-147,160-165,186-219; pkg/loki/runtime_config.go@v3.5.0:20-51; pkg/loki/loki.go@v3.5.0:124,777-781",
+        ),
+        inheritance: fact(
+            "a tenant's entry starts from limits_config (SetDefaultLimitsForYAMLUnmarshalling), so keys it leaves out keep their defaults",
+            "pkg/loki/modules.go@v3.5.0:298-299; pkg/validation/limits.go@v3.5.0:489-514,579-586,1236-1244",
+        ),
+        no_tenant: fact(
+            "401 `no org id` on every HTTP API, push included, once auth_enabled is true (its default)",
+            "pkg/util/fakeauth/fake_auth.go@v3.5.0:16-40; vendor/github.com/grafana/dskit/middleware/http_auth.go@v3.5.0:14-23; vendor/github.com/grafana/dskit/user/id.go@v3.5.0:22",
+        ),
+        limits: &[
+            LimitKey {
+                field: "ingestionRate",
+                key: "ingestion_rate_mb",
+                what: fact(
+                    "MB per second, float, MB = 1<<20 bytes; default 4",
+                    "pkg/validation/limits.go@v3.5.0:52,76,279,626-634",
+                ),
+            },
+            LimitKey {
+                field: "ingestionBurst",
+                key: "ingestion_burst_size_mb",
+                what: fact(
+                    "MB, float; default 6",
+                    "pkg/validation/limits.go@v3.5.0:52,77,280,626-634",
+                ),
+            },
+            LimitKey {
+                field: "maxActive",
+                key: "max_global_streams_per_user",
+                what: fact(
+                    "active streams across the cluster; default 5000",
+                    "pkg/validation/limits.go@v3.5.0:102,319",
+                ),
+            },
+            LimitKey {
+                field: "retention",
+                key: "retention_period",
+                what: fact(
+                    "duration, applied only with compactor.retention_enabled (which needs compactor.delete_request_store); default 0 (keep forever)",
+                    "pkg/validation/limits.go@v3.5.0:194,386-387; pkg/compactor/compactor.go@v3.5.0:79,105,146-149",
+                ),
+            },
+        ],
+    },
     notes: &[
         fact(
             "tracing.enabled defaults to true and installs a Jaeger client only (JAEGER_* variables; it sends to localhost:6831 when none is set); Loki reads no OTEL_* variable, so OTLP traces are not available",

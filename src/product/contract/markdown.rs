@@ -239,7 +239,36 @@ fn section(out: &mut String, product: Product, c: &Contract) {
         c.single_tenant_id,
         cite(&c.single_tenant)
     );
-    let _ = writeln!(w, "**Other facts the rendering relies on.**\n");
+    let t = &c.tenancy;
+    let _ = writeln!(
+        w,
+        "**Multi-tenancy** `{}: true` (`spec.tenancy.mode: MultiTenant`). Without a tenant: {}.\n",
+        t.switch,
+        cite(&t.no_tenant)
+    );
+    let _ = writeln!(
+        w,
+        "**Runtime overrides** `{}` and `{}`: {}. {}.\n",
+        t.runtime_file,
+        t.runtime_period,
+        cite(&t.reload),
+        cite(&t.inheritance)
+    );
+    let _ = writeln!(
+        w,
+        "| Tenant limit | Key under `overrides.<tenant>` | Unit and default |"
+    );
+    let _ = writeln!(w, "|---|---|---|");
+    for l in t.limits {
+        let _ = writeln!(
+            w,
+            "| `{}` | `{}` | {} |",
+            cell(l.field),
+            l.key,
+            cell(&cite(&l.what))
+        );
+    }
+    let _ = writeln!(w, "\n**Other facts the rendering relies on.**\n");
     for n in c.notes {
         let _ = writeln!(w, "- {}.", cite(n));
     }

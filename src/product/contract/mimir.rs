@@ -424,6 +424,57 @@ pub(super) static CONTRACT: Contract = Contract {
         "with multitenancy_enabled false every request belongs to no_auth_tenant, `anonymous` by default, whatever X-Scope-OrgID says",
         "refdoc@mimir-2.17.0:114-118; pkg/mimir/mimir.go@mimir-2.17.0:173-174",
     ),
+    tenancy: Tenancy {
+        switch: "multitenancy_enabled",
+        runtime_file: "runtime_config.file",
+        runtime_period: "runtime_config.period",
+        reload: fact(
+            "dskit's runtime-config manager: a missing or bad file at start fails the process; on each period (default 10s) a bad file is logged and the last good one kept; the loader is strict (unknown keys reject the whole file)",
+            "pkg/mimir/runtime_config.go load (KnownFields); dskit runtimeconfig/manager.go@f8bdf464:47: UNVERIFIED at mimir-2.17.0",
+        ),
+        inheritance: fact(
+            "a tenant's entry starts from the `limits` block (SetDefaultLimitsForYAMLUnmarshalling), so keys it leaves out keep their defaults",
+            "pkg/util/validation/limits.go UnmarshalYAML; pkg/mimir/runtime_config.go NewRuntimeManager: UNVERIFIED at mimir-2.17.0",
+        ),
+        no_tenant: fact(
+            "401 `no org id` (dskit middleware.AuthenticateUser) once multitenancy_enabled is true, its default",
+            "pkg/util/noauth/no_auth.go:21-44 at commit 11a795ba: UNVERIFIED at mimir-2.17.0",
+        ),
+        limits: &[
+            LimitKey {
+                field: "ingestionRate",
+                key: "ingestion_rate",
+                what: fact(
+                    "samples per second, float, default 10000",
+                    "pkg/util/validation/limits.go RegisterFlags: UNVERIFIED at mimir-2.17.0",
+                ),
+            },
+            LimitKey {
+                field: "ingestionBurst",
+                key: "ingestion_burst_size",
+                what: fact(
+                    "samples, default 200000",
+                    "pkg/util/validation/limits.go RegisterFlags: UNVERIFIED at mimir-2.17.0",
+                ),
+            },
+            LimitKey {
+                field: "maxActive",
+                key: "max_global_series_per_user",
+                what: fact(
+                    "in-memory series across the cluster before replication, default 150000",
+                    "pkg/util/validation/limits.go RegisterFlags: UNVERIFIED at mimir-2.17.0",
+                ),
+            },
+            LimitKey {
+                field: "retention",
+                key: "compactor_blocks_retention_period",
+                what: fact(
+                    "duration, default 0 (keep forever)",
+                    "pkg/util/validation/limits.go RegisterFlags: UNVERIFIED at mimir-2.17.0",
+                ),
+            },
+        ],
+    },
     notes: &[
         fact(
             "usage_stats.enabled defaults to true: a seed object in the bucket and a report to stats.grafana.org every 4h, retried each minute without internet",

@@ -50,6 +50,8 @@ pub struct Contract {
     /// The tenant every request belongs to while multi-tenancy is off, and why.
     pub single_tenant_id: &'static str,
     pub single_tenant: Fact,
+    /// Multi-tenancy and the per-tenant runtime-overrides file (ADR 15).
+    pub tenancy: Tenancy,
     /// Other facts the rendering relies on, each with its reference.
     pub notes: &'static [Fact],
 }
@@ -202,6 +204,34 @@ pub struct ZoneRing {
     pub replication_factor: &'static str,
     /// The roles that read the ring, and so must see zone awareness on.
     pub readers: &'static [&'static str],
+    pub what: Fact,
+}
+
+/// What multi-tenancy takes: the switch, the runtime-overrides file the products reload
+/// on their own, and the per-tenant keys the operator writes into it.
+#[derive(Debug)]
+pub struct Tenancy {
+    /// The YAML path of the multi-tenancy switch (written explicitly either way).
+    pub switch: &'static str,
+    /// The YAML paths of the runtime-overrides file and of its reload period.
+    pub runtime_file: &'static str,
+    pub runtime_period: &'static str,
+    /// How the file is loaded: at start, on each period, and when it is bad.
+    pub reload: Fact,
+    /// Whether a tenant's entry inherits the default limits for keys it leaves out.
+    pub inheritance: Fact,
+    /// How a request without X-Scope-OrgID is answered once multi-tenancy is on.
+    pub no_tenant: Fact,
+    /// Each Tenant `limits` field and the per-tenant key it becomes.
+    pub limits: &'static [LimitKey],
+}
+
+/// One per-tenant limit: the Tenant field, the product's key under `overrides.<tenant>`
+/// (dotted for nested keys), and its unit.
+#[derive(Debug)]
+pub struct LimitKey {
+    pub field: &'static str,
+    pub key: &'static str,
     pub what: Fact,
 }
 

@@ -289,6 +289,65 @@ pub(super) static CONTRACT: Contract = Contract {
         "with multitenancy_enabled false (the default) every request belongs to tenant `single-tenant`, whatever X-Scope-OrgID says",
         "cmd/tempo/app/config.go@v2.8.1:81; pkg/util/auth.go@v2.8.1:5; cmd/tempo/app/fake_auth.go@v2.8.1:13-31",
     ),
+    tenancy: Tenancy {
+        switch: "multitenancy_enabled",
+        runtime_file: "overrides.per_tenant_override_config",
+        runtime_period: "overrides.per_tenant_override_period",
+        reload: fact(
+            "dskit's runtime-config manager: a missing or bad file at start fails the process (the module is a dependency of every target); on each period (default 10s) a bad file is only logged and the last good one kept; the loader is strict, so an unknown key or one bad tenant rejects the whole file; an empty file is fine; the format (nested or legacy) is detected per file, and a mismatch with the main config's only logs a warning",
+            "modules/overrides/config.go@v2.8.1:216-217,225-262,283-285; modules/overrides/runtime_config_overrides.go@v2.8.1:38-58,88-111,136-148,170-178; vendor/github.com/grafana/dskit/runtimeconfig/manager.go@v2.8.1 (identical to Loki's)",
+        ),
+        inheritance: fact(
+            "a tenant's entry does NOT inherit the defaults: the whole entry replaces them, and a key it leaves out is zero (rate_limit_bytes and burst_size_bytes 0 reject every push), so the operator writes every limit it knows into each entry",
+            "modules/overrides/runtime_config_overrides.go@v2.8.1:32-58,72,298-343,556-570; modules/distributor/distributor.go@v2.8.1:378",
+        ),
+        no_tenant: fact(
+            "401 `no org id` on the HTTP APIs once multitenancy_enabled is true (default false); the receivers answer `no org id` as Unavailable (OTLP/HTTP 503), which clients retry",
+            "cmd/tempo/app/app.go@v2.8.1:125-167; modules/distributor/receiver/middleware.go@v2.8.1:55-81; vendor/go.opentelemetry.io/collector/receiver/otlpreceiver/internal/errors/errors.go@v2.8.1:15-38",
+        ),
+        limits: &[
+            LimitKey {
+                field: "ingestionRate",
+                key: "ingestion.rate_limit_bytes",
+                what: fact(
+                    "bytes per second; default 15e6",
+                    "modules/overrides/config.go@v2.8.1:72,271",
+                ),
+            },
+            LimitKey {
+                field: "ingestionBurst",
+                key: "ingestion.burst_size_bytes",
+                what: fact(
+                    "bytes; default 20e6",
+                    "modules/overrides/config.go@v2.8.1:73,272",
+                ),
+            },
+            LimitKey {
+                field: "maxActive",
+                key: "ingestion.max_traces_per_user",
+                what: fact(
+                    "live traces per ingester; default 10000",
+                    "modules/overrides/config.go@v2.8.1:76,275",
+                ),
+            },
+            LimitKey {
+                field: "retention",
+                key: "compaction.block_retention",
+                what: fact(
+                    "duration; 0 leaves the compactor's compaction.block_retention (default 336h)",
+                    "modules/overrides/config.go@v2.8.1:173; tempodb/retention.go@v2.8.1:65-68; modules/compactor/config.go@v2.8.1:18",
+                ),
+            },
+            LimitKey {
+                field: "(default, written to every entry)",
+                key: "global.max_bytes_per_trace",
+                what: fact(
+                    "bytes; default 5e6",
+                    "modules/overrides/config.go@v2.8.1:181,277",
+                ),
+            },
+        ],
+    },
     notes: &[
         fact(
             "outside scalable-single-binary the compactor ring is unsharded (kvstore.store empty): with two compactors or more each compacts every block; scalable-single-binary sets memberlist itself",

@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use super::{
-    AzureContainer, ConfigError, ConfigInputs, DATA_DIR, Duration, GcsBucket, Memberlist, Server,
-    seconds,
+    AzureContainer, ConfigError, ConfigInputs, DATA_DIR, Duration, GcsBucket, Memberlist,
+    RuntimeConfig, Server, seconds,
 };
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
@@ -13,6 +13,7 @@ use crate::render::storage::{self, Endpoint};
 #[derive(Serialize)]
 pub(super) struct Config {
     auth_enabled: bool,
+    runtime_config: RuntimeConfig,
     analytics: Analytics,
     tracing: Tracing,
     server: Server,
@@ -218,9 +219,11 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         .expect("the controller fixes Loki's schema date before rendering")
         .to_string();
     let ipv6 = inputs.ipv6;
+    let retention = inputs.retention.is_some() || inputs.tenant_retention;
     let (storage_config, index_gateway) = index_gateways(inputs);
     Ok(Config {
-        auth_enabled: false,
+        auth_enabled: inputs.multi_tenant,
+        runtime_config: RuntimeConfig::new(),
         analytics: Analytics {
             reporting_enabled: inputs.usage_reporting,
         },
@@ -256,8 +259,9 @@ pub(super) fn config(inputs: &ConfigInputs) -> Result<Config, ConfigError> {
         }),
         compactor: Compactor {
             working_directory: data("compactor"),
-            retention_enabled: inputs.retention.is_some(),
-            delete_request_store: inputs.retention.map(|_| inputs.storage.name()),
+            // A tenant's own retention needs the compactor's retention on too.
+            retention_enabled: retention,
+            delete_request_store: retention.then(|| inputs.storage.name()),
             compactor_ring: ipv6_ring(ipv6),
         },
         query_scheduler: ipv6.then_some(SchedulerRing {

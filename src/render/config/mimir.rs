@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use super::{AzureContainer, ConfigInputs, DATA_DIR, GcsBucket, Memberlist, Server, seconds};
+use super::{
+    AzureContainer, ConfigInputs, DATA_DIR, GcsBucket, Memberlist, RuntimeConfig, Server, seconds,
+};
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
@@ -11,6 +13,7 @@ use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
 pub(super) struct Config {
     multitenancy_enabled: bool,
     no_auth_tenant: &'static str,
+    runtime_config: RuntimeConfig,
     usage_stats: UsageStats,
     activity_tracker: ActivityTracker,
     server: Server,
@@ -194,8 +197,9 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let ipv6_ring = || ipv6.then(|| RingHolder { ring: ring(ipv6) });
     let (frontend, frontend_worker) = query_path(inputs);
     Config {
-        multitenancy_enabled: false,
+        multitenancy_enabled: inputs.multi_tenant,
         no_auth_tenant: topology.product.contract().single_tenant_id,
+        runtime_config: RuntimeConfig::new(),
         usage_stats: UsageStats {
             enabled: inputs.usage_reporting,
         },

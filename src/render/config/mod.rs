@@ -18,6 +18,7 @@ use serde::Serialize;
 
 pub use duration::{Duration, DurationError};
 pub use overrides::merge;
+pub use tempo::GENERATOR_PROCESSORS;
 
 use crate::api::{AzureStorage, Backend, GcsStorage};
 use crate::product::{Product, Topology};
@@ -48,6 +49,10 @@ pub struct ConfigInputs<'a> {
     pub usage_reporting: bool,
     /// Whether pods have IPv6 addresses only (rings must then register them).
     pub ipv6: bool,
+    /// Multi-tenancy on in the product (`spec.tenancy.mode: MultiTenant`).
+    pub multi_tenant: bool,
+    /// Some Tenant sets its own retention (Loki's compactor then applies retention).
+    pub tenant_retention: bool,
 }
 
 impl<'a> ConfigInputs<'a> {
@@ -78,6 +83,8 @@ impl<'a> ConfigInputs<'a> {
             overrides: spec.config_overrides.as_ref(),
             usage_reporting: spec.usage_reporting,
             ipv6,
+            multi_tenant: spec.tenancy.mode == crate::api::TenancyMode::MultiTenant,
+            tenant_retention: false,
         }
     }
 
@@ -110,6 +117,35 @@ impl<'a> ConfigInputs<'a> {
             cluster_label: format!("{}.{}", self.cluster, self.namespace),
             // Memberlist binds 0.0.0.0 unless told otherwise (runtime contract).
             bind_addr: self.ipv6.then(|| vec!["::".to_string()]),
+        }
+    }
+}
+
+/// Where the workers read the per-tenant runtime-overrides file: its ConfigMap mounted
+/// as a directory, since a `subPath` mount never sees an update.
+pub const RUNTIME_OVERRIDES_DIR: &str = "/etc/lgtm-overrides";
+/// The runtime-overrides file's name in its ConfigMap and directory.
+pub const RUNTIME_OVERRIDES_FILE: &str = "overrides.yaml";
+/// How often the products read the runtime-overrides file again.
+pub const RUNTIME_OVERRIDES_PERIOD: &str = "10s";
+
+/// The runtime-overrides file's path in a worker.
+pub fn runtime_overrides_path() -> String {
+    format!("{RUNTIME_OVERRIDES_DIR}/{RUNTIME_OVERRIDES_FILE}")
+}
+
+/// Mimir's and Loki's `runtime_config` block (dskit's runtime-config manager).
+#[derive(Serialize)]
+struct RuntimeConfig {
+    file: String,
+    period: &'static str,
+}
+
+impl RuntimeConfig {
+    fn new() -> Self {
+        Self {
+            file: runtime_overrides_path(),
+            period: RUNTIME_OVERRIDES_PERIOD,
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use super::{ConfigInputs, DATA_DIR, GcsBucket, Memberlist, Server, seconds};
+use super::{
+    ConfigInputs, DATA_DIR, GcsBucket, Memberlist, RUNTIME_OVERRIDES_PERIOD, Server, seconds,
+};
 use crate::api::Backend;
 use crate::render::REQUEST_TIMEOUTS;
 use crate::render::storage::{Endpoint, FILESYSTEM_DIR};
@@ -20,8 +22,7 @@ pub(super) struct Config {
     query_frontend: QueryFrontend,
     querier: Querier,
     metrics_generator: MetricsGenerator,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    overrides: Option<Overrides>,
+    overrides: Overrides,
 }
 
 #[derive(Serialize)]
@@ -203,7 +204,10 @@ struct RemoteWrite {
 
 #[derive(Serialize)]
 struct Overrides {
-    defaults: OverrideDefaults,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    defaults: Option<OverrideDefaults>,
+    per_tenant_override_config: String,
+    per_tenant_override_period: &'static str,
 }
 
 #[derive(Serialize)]
@@ -226,7 +230,7 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
     let frontend_host = inputs.service_host("query-frontend");
     let (metrics_generator, overrides) = metrics_generator(inputs);
     Config {
-        multitenancy_enabled: false,
+        multitenancy_enabled: inputs.multi_tenant,
         usage_report: UsageReport {
             reporting_enabled: inputs.usage_reporting,
         },
@@ -347,7 +351,11 @@ fn storage(inputs: &ConfigInputs) -> Storage {
 
 /// The metrics-generator, and the overrides that give it work: it only has a job when
 /// it can remote-write what it derives.
-fn metrics_generator(inputs: &ConfigInputs) -> (MetricsGenerator, Option<Overrides>) {
+/// The metrics-generator's processors, turned on when span metrics have somewhere to go.
+/// A tenant's runtime entry repeats them: Tempo's entries do not inherit the defaults.
+pub const GENERATOR_PROCESSORS: [&str; 2] = ["service-graphs", "span-metrics"];
+
+fn metrics_generator(inputs: &ConfigInputs) -> (MetricsGenerator, Overrides) {
     let remote_write: Vec<RemoteWrite> = inputs
         .remote_write_url
         .map(|url| RemoteWrite {
@@ -356,13 +364,15 @@ fn metrics_generator(inputs: &ConfigInputs) -> (MetricsGenerator, Option<Overrid
         })
         .into_iter()
         .collect();
-    let overrides = (!remote_write.is_empty()).then(|| Overrides {
-        defaults: OverrideDefaults {
+    let overrides = Overrides {
+        defaults: (!remote_write.is_empty()).then(|| OverrideDefaults {
             metrics_generator: GeneratorOverrides {
-                processors: vec!["service-graphs", "span-metrics"],
+                processors: GENERATOR_PROCESSORS.to_vec(),
             },
-        },
-    });
+        }),
+        per_tenant_override_config: super::runtime_overrides_path(),
+        per_tenant_override_period: RUNTIME_OVERRIDES_PERIOD,
+    };
     let generator = MetricsGenerator {
         storage: GeneratorStorage {
             path: data("generator/wal"),

@@ -21,6 +21,8 @@ fn inputs<'a>(cluster: &'a crate::api::GrafanaCluster, topology: &'a Topology) -
         overrides: None,
         usage_reporting: false,
         ipv6: false,
+        multi_tenant: false,
+        tenant_retention: false,
     }
 }
 
@@ -278,7 +280,12 @@ fn tempo_metrics_generator_only_writes_with_a_remote_write_url() {
     let topology = fixtures::topology(Product::Tempo, &[("all", &["all"], 1)]);
     let without = rendered(&inputs(&cluster, &topology));
     assert!(at(&without, "metrics_generator.storage.remote_write").is_null());
-    assert!(at(&without, "overrides").is_null());
+    assert!(at(&without, "overrides.defaults").is_null());
+    // The per-tenant file is read whatever the generator does.
+    assert_eq!(
+        at(&without, "overrides.per_tenant_override_config"),
+        "/etc/lgtm-overrides/overrides.yaml"
+    );
     let mut with = inputs(&cluster, &topology);
     with.remote_write_url = Some("http://prom:9090/api/v1/write");
     let with = rendered(&with);

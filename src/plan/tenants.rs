@@ -1,0 +1,660 @@
+//! A cluster's Tenants (ADR 15): which credentials the gateway serves for which tenant
+//! and scopes, the limits the products read from their runtime-overrides file, and what
+//! each Tenant's status says. Secret values go into the gateway's auth files (a Secret)
+//! and nowhere else: messages name Secrets and keys, never values.
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use sha1::Digest;
+
+use super::Reason;
+use super::conditions::Observed;
+use super::secrets::Secrets;
+use crate::api::{GrafanaCluster, Scope, SecretRef, TenancyMode, Tenant, TenantLimits};
+use crate::product::Product;
+use crate::render::CREDENTIALS_CHECKSUM;
+use crate::render::config::Duration;
+pub use crate::render::tenancy::{AuthFiles, TenantEntry};
+
+/// The keys a `kubernetes.io/basic-auth` Secret holds.
+pub const USERNAME_KEY: &str = "username";
+pub const PASSWORD_KEY: &str = "password";
+/// The key of a bearer-token Secret.
+pub const TOKEN_KEY: &str = "token";
+
+/// The Secrets the Tenants name, in their order.
+pub fn referenced(tenants: &[Tenant]) -> Vec<&str> {
+    tenants
+        .iter()
+        .flat_map(|t| &t.spec.credentials)
+        .flat_map(|c| [&c.basic_auth, &c.bearer_token])
+        .flatten()
+        .map(|r| r.secret_name.as_str())
+        .collect()
+}
+
+/// What became of one Tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantOutcome {
+    /// The Tenant's name.
+    pub name: String,
+    pub tenant_id: String,
+    /// Credentials written into the auth files.
+    pub served: i32,
+    /// Why the Tenant is not fully served, if it is not; the message lists each problem.
+    pub problem: Option<(Reason, String)>,
+}
+
+/// The plan for a cluster's Tenants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantsPlan {
+    /// The gateway's auth files; `None` while the cluster runs single-tenant.
+    pub auth: Option<AuthFiles>,
+    /// Tenants whose limits go into the runtime-overrides file, by id.
+    pub entries: Vec<TenantEntry>,
+    pub outcomes: Vec<TenantOutcome>,
+}
+
+impl TenantsPlan {
+    /// Whether some tenant sets its own retention (Loki then turns its compactor's
+    /// retention on).
+    pub fn any_retention(&self) -> bool {
+        self.entries.iter().any(|e| e.retention.is_some())
+    }
+}
+
+/// Plans the Tenants of `cluster`, oldest first: a tenant id, a username or a token
+/// already taken by an older Tenant is refused on the newer one, so that adding a
+/// Tenant never takes anything away from another.
+pub fn plan(cluster: &GrafanaCluster, tenants: &[Tenant], secrets: &Secrets) -> TenantsPlan {
+    let product = cluster.spec.product;
+    let multi_tenant = cluster.spec.tenancy.mode == TenancyMode::MultiTenant;
+    let salt_key = cluster.uid().unwrap_or_default();
+    let mut ordered: Vec<&Tenant> = tenants.iter().collect();
+    ordered.sort_by_key(|t| (t.metadata.creation_timestamp.clone(), t.name_any()));
+
+    let mut auth = AuthFiles::default();
+    let mut taken = Taken::default();
+    let mut entries = Vec::new();
+    let mut outcomes = Vec::new();
+    for tenant in ordered {
+        let id = tenant.tenant_id();
+        let mut problems = Vec::new();
+        let mut served = 0;
+        if !taken.ids.insert(id.clone()) {
+            problems.push((
+                Reason::DuplicateTenantId,
+                format!("an older Tenant of this cluster already has id {id}"),
+            ));
+        } else {
+            match check_limits(product, tenant.spec.limits.as_ref()) {
+                Ok(retention) => entries.push(TenantEntry {
+                    id: id.clone(),
+                    limits: tenant.spec.limits.clone().unwrap_or_default(),
+                    retention,
+                }),
+                Err(message) => problems.push((Reason::InvalidLimits, message)),
+            }
+            for (index, credential) in tenant.spec.credentials.iter().enumerate() {
+                let grant = format!("{id} {}", scopes_word(&credential.scopes));
+                let resolved = resolve(credential, secrets, &mut taken)
+                    .map_err(|(r, m)| (r, format!("credentials[{index}]: {m}")));
+                match resolved {
+                    Ok(Resolved::Basic { username, password }) => {
+                        let hash = ssha(&salt_key, &username, &password);
+                        auth.htpasswd.push_str(&format!("{username}:{hash}\n"));
+                        auth.users_map
+                            .push_str(&format!("\"user:{username}\" \"{grant}\";\n"));
+                        served += 1;
+                    }
+                    Ok(Resolved::Bearer { token }) => {
+                        auth.bearer_map
+                            .push_str(&format!("\"Bearer {token}\" \"{grant}\";\n"));
+                        served += 1;
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if !multi_tenant {
+            served = 0;
+        }
+        outcomes.push(TenantOutcome {
+            name: tenant.name_any(),
+            tenant_id: id,
+            served,
+            problem: summarize(problems),
+        });
+    }
+    TenantsPlan {
+        auth: multi_tenant.then_some(auth),
+        entries,
+        outcomes,
+    }
+}
+
+/// Tenant ids, usernames and tokens already given to an older Tenant.
+#[derive(Default)]
+struct Taken {
+    ids: BTreeSet<String>,
+    usernames: BTreeSet<String>,
+    tokens: BTreeSet<String>,
+}
+
+enum Resolved {
+    Basic { username: String, password: Vec<u8> },
+    Bearer { token: String },
+}
+
+/// A credential's values from its Secret, checked.
+fn resolve(
+    credential: &crate::api::TenantCredential,
+    secrets: &Secrets,
+    taken: &mut Taken,
+) -> Result<Resolved, (Reason, String)> {
+    let duplicate = |what: &str| {
+        (
+            Reason::DuplicateCredential,
+            format!("this {what} already belongs to an older Tenant of this cluster"),
+        )
+    };
+    match (&credential.basic_auth, &credential.bearer_token) {
+        (Some(secret), _) => {
+            let username = key(secret, secrets, USERNAME_KEY)?;
+            let password = key(secret, secrets, PASSWORD_KEY)?;
+            let username = String::from_utf8(username)
+                .ok()
+                .filter(|u| valid_username(u))
+                .ok_or_else(|| invalid(secret, USERNAME_KEY, USERNAME_RULE))?;
+            if password.is_empty() {
+                return Err(invalid(secret, PASSWORD_KEY, "it is empty"));
+            }
+            if !taken.usernames.insert(username.clone()) {
+                return Err(duplicate("username"));
+            }
+            Ok(Resolved::Basic { username, password })
+        }
+        (None, Some(secret)) => {
+            let token = key(secret, secrets, TOKEN_KEY)?;
+            let token = String::from_utf8(token.trim_ascii().to_vec())
+                .ok()
+                .filter(|t| valid_token(t))
+                .ok_or_else(|| invalid(secret, TOKEN_KEY, TOKEN_RULE))?;
+            // nginx's map compares without regard to case.
+            if !taken.tokens.insert(token.to_ascii_lowercase()) {
+                return Err(duplicate("token"));
+            }
+            Ok(Resolved::Bearer { token })
+        }
+        (None, None) => Err((
+            Reason::InvalidCredential,
+            "names neither basicAuth nor bearerToken".into(),
+        )),
+    }
+}
+
+/// The value of `key` in the credential's Secret (`data` or `stringData`).
+fn key(secret: &SecretRef, secrets: &Secrets, key: &str) -> Result<Vec<u8>, (Reason, String)> {
+    let name = &secret.secret_name;
+    if !matches!(secrets.get(name), Some(Some(_))) {
+        return Err((Reason::SecretNotFound, format!("Secret {name} not found")));
+    }
+    super::secrets::value(secrets, name, key).ok_or_else(|| {
+        (
+            Reason::SecretKeyMissing,
+            format!("Secret {name} has no key {key}"),
+        )
+    })
+}
+
+fn invalid(secret: &SecretRef, key: &str, rule: &str) -> (Reason, String) {
+    (
+        Reason::InvalidCredential,
+        format!("key {key} of Secret {}: {rule}", secret.secret_name),
+    )
+}
+
+const USERNAME_RULE: &str = "a username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -";
+const TOKEN_RULE: &str = "a token is 32 to 512 characters of A-Z a-z 0-9 - . _ ~ + / =";
+
+/// Usernames are written into nginx's map and htpasswd syntax: no quotes, colons or
+/// spaces can reach it.
+fn valid_username(username: &str) -> bool {
+    (1..=64).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+/// RFC 6750's token characters; at least 32, so that a case-insensitive match still
+/// leaves far more than 128 bits to guess.
+fn valid_token(token: &str) -> bool {
+    (32..=512).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+}
+
+/// `read`, `write` or `read+write`, as the gateway's scope check reads it.
+pub fn scopes_word(scopes: &[Scope]) -> &'static str {
+    let set: BTreeSet<Scope> = scopes.iter().copied().collect();
+    match (set.contains(&Scope::Read), set.contains(&Scope::Write)) {
+        (true, true) => "read+write",
+        (false, true) => "write",
+        // Admission gives at least one scope; none reads as read-only.
+        _ => "read",
+    }
+}
+
+/// `{SSHA}` (salted SHA-1), which nginx checks itself on any libc. The salt is derived
+/// from the cluster, user and password, so the same inputs give the same file and the
+/// gateway rolls only when a credential changes. The Secrets hold the password in plain
+/// text anyway: a slow hash would protect little and cost every request.
+pub fn ssha(salt_key: &str, username: &str, password: &[u8]) -> String {
+    use sha2::Sha256;
+    let mut salt_hash = Sha256::new();
+    for part in [salt_key.as_bytes(), username.as_bytes(), password] {
+        salt_hash.update((part.len() as u64).to_be_bytes());
+        salt_hash.update(part);
+    }
+    let salt = &salt_hash.finalize()[..8];
+    let mut digest = sha1::Sha1::new();
+    digest.update(password);
+    digest.update(salt);
+    let mut bytes = digest.finalize().to_vec();
+    bytes.extend_from_slice(salt);
+    format!(
+        "{{SSHA}}{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// The tenant's retention, parsed; Loki keeps data by whole days (its index period).
+fn check_limits(
+    product: Product,
+    limits: Option<&TenantLimits>,
+) -> Result<Option<Duration>, String> {
+    let Some(retention) = limits.and_then(|l| l.retention.as_deref()) else {
+        return Ok(None);
+    };
+    let parsed = Duration::parse(retention).map_err(|e| format!("limits.retention: {e}"))?;
+    if product == Product::Loki && parsed.seconds() % 86_400 != 0 {
+        return Err(format!(
+            "limits.retention: Loki keeps data by whole days, not {retention}"
+        ));
+    }
+    Ok(Some(parsed))
+}
+
+/// The first problem's reason, and every problem's message.
+fn summarize(problems: Vec<(Reason, String)>) -> Option<(Reason, String)> {
+    let reason = problems.first()?.0;
+    let message = problems
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some((reason, message))
+}
+
+/// The Tenants' condition type.
+pub const READY: &str = "Ready";
+
+/// A Tenant's `Ready`: its problem first, then whether the cluster asks for credentials
+/// at all, then whether the gateway pods already run with the current auth files.
+pub fn ready(outcome: &TenantOutcome, multi_tenant: bool, gateway_live: bool) -> Observed {
+    let id = &outcome.tenant_id;
+    if let Some((reason, message)) = &outcome.problem {
+        return Observed::new(READY, false, *reason, message.clone());
+    }
+    if !multi_tenant {
+        return Observed::new(
+            READY,
+            false,
+            Reason::SingleTenantCluster,
+            "the cluster runs SingleTenant (spec.tenancy.mode): its gateway asks for no credentials",
+        );
+    }
+    if !gateway_live {
+        return Observed::new(
+            READY,
+            false,
+            Reason::CredentialsRollingOut,
+            format!("the gateway is rolling out onto tenant {id}'s current credentials"),
+        );
+    }
+    Observed::new(
+        READY,
+        true,
+        Reason::CredentialsLive,
+        format!(
+            "the gateway serves {} credential(s) for tenant {id}",
+            outcome.served
+        ),
+    )
+}
+
+/// Whether the gateway Deployment runs every pod with the auth files whose checksum is
+/// `credentials` (none for a single-tenant cluster): the template carries it, the
+/// Deployment controller has seen that template, and no pod of an older one is left.
+pub fn gateway_serves(gateway: &Deployment, credentials: Option<String>) -> bool {
+    let template = gateway
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CREDENTIALS_CHECKSUM));
+    let wanted = gateway.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let rolled_out = gateway.status.as_ref().is_some_and(|s| {
+        s.observed_generation >= gateway.metadata.generation
+            && s.updated_replicas.unwrap_or(0) >= wanted
+            && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
+            && s.available_replicas.unwrap_or(0) >= wanted
+    });
+    template == credentials.as_ref() && rolled_out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+    use crate::fixtures;
+
+    fn tenant(name: &str, created: &str, spec_yaml: &str) -> Tenant {
+        let yaml = format!(
+            "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}, namespace: obs, creationTimestamp: '{created}'}}\nspec:\n  clusterRef: metrics\n{}",
+            spec_yaml
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
+        );
+        serde_saphyr::from_str(&yaml).expect("fixture tenant parses")
+    }
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> (String, Option<Secret>) {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(name.into());
+        secret.data = Some(
+            data.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        );
+        (name.to_string(), Some(secret))
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn secrets() -> Secrets {
+        Secrets::from([
+            secret("alice", &[("username", "alice"), ("password", "pw")]),
+            secret(
+                "alice-again",
+                &[("username", "alice"), ("password", "other")],
+            ),
+            secret("token", &[("token", TOKEN)]),
+            secret("token-upper", &[("token", &TOKEN.to_uppercase())]),
+            secret("short", &[("token", "abc")]),
+            secret("bad-user", &[("username", "a\"b"), ("password", "pw")]),
+            secret("no-password", &[("username", "carol")]),
+        ])
+    }
+
+    fn multi_tenant(product: Product) -> GrafanaCluster {
+        let mut cluster = fixtures::minimal_cluster(product);
+        cluster.spec.tenancy.mode = TenancyMode::MultiTenant;
+        cluster
+    }
+
+    fn outcome<'p>(plan: &'p TenantsPlan, name: &str) -> &'p TenantOutcome {
+        plan.outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .expect("an outcome")
+    }
+
+    #[test]
+    fn credentials_become_nginx_files_with_tenant_and_scopes() {
+        let tenants = [tenant(
+            "team-a",
+            "2026-01-01T00:00:00Z",
+            "credentials:\n- basicAuth: {secretName: alice}\n- bearerToken: {secretName: token}\n  scopes: [read]",
+        )];
+        let plan = plan(&multi_tenant(Product::Loki), &tenants, &secrets());
+        let auth = plan.auth.expect("multi-tenant");
+        assert_eq!(auth.users_map, "\"user:alice\" \"team-a read+write\";\n");
+        assert_eq!(
+            auth.bearer_map,
+            format!("\"Bearer {TOKEN}\" \"team-a read\";\n")
+        );
+        let (user, hash) = auth.htpasswd.trim_end().split_once(':').expect("user:hash");
+        assert_eq!(user, "alice");
+        // {SSHA} = base64(sha1(password ‖ salt) ‖ salt), as nginx checks it.
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(hash.strip_prefix("{SSHA}").expect("SSHA"))
+            .expect("base64");
+        let (digest, salt) = raw.split_at(20);
+        let mut sha = sha1::Sha1::new();
+        sha.update(b"pw");
+        sha.update(salt);
+        assert_eq!(digest, sha.finalize().as_slice());
+        assert_eq!(outcome(&plan_again(&tenants), "team-a").served, 2);
+    }
+
+    fn plan_again(tenants: &[Tenant]) -> TenantsPlan {
+        plan(&multi_tenant(Product::Loki), tenants, &secrets())
+    }
+
+    #[test]
+    fn the_same_credentials_give_the_same_files_so_the_gateway_does_not_roll() {
+        let tenants = [tenant(
+            "team-a",
+            "2026-01-01T00:00:00Z",
+            "credentials:\n- basicAuth: {secretName: alice}",
+        )];
+        assert_eq!(plan_again(&tenants).auth, plan_again(&tenants).auth);
+        let changed = ssha("uid", "alice", b"pw2");
+        assert_ne!(ssha("uid", "alice", b"pw"), changed);
+        assert_ne!(ssha("uid", "bob", b"pw"), ssha("uid", "alice", b"pw"));
+    }
+
+    #[test]
+    fn the_older_tenant_keeps_a_contested_id_username_or_token() {
+        let tenants = [
+            tenant(
+                "newer",
+                "2026-02-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice-again}\n- bearerToken: {secretName: token-upper}",
+            ),
+            tenant(
+                "older",
+                "2026-01-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice}\n- bearerToken: {secretName: token}",
+            ),
+            tenant("same-id", "2026-03-01T00:00:00Z", "id: older"),
+        ];
+        let plan = plan_again(&tenants);
+        assert_eq!(outcome(&plan, "older").problem, None);
+        assert_eq!(outcome(&plan, "older").served, 2);
+        let newer = outcome(&plan, "newer");
+        assert_eq!(newer.served, 0);
+        let (reason, message) = newer.problem.clone().expect("a problem");
+        assert_eq!(reason, Reason::DuplicateCredential);
+        assert_eq!(
+            message,
+            "credentials[0]: this username already belongs to an older Tenant of this cluster; credentials[1]: this token already belongs to an older Tenant of this cluster"
+        );
+        assert_eq!(
+            outcome(&plan, "same-id").problem.as_ref().map(|p| p.0),
+            Some(Reason::DuplicateTenantId)
+        );
+        let auth = plan.auth.expect("auth");
+        assert_eq!(auth.htpasswd.lines().count(), 1, "only the older alice");
+    }
+
+    #[test]
+    fn bad_credentials_are_named_without_their_values_and_the_good_ones_served() {
+        let tenants = [tenant(
+            "t",
+            "2026-01-01T00:00:00Z",
+            "credentials:\n- basicAuth: {secretName: missing}\n- basicAuth: {secretName: no-password}\n- bearerToken: {secretName: short}\n- basicAuth: {secretName: bad-user}\n- basicAuth: {secretName: alice}",
+        )];
+        let plan = plan_again(&tenants);
+        let t = outcome(&plan, "t");
+        assert_eq!(t.served, 1);
+        let (reason, message) = t.problem.clone().expect("problems");
+        assert_eq!(reason, Reason::SecretNotFound);
+        assert_eq!(
+            message,
+            "credentials[0]: Secret missing not found; credentials[1]: Secret no-password has no key password; credentials[2]: key token of Secret short: a token is 32 to 512 characters of A-Z a-z 0-9 - . _ ~ + / =; credentials[3]: key username of Secret bad-user: a username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
+        );
+        assert!(!message.contains("abc") && !message.contains("a\"b"));
+    }
+
+    #[test]
+    fn a_single_tenant_cluster_has_no_auth_files_but_keeps_limits() {
+        let tenants = [tenant(
+            "t",
+            "2026-01-01T00:00:00Z",
+            "credentials:\n- basicAuth: {secretName: alice}\nlimits: {ingestionRate: 1000}",
+        )];
+        let plan = plan(
+            &fixtures::minimal_cluster(Product::Mimir),
+            &tenants,
+            &secrets(),
+        );
+        assert_eq!(plan.auth, None);
+        assert_eq!(outcome(&plan, "t").served, 0);
+        assert_eq!(plan.entries.len(), 1);
+    }
+
+    #[test]
+    fn loki_retention_is_whole_days() {
+        let tenants = [tenant(
+            "t",
+            "2026-01-01T00:00:00Z",
+            "limits: {retention: 36h}",
+        )];
+        let loki = plan(&multi_tenant(Product::Loki), &tenants, &secrets());
+        assert_eq!(
+            outcome(&loki, "t").problem,
+            Some((
+                Reason::InvalidLimits,
+                "limits.retention: Loki keeps data by whole days, not 36h".into()
+            ))
+        );
+        let tempo = plan(&multi_tenant(Product::Tempo), &tenants, &secrets());
+        assert_eq!(outcome(&tempo, "t").problem, None);
+        assert!(tempo.any_retention());
+    }
+
+    fn gateway(
+        annotation: Option<&str>,
+        generation: i64,
+        observed: i64,
+        updated: i32,
+    ) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "g", "generation": generation},
+            "spec": {
+                "replicas": 2,
+                "selector": {},
+                "template": {"metadata": {"annotations": annotation.map(|a| serde_json::json!({CREDENTIALS_CHECKSUM: a}))}},
+            },
+            "status": {"observedGeneration": observed, "replicas": 2, "updatedReplicas": updated, "availableReplicas": 2},
+        }))
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn credentials_are_live_once_every_gateway_pod_runs_them() {
+        let want = || Some("abc".to_string());
+        assert!(gateway_serves(&gateway(Some("abc"), 3, 3, 2), want()));
+        assert!(
+            !gateway_serves(&gateway(Some("abc"), 3, 2, 2), want()),
+            "not seen"
+        );
+        assert!(
+            !gateway_serves(&gateway(Some("abc"), 3, 3, 1), want()),
+            "rolling"
+        );
+        assert!(
+            !gateway_serves(&gateway(Some("old"), 3, 3, 2), want()),
+            "not applied"
+        );
+        assert!(gateway_serves(&gateway(None, 3, 3, 2), None));
+    }
+
+    /// Every reason a Tenant's Ready can give.
+    pub(crate) fn reached() -> Vec<Reason> {
+        let served = TenantOutcome {
+            name: "t".into(),
+            tenant_id: "t".into(),
+            served: 1,
+            problem: None,
+        };
+        let mut reasons = vec![
+            ready(&served, true, true).reason,
+            ready(&served, true, false).reason,
+            ready(&served, false, true).reason,
+        ];
+        let tenants = [
+            tenant(
+                "a",
+                "2026-01-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice}",
+            ),
+            tenant(
+                "b",
+                "2026-01-02T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice-again}",
+            ),
+            tenant("c", "2026-01-03T00:00:00Z", "id: a"),
+            tenant(
+                "d",
+                "2026-01-04T00:00:00Z",
+                "credentials:\n- bearerToken: {secretName: short}",
+            ),
+            tenant("e", "2026-01-05T00:00:00Z", "limits: {retention: 1x}"),
+            tenant(
+                "f",
+                "2026-01-06T00:00:00Z",
+                "credentials:\n- bearerToken: {secretName: none}",
+            ),
+            tenant(
+                "g",
+                "2026-01-07T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: no-password}",
+            ),
+        ];
+        let plan = plan_again(&tenants);
+        reasons.extend(plan.outcomes.iter().map(|o| ready(o, true, true).reason));
+        reasons
+    }
+
+    #[test]
+    fn each_problem_has_its_reason() {
+        let reasons = reached();
+        for reason in [
+            Reason::CredentialsLive,
+            Reason::CredentialsRollingOut,
+            Reason::SingleTenantCluster,
+            Reason::DuplicateCredential,
+            Reason::DuplicateTenantId,
+            Reason::InvalidCredential,
+            Reason::InvalidLimits,
+            Reason::SecretNotFound,
+            Reason::SecretKeyMissing,
+        ] {
+            assert!(reasons.contains(&reason), "{reason}");
+        }
+    }
+}
