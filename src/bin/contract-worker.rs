@@ -21,6 +21,10 @@
 //! - spins a CPU on `/contract-worker/busy?millis=N` (load for the autoscaling test);
 //! - answers the contract's leave calls of its roles as the product does, and records
 //!   them on its volume (`leave.rs`);
+//! - reads the runtime-overrides file the configuration names, and exits 1 when it
+//!   cannot (the products stop at start on a missing or bad file);
+//! - once multi-tenancy is on, answers the routed paths without `X-Scope-OrgID` with 401
+//!   `no org id`, and names the tenant it got in every answer;
 //! - exits 0 on SIGTERM.
 
 #[path = "contract-worker/leave.rs"]
@@ -49,6 +53,8 @@ struct Worker {
     roles: BTreeSet<&'static str>,
     /// Why `/ready` fails, when it does.
     unready: Option<String>,
+    /// Multi-tenancy is on: requests need `X-Scope-OrgID`.
+    multi_tenant: bool,
     /// What the scale-down calls did.
     leaving: leave::Leaving,
 }
@@ -270,15 +276,34 @@ fn ports(product: Product, config: &Value, roles: &BTreeSet<&str>) -> BTreeSet<u
     ports
 }
 
-/// The line every answer carries: who answered, as what.
-fn identity(worker: &Worker, method: &Method, uri: &str) -> String {
+/// The line every answer carries: who answered, as what, for which tenant (`-`: none).
+fn identity(worker: &Worker, method: &Method, uri: &str, tenant: Option<&str>) -> String {
     format!(
-        "contract-worker product={} pod={} targets={} roles={} request=\"{method} {uri}\"",
+        "contract-worker product={} pod={} targets={} roles={} tenant={} request=\"{method} {uri}\"",
         worker.product,
         worker.pod,
         worker.targets,
         worker.roles.iter().copied().collect::<Vec<_>>().join(","),
+        tenant.unwrap_or("-"),
     )
+}
+
+/// The runtime-overrides file the configuration names, read and parsed as the product
+/// does at start; `None` when none is named.
+fn runtime_overrides(contract: &Contract, config: &Value) -> Result<Option<String>, String> {
+    let tenancy = &contract.tenancy;
+    let Some(file) = lookup(config, tenancy.runtime_file).and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let fail = |e: String| {
+        format!(
+            "runtime overrides {file}: {e}: {} [{}]",
+            tenancy.reload.what, tenancy.reload.reference
+        )
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+    serde_saphyr::from_str::<Value>(&text).map_err(|e| fail(e.to_string()))?;
+    Ok(Some(file.to_string()))
 }
 
 async fn answer(
@@ -287,7 +312,12 @@ async fn answer(
     request: Request,
 ) -> Response {
     let uri = request.uri().to_string();
-    let text = identity(&worker, request.method(), &uri);
+    let tenant = request
+        .headers()
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = identity(&worker, request.method(), &uri, tenant.as_deref());
     let path = request.uri().path();
     if path == "/ready" {
         return match &worker.unready {
@@ -346,6 +376,9 @@ async fn answer(
             "lifecycle {}: {}",
             endpoint.path, endpoint.what.what
         ));
+    } else if worker.multi_tenant && tenant.is_none() {
+        // dskit's middleware.AuthenticateUser (runtime contract, tenancy.no_tenant).
+        return (StatusCode::UNAUTHORIZED, "no org id\n").into_response();
     }
     (StatusCode::OK, format!("{text}\n")).into_response()
 }
@@ -416,6 +449,12 @@ fn start() -> Result<(Worker, BTreeSet<u16>), String> {
     for zone in zones(contract, &config, &role_list, &args.flags)? {
         say(&format!("zone {zone}"));
     }
+    if let Some(file) = runtime_overrides(contract, &config)? {
+        say(&format!("runtime overrides {file}"));
+    }
+    let multi_tenant = lookup(&config, contract.tenancy.switch)
+        .and_then(Value::as_bool)
+        .unwrap_or(contract.tenancy.switch_default);
     let unready = check_temp_dir(contract, &role_list);
     let ports = ports(product, &config, &roles);
     let leaves = contract.leaves_of(&role_list).collect();
@@ -425,6 +464,7 @@ fn start() -> Result<(Worker, BTreeSet<u16>), String> {
         targets,
         roles,
         unready,
+        multi_tenant,
         leaving: leave::Leaving::new(pod_name(), leaves),
     };
     Ok((worker, ports))

@@ -426,6 +426,7 @@ pub(super) static CONTRACT: Contract = Contract {
     ),
     tenancy: Tenancy {
         switch: "multitenancy_enabled",
+        switch_default: true,
         runtime_file: "runtime_config.file",
         runtime_period: "runtime_config.period",
         reload: fact(

@@ -211,8 +211,10 @@ pub struct ZoneRing {
 /// on their own, and the per-tenant keys the operator writes into it.
 #[derive(Debug)]
 pub struct Tenancy {
-    /// The YAML path of the multi-tenancy switch (written explicitly either way).
+    /// The YAML path of the multi-tenancy switch (written explicitly either way), and
+    /// its default.
     pub switch: &'static str,
+    pub switch_default: bool,
     /// The YAML paths of the runtime-overrides file and of its reload period.
     pub runtime_file: &'static str,
     pub runtime_period: &'static str,

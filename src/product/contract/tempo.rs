@@ -291,6 +291,7 @@ pub(super) static CONTRACT: Contract = Contract {
     ),
     tenancy: Tenancy {
         switch: "multitenancy_enabled",
+        switch_default: false,
         runtime_file: "overrides.per_tenant_override_config",
         runtime_period: "overrides.per_tenant_override_period",
         reload: fact(
