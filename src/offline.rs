@@ -32,6 +32,9 @@ pub enum OfflineError {
     Invalid(String),
 }
 
+/// The key the auth files are rendered with offline (the operator's is random).
+const OFFLINE_AUTH_KEY: &[u8] = b"offline render, not the operator's key";
+
 /// The manifests read: clusters, pools, Tenants and Secrets (other kinds are skipped).
 pub struct Inputs {
     /// Namespace given to manifests that name none.
@@ -181,6 +184,9 @@ fn render_cluster(
         cluster,
         pools: &pools,
         tenants: &tenants,
+        // Offline there is no auth Secret to read its key from: the credentials checksum
+        // on the gateway differs from the operator's.
+        fresh_key: OFFLINE_AUTH_KEY,
         secrets: &secrets,
         // Offline, nothing reaches the bucket.
         bucket: &plan::secrets::BucketCheck::NotChecked,
@@ -598,7 +604,7 @@ mod tests {
         fn a_multi_tenant_cluster() {
             let sources = [
                 SECRET.to_string(),
-                "---\napiVersion: v1\nkind: Secret\nmetadata: {name: alice}\nstringData: {username: alice, password: never-printed}\n".to_string(),
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {name: alice, annotations: {lgtm.coordinated.dev/tenant: team-a}}\nstringData: {username: alice, password: never-printed}\n".to_string(),
                 cluster("logs", Product::Loki, ", tenancy: {mode: MultiTenant}"),
                 pool("logs", "logs-all", Product::Loki, &["all"], 1),
                 "---\napiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: team-a}\nspec: {clusterRef: logs, credentials: [{basicAuth: {secretName: alice}}], limits: {ingestionRate: 1048576, retention: 7d}}\n".to_string(),

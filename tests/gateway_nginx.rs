@@ -79,17 +79,28 @@ fn documented_routes(product: Product) -> Vec<(u16, &'static str, Documented)> {
         ]
         .map(|(location, to)| (3100, location, to))
         .to_vec(),
-        Product::Tempo => [
-            (3200, Role("query-frontend")),
-            (9096, Role("query-frontend")),
-            (4317, Role("distributor")),
-            (4318, Role("distributor")),
-            (9411, Role("distributor")),
-            (14268, Role("distributor")),
-            (14250, Role("distributor")),
-        ]
-        .map(|(port, to)| (port, "/", to))
-        .to_vec(),
+        Product::Tempo => {
+            let mut routes: Vec<(u16, &'static str, Documented)> = [
+                (3200, Role("query-frontend")),
+                (9096, Role("query-frontend")),
+                (4317, Role("distributor")),
+                (4318, Role("distributor")),
+                (9411, Role("distributor")),
+                (14268, Role("distributor")),
+                (14250, Role("distributor")),
+            ]
+            .map(|(port, to)| (port, "/", to))
+            .to_vec();
+            // Tempo's API and its gRPC streaming search, apart from the rest of the
+            // query-frontend's ports, which a multi-tenant gateway refuses (ADR 15).
+            routes.push((3200, "^~ /api/", Role("query-frontend")));
+            routes.push((
+                9096,
+                "^~ /tempopb.StreamingQuerier/",
+                Role("query-frontend"),
+            ));
+            routes
+        }
     }
 }
 

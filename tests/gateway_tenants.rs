@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use lgtm_operator::api::{GrafanaCluster, Scope, TenancyMode, Tenant};
+use lgtm_operator::api::{GrafanaCluster, Scope, TENANT_ANNOTATION, TenancyMode, Tenant};
 use lgtm_operator::plan::tenants::{self, AuthFiles};
 use lgtm_operator::product::{Access, Listener, Product, Protocol, Route};
 use nginx_support::{Gateway, Request};
@@ -29,9 +29,11 @@ const ALICE_PASSWORD: &str = "alice's password: 'quotes' \"and\" $dollars";
 const TOKEN_A: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4";
 const TOKEN_B: &str = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy";
 
-fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+fn secret(name: &str, tenant: &str, data: &[(&str, &str)]) -> Secret {
     let mut secret = Secret::default();
     secret.metadata.name = Some(name.into());
+    secret.metadata.annotations =
+        Some([(TENANT_ANNOTATION.to_string(), tenant.to_string())].into());
     secret.data = Some(
         data.iter()
             .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
@@ -80,16 +82,26 @@ fn auth_files(product: Product, alice_password: &str, token_a: &str) -> AuthFile
     let secrets: BTreeMap<String, Option<Secret>> = [
         secret(
             "alice",
+            "team-a",
             &[("username", "alice"), ("password", alice_password)],
         ),
-        secret("bob", &[("username", "bob"), ("password", "bob-pw")]),
-        secret("token-a", &[("token", token_a)]),
-        secret("token-b", &[("token", TOKEN_B)]),
+        secret(
+            "bob",
+            "team-b",
+            &[("username", "bob"), ("password", "bob-pw")],
+        ),
+        secret("token-a", "team-a", &[("token", token_a)]),
+        secret("token-b", "team-b", &[("token", TOKEN_B)]),
     ]
     .into_iter()
     .map(|s| (s.metadata.name.clone().unwrap_or_default(), Some(s)))
     .collect();
-    let plan = tenants::plan(&cluster, &tenants, &secrets);
+    let plan = tenants::plan(
+        &cluster,
+        &tenants,
+        &secrets,
+        b"a key of 32 bytes, for the tests",
+    );
     for outcome in &plan.outcomes {
         assert_eq!(outcome.problem, None, "{}", outcome.name);
     }
@@ -341,6 +353,32 @@ async fn check_matrix(product: Product) {
                 case.what, case.method, route.0, route.1.location
             ));
         }
+    }
+    // Cluster-wide paths are refused to every tenant's credential.
+    let admin = product
+        .catalogue()
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Http)
+        .flat_map(|l| l.routes.iter().map(move |r| (l.port, r)))
+        .find(|(_, r)| r.access == Access::Admin)
+        .expect("an admin route");
+    let alice = [("Authorization", basic("alice", ALICE_PASSWORD))];
+    let got = call(&gateway, admin, "GET", &alice).await;
+    if got != (403, None) {
+        failures.push(format!(
+            "alice on cluster-wide {}: got {got:?}",
+            admin.1.location
+        ));
+    }
+    // The credential stays at the gateway.
+    let (port, read) = route_with(product, Access::Read);
+    let request = Request::get(&sample_path(read.location)).header("Authorization", &alice[0].1);
+    let echo = gateway.send(port, request).await.echo();
+    if echo.as_ref().is_none_or(|e| e.authorization.is_some()) {
+        failures.push(format!(
+            "the Authorization header reached the upstream: {echo:?}"
+        ));
     }
     // Answers the gateway gives itself need no credential: health checks stay open.
     let health = gateway

@@ -658,9 +658,9 @@ async fn a_multi_tenant_gateway_files_each_credential_under_its_tenant() {
         support::CREDENTIALS.to_string(),
         support::cluster_yaml("logs", "loki", "  tenancy: {mode: MultiTenant}\n"),
         support::pool_yaml("logs-all", "logs", 1, "{loki: {all: true}}"),
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: alice}\nstringData: {username: alice, password: old-pw}\n".to_string(),
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: bob}\nstringData: {username: bob, password: bob-pw}\n".to_string(),
-        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: token-b}}\nstringData: {{token: {token_b}}}\n"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: alice, annotations: {lgtm.coordinated.dev/tenant: team-a}}\nstringData: {username: alice, password: old-pw}\n".to_string(),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bob, annotations: {lgtm.coordinated.dev/tenant: team-b}}\nstringData: {username: bob, password: bob-pw}\n".to_string(),
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: token-b, annotations: {{lgtm.coordinated.dev/tenant: team-b}}}}\nstringData: {{token: {token_b}}}\n"),
         "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: team-a}\nspec:\n  clusterRef: logs\n  credentials: [{basicAuth: {secretName: alice}}]\n".to_string(),
         "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: team-b}\nspec:\n  clusterRef: logs\n  credentials:\n  - basicAuth: {secretName: bob}\n    scopes: [write]\n  - bearerToken: {secretName: token-b}\n    scopes: [read]\n".to_string(),
     ];
@@ -779,7 +779,7 @@ async fn a_multi_tenant_gateway_files_each_credential_under_its_tenant() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rotated = Instant::now();
-    env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: alice}\nstringData: {username: alice, password: new-pw}\n")
+    env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: alice, annotations: {lgtm.coordinated.dev/tenant: team-a}}\nstringData: {username: alice, password: new-pw}\n")
         .await;
     let new_works = wait_for("the new password through the gateway", TIMEOUT, || async {
         let (status, _) = curl(&read, &["-u", "alice:new-pw"]).await;

@@ -15,9 +15,10 @@ const PASSWORD: &str = "s3cr3t-Pa55word-never-shown";
 const NEW_PASSWORD: &str = "r0tated-Pa55word-never-shown";
 const TOKEN: &str = "5f0c8a1e2b3d4c6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
 
-fn basic_auth_secret(password: &str) -> String {
+/// A basic-auth Secret `name` for `tenant` (annotated for it, as a Tenant requires).
+fn basic_auth_secret(name: &str, tenant: &str, password: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: alice}}\ntype: kubernetes.io/basic-auth\nstringData: {{username: alice, password: '{password}'}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, annotations: {{lgtm.coordinated.dev/tenant: {tenant}}}}}\ntype: kubernetes.io/basic-auth\nstringData: {{username: alice, password: '{password}'}}\n"
     )
 }
 
@@ -72,9 +73,10 @@ async fn visible(env: &OperatorNamespace) -> String {
 async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_rolling_a_pod() {
     let env = OperatorNamespace::start("tenants").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&basic_auth_secret(PASSWORD)).await;
+    env.apply(&basic_auth_secret("alice", "team-a", PASSWORD))
+        .await;
     env.apply(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: team-a-token}}\nstringData: {{token: {TOKEN}}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: team-a-token, annotations: {{lgtm.coordinated.dev/tenant: team-a}}}}\nstringData: {{token: {TOKEN}}}\n"
     ))
     .await;
     env.apply(&cluster_yaml(
@@ -180,7 +182,8 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
     );
 
     // A rotated password rolls the gateway, and the Tenant says when it is live.
-    env.apply(&basic_auth_secret(NEW_PASSWORD)).await;
+    env.apply(&basic_auth_secret("alice", "team-a", NEW_PASSWORD))
+        .await;
     env.wait_until(
         "logs-gateway",
         "the gateway rolling onto the new password",
@@ -230,7 +233,10 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
 async fn a_bad_or_contested_credential_is_reported_and_the_good_ones_stay() {
     let env = OperatorNamespace::start("tenants-bad").await;
     env.apply(CREDENTIALS).await;
-    env.apply(&basic_auth_secret(PASSWORD)).await;
+    env.apply(&basic_auth_secret("alice", "first", PASSWORD))
+        .await;
+    env.apply(&basic_auth_secret("alice-again", "second", NEW_PASSWORD))
+        .await;
     env.apply(&cluster_yaml(
         "logs",
         "loki",
@@ -248,7 +254,7 @@ async fn a_bad_or_contested_credential_is_reported_and_the_good_ones_stay() {
     })
     .await;
     env.apply(
-        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: second}\nspec:\n  clusterRef: logs\n  credentials:\n  - basicAuth: {secretName: alice}\n  - bearerToken: {secretName: missing}\n",
+        "apiVersion: lgtm.coordinated.dev/v1alpha1\nkind: Tenant\nmetadata: {name: second}\nspec:\n  clusterRef: logs\n  credentials:\n  - basicAuth: {secretName: alice-again}\n  - bearerToken: {secretName: missing}\n  - basicAuth: {secretName: alice}\n",
     )
     .await;
     let (_, ready) = env
@@ -258,7 +264,7 @@ async fn a_bad_or_contested_credential_is_reported_and_the_good_ones_stay() {
         .await;
     assert_eq!(
         ready.message,
-        "credentials[0]: this username already belongs to an older Tenant of this cluster; credentials[1]: Secret missing not found"
+        "credentials[0]: this username already belongs to an older Tenant of this cluster; credentials[1]: Secret missing not found, or not annotated lgtm.coordinated.dev/tenant: second; credentials[2]: Secret alice not found, or not annotated lgtm.coordinated.dev/tenant: second"
     );
     // The older Tenant keeps its credential.
     env.wait_condition::<Tenant>("first", "Ready", "CredentialsLive", |c| {

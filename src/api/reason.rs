@@ -181,6 +181,9 @@ reasons! {
     DuplicateCredential: Warning,
     /// An older Tenant of the cluster has the same tenant id: this one is not served.
     DuplicateTenantId: Warning,
+    /// The tenant id (the Tenant's name when `id` is unset) is longer than the products
+    /// take (150): the Tenant is not served.
+    InvalidTenantId: Warning,
     /// `limits` cannot be applied (a retention that cannot be read); the credentials are
     /// served, the limits keep their last values.
     InvalidLimits: Warning,

@@ -3,6 +3,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The annotation a credential's Secret needs, naming the Tenant that may use it: every
+/// Tenant may name any Secret of its namespace, and must not borrow another's.
+pub const TENANT_ANNOTATION: &str = "lgtm.coordinated.dev/tenant";
+
 /// A tenant of a multi-tenant GrafanaCluster (ADR 15): who may read or write its data
 /// through the gateway, and its limits. Its own kind rather than a list in the cluster,
 /// so that a team can be given RBAC on its Tenants and Secrets only, and each Tenant
@@ -62,7 +66,9 @@ pub struct TenantSpec {
     pub id: Option<String>,
 
     /// Who may reach this tenant's data through the gateway, each credential with its
-    /// scopes. Each username and token may belong to one Tenant of a cluster only.
+    /// scopes. Each Secret must be annotated `lgtm.coordinated.dev/tenant: <this Tenant's
+    /// name>`, so that no Tenant borrows another's. Each username and token may belong
+    /// to one Tenant of a cluster only (usernames and tokens compared without case).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub credentials: Vec<TenantCredential>,
@@ -123,7 +129,8 @@ pub enum Scope {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantLimits {
-    /// Ingestion rate per second: samples for Mimir, bytes for Loki and Tempo.
+    /// Ingestion rate per second: samples for Mimir, bytes for Loki and Tempo (Tempo
+    /// applies it per distributor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub ingestion_rate: Option<i64>,
@@ -131,7 +138,8 @@ pub struct TenantLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub ingestion_burst: Option<i64>,
-    /// Active series (Mimir), streams (Loki) or traces (Tempo) the tenant may hold.
+    /// Active series (Mimir) or streams (Loki) across the cluster; live traces per
+    /// ingester (Tempo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_active: Option<i64>,

@@ -63,7 +63,12 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     let tenant_list = read::tenants_of(ctx, ns, &view.name).await?;
     let mut secret_names = secrets::referenced(&cluster.spec);
     secret_names.extend(tenants::referenced(&tenant_list));
+    let auth_secret = tenants::auth_secret_name(&view.name);
+    if cluster.spec.tenancy.mode == TenancyMode::MultiTenant {
+        secret_names.push(&auth_secret);
+    }
     let secrets = read::secrets(client, ns, &secret_names).await?;
+    let fresh_key = fresh_key()?;
     let (bucket, recheck_after) = check_bucket(ctx, cluster, &secrets).await;
     let current_config: Option<ConfigMap> = get_opt(client, ns, &view.child_name("config")).await?;
     let ipv6 = ipv6_pods(ctx, cluster, &view).await?;
@@ -71,6 +76,7 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
         cluster,
         pools: &pools,
         tenants: &tenant_list,
+        fresh_key: &fresh_key,
         secrets: &secrets,
         bucket: &bucket,
         current_config: current_config.as_ref(),
@@ -104,6 +110,13 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Random bytes for a new auth Secret's key (used only when it has none yet).
+fn fresh_key() -> Result<Vec<u8>> {
+    let mut key = vec![0; tenants::KEY_BYTES];
+    getrandom::fill(&mut key).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(key)
 }
 
 /// What the storage probe finds with the cluster's settings and Secrets, and when to

@@ -31,6 +31,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("the operating system gave no random bytes: {0}")]
+    Random(String),
 }
 
 impl Error {
@@ -41,6 +43,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::Delete { .. } => "delete",
             Error::Status { .. } => "status",
+            Error::Random(_) => "random",
         }
     }
 

@@ -375,7 +375,12 @@ impl Watches<'_> {
     ) -> impl Stream<Item = Result<DeserializeGuard<Tenant>, watcher::Error>> + Send + 'static {
         only_changes(self.reflected_events(writer), |tenant| {
             let meta = tenant.meta();
-            fingerprint((meta.generation, meta.deletion_timestamp.is_some()))
+            // The uid too: a Tenant deleted and created again is a new one, younger.
+            fingerprint((
+                &meta.uid,
+                meta.generation,
+                meta.deletion_timestamp.is_some(),
+            ))
         })
         .touched_objects()
     }

@@ -21,6 +21,8 @@ pub struct ClusterInputs<'a> {
     pub pools: &'a [WorkerPool],
     /// The Tenants that name the cluster, except those being deleted.
     pub tenants: &'a [Tenant],
+    /// A random key for the gateway's auth Secret, used only when it holds none yet.
+    pub fresh_key: &'a [u8],
     /// The Secrets the cluster and its Tenants reference ([`secrets::referenced`],
     /// [`tenants::referenced`]), as read.
     pub secrets: &'a Secrets,
@@ -112,7 +114,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
     let loki_schema = (product == Product::Loki).then(|| loki_schema(inputs));
     let storage = secrets::check_storage(product, &cluster.spec.storage, inputs.secrets)
         .with_bucket(inputs.bucket);
-    let tenants = tenants::plan(cluster, inputs.tenants, inputs.secrets);
+    let tenants = tenants::plan(cluster, inputs.tenants, inputs.secrets, inputs.fresh_key);
     let (shared_config, config_problem) = shared_config(
         inputs,
         &view,
@@ -296,6 +298,7 @@ mod tests {
             cluster,
             pools,
             tenants: &[],
+            fresh_key: &[],
             secrets: &secrets,
             bucket,
             current_config: None,

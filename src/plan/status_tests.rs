@@ -73,6 +73,7 @@ fn with_plan<T>(
         cluster,
         pools,
         tenants: &[],
+        fresh_key: &[],
         secrets,
         bucket: &BucketCheck::Verified,
         current_config: None,

@@ -13,11 +13,15 @@ use sha1::Digest;
 use super::Reason;
 use super::conditions::Observed;
 use super::secrets::Secrets;
+use crate::api::TENANT_ANNOTATION;
 use crate::api::{GrafanaCluster, Scope, SecretRef, TenancyMode, Tenant, TenantLimits};
 use crate::product::Product;
 use crate::render::CREDENTIALS_CHECKSUM;
 use crate::render::config::Duration;
-pub use crate::render::tenancy::{AuthFiles, TenantEntry};
+pub use crate::render::tenancy::{AUTH_KEY, AuthFiles, KEY_BYTES, TenantEntry, auth_secret_name};
+
+/// The longest tenant id the products take (dskit's tenant.ValidTenantID).
+const MAX_TENANT_ID: usize = 150;
 
 /// The keys a `kubernetes.io/basic-auth` Secret holds.
 pub const USERNAME_KEY: &str = "username";
@@ -68,15 +72,27 @@ impl TenantsPlan {
 
 /// Plans the Tenants of `cluster`, oldest first: a tenant id, a username or a token
 /// already taken by an older Tenant is refused on the newer one, so that adding a
-/// Tenant never takes anything away from another.
-pub fn plan(cluster: &GrafanaCluster, tenants: &[Tenant], secrets: &Secrets) -> TenantsPlan {
+/// Tenant never takes anything away from another. `secrets` holds the Tenants' Secrets
+/// and the gateway's auth Secret as read; `fresh_key` is a random key, used when that
+/// Secret holds none yet.
+pub fn plan(
+    cluster: &GrafanaCluster,
+    tenants: &[Tenant],
+    secrets: &Secrets,
+    fresh_key: &[u8],
+) -> TenantsPlan {
     let product = cluster.spec.product;
     let multi_tenant = cluster.spec.tenancy.mode == TenancyMode::MultiTenant;
-    let salt_key = cluster.uid().unwrap_or_default();
+    let key = super::secrets::value(secrets, &auth_secret_name(&cluster.name_any()), AUTH_KEY)
+        .filter(|k| k.len() >= KEY_BYTES)
+        .unwrap_or_else(|| fresh_key.to_vec());
     let mut ordered: Vec<&Tenant> = tenants.iter().collect();
     ordered.sort_by_key(|t| (t.metadata.creation_timestamp.clone(), t.name_any()));
 
-    let mut auth = AuthFiles::default();
+    let mut auth = AuthFiles {
+        key: key.clone(),
+        ..AuthFiles::default()
+    };
     let mut taken = Taken::default();
     let mut entries = Vec::new();
     let mut outcomes = Vec::new();
@@ -84,7 +100,15 @@ pub fn plan(cluster: &GrafanaCluster, tenants: &[Tenant], secrets: &Secrets) -> 
         let id = tenant.tenant_id();
         let mut problems = Vec::new();
         let mut served = 0;
-        if !taken.ids.insert(id.clone()) {
+        if id.len() > MAX_TENANT_ID {
+            problems.push((
+                Reason::InvalidTenantId,
+                format!(
+                    "the tenant id (spec.id, else the Tenant's name) has {} characters; the products take at most {MAX_TENANT_ID}",
+                    id.len()
+                ),
+            ));
+        } else if !taken.ids.insert(id.clone()) {
             problems.push((
                 Reason::DuplicateTenantId,
                 format!("an older Tenant of this cluster already has id {id}"),
@@ -100,11 +124,11 @@ pub fn plan(cluster: &GrafanaCluster, tenants: &[Tenant], secrets: &Secrets) -> 
             }
             for (index, credential) in tenant.spec.credentials.iter().enumerate() {
                 let grant = format!("{id} {}", scopes_word(&credential.scopes));
-                let resolved = resolve(credential, secrets, &mut taken)
+                let resolved = resolve(credential, (&tenant.name_any(), secrets), &mut taken)
                     .map_err(|(r, m)| (r, format!("credentials[{index}]: {m}")));
                 match resolved {
                     Ok(Resolved::Basic { username, password }) => {
-                        let hash = ssha(&salt_key, &username, &password);
+                        let hash = ssha(&key, &username, &password);
                         auth.htpasswd.push_str(&format!("{username}:{hash}\n"));
                         auth.users_map
                             .push_str(&format!("\"user:{username}\" \"{grant}\";\n"));
@@ -149,10 +173,11 @@ enum Resolved {
     Bearer { token: String },
 }
 
-/// A credential's values from its Secret, checked.
+/// A credential's values from its Secret, checked; the Secret must be annotated for
+/// `tenant` (the Tenant's name).
 fn resolve(
     credential: &crate::api::TenantCredential,
-    secrets: &Secrets,
+    (tenant, secrets): (&str, &Secrets),
     taken: &mut Taken,
 ) -> Result<Resolved, (Reason, String)> {
     let duplicate = |what: &str| {
@@ -163,8 +188,8 @@ fn resolve(
     };
     match (&credential.basic_auth, &credential.bearer_token) {
         (Some(secret), _) => {
-            let username = key(secret, secrets, USERNAME_KEY)?;
-            let password = key(secret, secrets, PASSWORD_KEY)?;
+            let username = key(secret, (tenant, secrets), USERNAME_KEY)?;
+            let password = key(secret, (tenant, secrets), PASSWORD_KEY)?;
             let username = String::from_utf8(username)
                 .ok()
                 .filter(|u| valid_username(u))
@@ -172,13 +197,15 @@ fn resolve(
             if password.is_empty() {
                 return Err(invalid(secret, PASSWORD_KEY, "it is empty"));
             }
-            if !taken.usernames.insert(username.clone()) {
+            // nginx's map compares without regard to case, and refuses two keys that
+            // differ only by it: the gateway would not start.
+            if !taken.usernames.insert(username.to_ascii_lowercase()) {
                 return Err(duplicate("username"));
             }
             Ok(Resolved::Basic { username, password })
         }
         (None, Some(secret)) => {
-            let token = key(secret, secrets, TOKEN_KEY)?;
+            let token = key(secret, (tenant, secrets), TOKEN_KEY)?;
             let token = String::from_utf8(token.trim_ascii().to_vec())
                 .ok()
                 .filter(|t| valid_token(t))
@@ -196,11 +223,28 @@ fn resolve(
     }
 }
 
-/// The value of `key` in the credential's Secret (`data` or `stringData`).
-fn key(secret: &SecretRef, secrets: &Secrets, key: &str) -> Result<Vec<u8>, (Reason, String)> {
+/// The value of `key` in the credential's Secret (`data` or `stringData`). A Secret
+/// counts only when annotated for the Tenant: any Tenant may name any Secret of the
+/// namespace, and must not borrow another's credential. The message is the same whether
+/// the Secret is missing or not annotated, so it tells nothing about other Secrets.
+fn key(
+    secret: &SecretRef,
+    (tenant, secrets): (&str, &Secrets),
+    key: &str,
+) -> Result<Vec<u8>, (Reason, String)> {
     let name = &secret.secret_name;
-    if !matches!(secrets.get(name), Some(Some(_))) {
-        return Err((Reason::SecretNotFound, format!("Secret {name} not found")));
+    let for_tenant = |s: &k8s_openapi::api::core::v1::Secret| {
+        s.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TENANT_ANNOTATION))
+            .is_some_and(|t| t == tenant)
+    };
+    if !matches!(secrets.get(name), Some(Some(s)) if for_tenant(s)) {
+        return Err((
+            Reason::SecretNotFound,
+            format!("Secret {name} not found, or not annotated {TENANT_ANNOTATION}: {tenant}"),
+        ));
     }
     super::secrets::value(secrets, name, key).ok_or_else(|| {
         (
@@ -250,13 +294,14 @@ pub fn scopes_word(scopes: &[Scope]) -> &'static str {
 }
 
 /// `{SSHA}` (salted SHA-1), which nginx checks itself on any libc. The salt is derived
-/// from the cluster, user and password, so the same inputs give the same file and the
-/// gateway rolls only when a credential changes. The Secrets hold the password in plain
-/// text anyway: a slow hash would protect little and cost every request.
-pub fn ssha(salt_key: &str, username: &str, password: &[u8]) -> String {
+/// from the auth Secret's key, the user and the password, so the same inputs give the
+/// same file and the gateway rolls only when a credential changes, while nobody without
+/// the key can test a guess against anything public. The Secrets hold the password in
+/// plain text anyway: a slow hash would protect little and cost every request.
+pub fn ssha(key: &[u8], username: &str, password: &[u8]) -> String {
     use sha2::Sha256;
     let mut salt_hash = Sha256::new();
-    for part in [salt_key.as_bytes(), username.as_bytes(), password] {
+    for part in [key, username.as_bytes(), password] {
         salt_hash.update((part.len() as u64).to_be_bytes());
         salt_hash.update(part);
     }
@@ -408,6 +453,26 @@ pub(crate) mod tests {
         ])
     }
 
+    /// The fixture Secrets, each annotated for the first of `tenants` that names it.
+    fn owned(tenants: &[Tenant]) -> Secrets {
+        let mut all = secrets();
+        for tenant in tenants {
+            for name in referenced(std::slice::from_ref(tenant)) {
+                if let Some(Some(secret)) = all.get_mut(name) {
+                    secret
+                        .metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .entry(TENANT_ANNOTATION.into())
+                        .or_insert(tenant.name_any());
+                }
+            }
+        }
+        all
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     fn multi_tenant(product: Product) -> GrafanaCluster {
         let mut cluster = fixtures::minimal_cluster(product);
         cluster.spec.tenancy.mode = TenancyMode::MultiTenant;
@@ -428,7 +493,7 @@ pub(crate) mod tests {
             "2026-01-01T00:00:00Z",
             "credentials:\n- basicAuth: {secretName: alice}\n- bearerToken: {secretName: token}\n  scopes: [read]",
         )];
-        let plan = plan(&multi_tenant(Product::Loki), &tenants, &secrets());
+        let plan = plan_again(&tenants);
         let auth = plan.auth.expect("multi-tenant");
         assert_eq!(auth.users_map, "\"user:alice\" \"team-a read+write\";\n");
         assert_eq!(
@@ -450,7 +515,7 @@ pub(crate) mod tests {
     }
 
     fn plan_again(tenants: &[Tenant]) -> TenantsPlan {
-        plan(&multi_tenant(Product::Loki), tenants, &secrets())
+        plan(&multi_tenant(Product::Loki), tenants, &owned(tenants), KEY)
     }
 
     #[test]
@@ -461,9 +526,13 @@ pub(crate) mod tests {
             "credentials:\n- basicAuth: {secretName: alice}",
         )];
         assert_eq!(plan_again(&tenants).auth, plan_again(&tenants).auth);
-        let changed = ssha("uid", "alice", b"pw2");
-        assert_ne!(ssha("uid", "alice", b"pw"), changed);
-        assert_ne!(ssha("uid", "bob", b"pw"), ssha("uid", "alice", b"pw"));
+        let changed = ssha(KEY, "alice", b"pw2");
+        assert_ne!(ssha(KEY, "alice", b"pw"), changed);
+        assert_ne!(ssha(KEY, "bob", b"pw"), ssha(KEY, "alice", b"pw"));
+        assert_ne!(
+            ssha(b"another key", "alice", b"pw"),
+            ssha(KEY, "alice", b"pw")
+        );
     }
 
     #[test]
@@ -514,7 +583,7 @@ pub(crate) mod tests {
         assert_eq!(reason, Reason::SecretNotFound);
         assert_eq!(
             message,
-            "credentials[0]: Secret missing not found; credentials[1]: Secret no-password has no key password; credentials[2]: key token of Secret short: a token is 32 to 512 characters of A-Z a-z 0-9 - . _ ~ + / =; credentials[3]: key username of Secret bad-user: a username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
+            "credentials[0]: Secret missing not found, or not annotated lgtm.coordinated.dev/tenant: t; credentials[1]: Secret no-password has no key password; credentials[2]: key token of Secret short: a token is 32 to 512 characters of A-Z a-z 0-9 - . _ ~ + / =; credentials[3]: key username of Secret bad-user: a username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
         );
         assert!(!message.contains("abc") && !message.contains("a\"b"));
     }
@@ -529,7 +598,8 @@ pub(crate) mod tests {
         let plan = plan(
             &fixtures::minimal_cluster(Product::Mimir),
             &tenants,
-            &secrets(),
+            &owned(&tenants),
+            KEY,
         );
         assert_eq!(plan.auth, None);
         assert_eq!(outcome(&plan, "t").served, 0);
@@ -543,7 +613,12 @@ pub(crate) mod tests {
             "2026-01-01T00:00:00Z",
             "limits: {retention: 36h}",
         )];
-        let loki = plan(&multi_tenant(Product::Loki), &tenants, &secrets());
+        let loki = plan(
+            &multi_tenant(Product::Loki),
+            &tenants,
+            &owned(&tenants),
+            KEY,
+        );
         assert_eq!(
             outcome(&loki, "t").problem,
             Some((
@@ -551,9 +626,103 @@ pub(crate) mod tests {
                 "limits.retention: Loki keeps data by whole days, not 36h".into()
             ))
         );
-        let tempo = plan(&multi_tenant(Product::Tempo), &tenants, &secrets());
+        let tempo = plan(
+            &multi_tenant(Product::Tempo),
+            &tenants,
+            &owned(&tenants),
+            KEY,
+        );
         assert_eq!(outcome(&tempo, "t").problem, None);
         assert!(tempo.any_retention());
+    }
+
+    #[test]
+    fn a_tenant_cannot_borrow_a_secret_annotated_for_another() {
+        let tenants = [
+            tenant(
+                "owner",
+                "2026-02-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice}",
+            ),
+            tenant(
+                "thief",
+                "2026-01-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice}",
+            ),
+        ];
+        let mut secrets = owned(&tenants[..1]);
+        let borrowed = plan(&multi_tenant(Product::Loki), &tenants, &secrets, KEY);
+        assert_eq!(
+            outcome(&borrowed, "owner").served,
+            1,
+            "the older Tenant cannot take it"
+        );
+        assert_eq!(
+            outcome(&borrowed, "thief").problem,
+            Some((
+                Reason::SecretNotFound,
+                "credentials[0]: Secret alice not found, or not annotated lgtm.coordinated.dev/tenant: thief".into()
+            ))
+        );
+        secrets.remove("alice");
+        let gone = plan(&multi_tenant(Product::Loki), &tenants, &secrets, KEY);
+        assert_eq!(
+            outcome(&gone, "thief").problem,
+            outcome(&borrowed, "thief").problem,
+            "a missing Secret and another's read the same"
+        );
+    }
+
+    #[test]
+    fn usernames_that_differ_only_by_case_are_one_username() {
+        let mut secrets = secrets();
+        secrets.extend([secret("upper", &[("username", "ALICE"), ("password", "x")])]);
+        let tenants = [
+            tenant(
+                "a",
+                "2026-01-01T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: alice}",
+            ),
+            tenant(
+                "b",
+                "2026-01-02T00:00:00Z",
+                "credentials:\n- basicAuth: {secretName: upper}",
+            ),
+        ];
+        for (name, owner) in [("alice", "a"), ("upper", "b")] {
+            if let Some(Some(s)) = secrets.get_mut(name) {
+                s.metadata.annotations =
+                    Some([(TENANT_ANNOTATION.to_string(), owner.to_string())].into());
+            }
+        }
+        let plan = plan(&multi_tenant(Product::Loki), &tenants, &secrets, KEY);
+        assert_eq!(
+            outcome(&plan, "b").problem.as_ref().map(|p| p.0),
+            Some(Reason::DuplicateCredential)
+        );
+    }
+
+    #[test]
+    fn the_auth_secrets_key_is_kept_once_it_exists() {
+        let tenants = [tenant(
+            "a",
+            "2026-01-01T00:00:00Z",
+            "credentials:\n- basicAuth: {secretName: alice}",
+        )];
+        let cluster = multi_tenant(Product::Loki);
+        let mut secrets = owned(&tenants);
+        let first = plan(&cluster, &tenants, &secrets, KEY).auth.expect("auth");
+        assert_eq!(first.key, KEY);
+        let stored = b"a key stored in the auth Secret, 32+ bytes".to_vec();
+        secrets.extend([secret(
+            "metrics-gateway-auth",
+            &[(AUTH_KEY, std::str::from_utf8(&stored).expect("utf-8"))],
+        )]);
+        let again = plan(&cluster, &tenants, &secrets, b"another fresh key, not used")
+            .auth
+            .expect("auth");
+        assert_eq!(again.key, stored);
+        assert_ne!(again.htpasswd, first.htpasswd, "the salt follows the key");
     }
 
     fn gateway(
@@ -634,6 +803,11 @@ pub(crate) mod tests {
                 "2026-01-07T00:00:00Z",
                 "credentials:\n- basicAuth: {secretName: no-password}",
             ),
+            tenant(
+                "h".repeat(151).as_str(),
+                "2026-01-08T00:00:00Z",
+                "limits: {}",
+            ),
         ];
         let plan = plan_again(&tenants);
         reasons.extend(plan.outcomes.iter().map(|o| ready(o, true, true).reason));
@@ -649,6 +823,7 @@ pub(crate) mod tests {
             Reason::SingleTenantCluster,
             Reason::DuplicateCredential,
             Reason::DuplicateTenantId,
+            Reason::InvalidTenantId,
             Reason::InvalidCredential,
             Reason::InvalidLimits,
             Reason::SecretNotFound,

@@ -60,7 +60,7 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
             Route { location: "~ /loki/api/.*", to: RouteTo::Role("read"), handling: Handling::WebSocket, access: Access::Read },
             Route { location: "= /loki/api/v1/format_query", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Read },
             Route { location: "= /loki/api/v1/status/buildinfo", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Read },
-            Route { location: "= /ring", to: ANY_WORKER, handling: Handling::Proxy, access: Access::ByMethod },
+            Route { location: "= /ring", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Admin },
         ],
     }],
     config_dir: "/etc/loki",

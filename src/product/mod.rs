@@ -157,6 +157,9 @@ pub enum Access {
     /// Read for GET, HEAD and OPTIONS, write for any other method (rule and alert
     /// configuration APIs).
     ByMethod,
+    /// Cluster-wide: every tenant's data or the cluster's machinery (rings, status
+    /// pages, queriers' work queues). Refused in a multi-tenant cluster.
+    Admin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

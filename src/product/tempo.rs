@@ -21,9 +21,25 @@ const fn receiver(port: u16, name: &'static str, protocol: Protocol) -> Listener
 #[rustfmt::skip]
 const DISTRIBUTOR: &[Route] =
     &[Route { location: "/", to: RouteTo::Role("distributor"), handling: Handling::Proxy, access: Access::Write }];
+/// Tempo's HTTP API is under `/api/`; the rest of the query-frontend's port is its
+/// status pages and, in `all` pods, the ingester's flush and shutdown.
 #[rustfmt::skip]
-const QUERY_FRONTEND: &[Route] =
-    &[Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Read }];
+const QUERY_FRONTEND_HTTP: &[Route] = &[
+    Route { location: "^~ /api/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Read },
+    Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Admin },
+];
+/// Clients stream searches through `tempopb.StreamingQuerier`; the same port serves the
+/// queriers' `frontend.Frontend/Process`, which carries every tenant's queries.
+#[rustfmt::skip]
+const QUERY_FRONTEND_GRPC: &[Route] = &[
+    Route {
+        location: "^~ /tempopb.StreamingQuerier/",
+        to: RouteTo::Role("query-frontend"),
+        handling: Handling::Proxy,
+        access: Access::Read,
+    },
+    Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Admin },
+];
 
 #[rustfmt::skip]
 pub(super) static CATALOGUE: Catalogue = Catalogue {
@@ -49,8 +65,8 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
     }],
     ports: Ports { http: 3200, grpc: 9096, memberlist: 7946 },
     listeners: &[
-        Listener { port: 3200, name: "http", protocol: Protocol::Http, upstream_port: 3200, routes: QUERY_FRONTEND },
-        Listener { port: 9096, name: "grpc", protocol: Protocol::Grpc, upstream_port: 9096, routes: QUERY_FRONTEND },
+        Listener { port: 3200, name: "http", protocol: Protocol::Http, upstream_port: 3200, routes: QUERY_FRONTEND_HTTP },
+        Listener { port: 9096, name: "grpc", protocol: Protocol::Grpc, upstream_port: 9096, routes: QUERY_FRONTEND_GRPC },
         receiver(4317, "otlp-grpc", Protocol::Grpc),
         receiver(4318, "otlp-http", Protocol::Http),
         receiver(9411, "zipkin", Protocol::Http),

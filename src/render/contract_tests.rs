@@ -681,7 +681,11 @@ fn runtime_overrides_write_only_contract_keys() {
         retention: Some(Duration::parse("30d").expect("duration")),
     };
     for product in Product::ALL {
-        let text = super::tenancy::runtime_overrides(product, std::slice::from_ref(&entry), false);
+        let text = super::tenancy::runtime_overrides(
+            product,
+            std::slice::from_ref(&entry),
+            &super::tenancy::tempo_entry_base(false, None),
+        );
         let file: Value = serde_saphyr::from_str(&text).expect("YAML");
         let contract = product.contract();
         let mut keys = Vec::new();

@@ -52,7 +52,10 @@ fn nginx_options(cluster: &ClusterView, settings: &Settings, auth: bool) -> Ngin
         key: format!("{TLS_DIR}/tls.key"),
     });
     NginxOptions {
-        auth_dir: auth.then(|| AUTH_DIR.to_string()),
+        // nginx reads a copy taken when the container starts: it reads its maps once
+        // but `auth_basic_user_file` on every request, so reading the mount (which the
+        // kubelet updates in place) would pair new passwords with old tenants.
+        auth_dir: auth.then(|| format!("{RUNTIME_DIR}/auth")),
         ..NginxOptions::in_cluster(
             &cluster.name,
             &cluster.namespace,
@@ -255,7 +258,7 @@ fn mount_auth(cluster: &ClusterView, pod: &mut PodSpec) {
     pod.volumes.get_or_insert_default().push(Volume {
         name: "auth".into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(tenancy::auth_secret_name(cluster)),
+            secret_name: Some(tenancy::auth_secret_name(&cluster.name)),
             optional: Some(false),
             ..SecretVolumeSource::default()
         }),
@@ -342,8 +345,17 @@ fn service(cluster: &ClusterView, mut metadata: ObjectMeta) -> Service {
 /// Writes the files nginx.conf includes from the pod's DNS and address families, then
 /// runs nginx in the foreground with the mounted configuration.
 fn nginx_start_script(product: Product, options: &NginxOptions) -> String {
+    let copy_auth = match &options.auth_dir {
+        Some(dir) => format!(
+            "mkdir -p {dir}\ncp -L {} {dir}/\n",
+            AuthFiles::NAMES
+                .map(|name| format!("{AUTH_DIR}/{name}"))
+                .join(" ")
+        ),
+        None => String::new(),
+    };
     format!(
-        "{}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
+        "{}{copy_auth}exec nginx -c {CONFIG_DIR}/nginx.conf -g 'daemon off;'",
         nginx::start_script(product, options)
     )
 }
@@ -373,6 +385,62 @@ mod tests {
             .template
             .spec
             .expect("pod")
+    }
+
+    #[test]
+    fn a_multi_tenant_gateway_reads_a_copy_of_its_auth_files_and_rolls_with_them() {
+        let cluster = fixtures::minimal_cluster(Product::Loki);
+        let view = ClusterView::new(&cluster);
+        let files = AuthFiles {
+            key: b"k".to_vec(),
+            htpasswd: "alice:{SSHA}x\n".into(),
+            ..AuthFiles::default()
+        };
+        let present = expand(Product::Loki, &["all"]);
+        let gw = build(&view, &present, &Settings::default(), Some(&files));
+        let pod = pod(&gw);
+        let auth = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "auth")
+            .and_then(|v| v.secret.clone())
+            .expect("the auth Secret's volume");
+        assert_eq!(auth.secret_name.as_deref(), Some("metrics-gateway-auth"));
+        let nginx = &pod.containers[0];
+        let script = &nginx.command.clone().expect("command")[2];
+        assert!(script.contains(
+            "cp -L /etc/lgtm-gateway/auth/htpasswd /etc/lgtm-gateway/auth/users.map /etc/lgtm-gateway/auth/bearer.map /tmp/nginx/auth/"
+        ), "{script}");
+        let conf = &gw.config.data.as_ref().expect("data")["nginx.conf"];
+        assert!(conf.contains("auth_basic_user_file /tmp/nginx/auth/htpasswd;"));
+        let annotations = gw
+            .deployment
+            .spec
+            .clone()
+            .expect("spec")
+            .template
+            .metadata
+            .expect("meta")
+            .annotations
+            .expect("annotations");
+        let before = annotations[CREDENTIALS_CHECKSUM].clone();
+        let rotated = AuthFiles {
+            htpasswd: "alice:{SSHA}y\n".into(),
+            ..files.clone()
+        };
+        let gw = build(&view, &present, &Settings::default(), Some(&rotated));
+        let after = gw
+            .deployment
+            .spec
+            .expect("spec")
+            .template
+            .metadata
+            .expect("meta")
+            .annotations
+            .expect("annotations")[CREDENTIALS_CHECKSUM]
+            .clone();
+        assert_ne!(before, after, "new credentials roll the gateway");
     }
 
     #[test]

@@ -275,7 +275,10 @@ pub fn cluster_children(
             tenancy::runtime_overrides(
                 cluster.product(),
                 tenants,
-                cluster.spec.self_monitoring.metrics.is_some(),
+                &tenancy::tempo_entry_base(
+                    cluster.spec.self_monitoring.metrics.is_some(),
+                    cluster.spec.config_overrides.as_ref(),
+                ),
             ),
         ),
         gateway_auth: auth.map(|files| tenancy::auth_secret(cluster, files)),

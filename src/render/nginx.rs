@@ -307,6 +307,8 @@ fn server(
 enum Refusal {
     NotFound,
     Unavailable,
+    /// A cluster-wide path in a multi-tenant cluster.
+    Forbidden,
 }
 
 impl Refusal {
@@ -314,14 +316,16 @@ impl Refusal {
         match self {
             Refusal::NotFound => 404,
             Refusal::Unavailable => 503,
+            Refusal::Forbidden => 403,
         }
     }
 
-    /// The gRPC status code (UNIMPLEMENTED, UNAVAILABLE).
+    /// The gRPC status code (UNIMPLEMENTED, UNAVAILABLE, PERMISSION_DENIED).
     fn grpc_status(self) -> u8 {
         match self {
             Refusal::NotFound => 12,
             Refusal::Unavailable => 14,
+            Refusal::Forbidden => 7,
         }
     }
 }
@@ -361,6 +365,18 @@ fn location(
     options: &NginxOptions,
 ) {
     line(w, 2, &format!("location {} {{", route.location));
+    if options.auth_dir.is_some() && route.access == Access::Admin {
+        // Every tenant's data or the cluster's machinery: no tenant's credential opens it.
+        refuse(
+            w,
+            3,
+            Refusal::Forbidden,
+            "a cluster-wide path: a multi-tenant gateway does not serve it",
+            listener.protocol == Protocol::Grpc,
+        );
+        line(w, 2, "}");
+        return;
+    }
     let role = match route.to {
         RouteTo::Role(role) => present
             .contains(role)
@@ -392,7 +408,7 @@ fn location(
         }
         Ok(address) => {
             let tenant = match options.auth_dir {
-                Some(_) => require_scope(w, route.access),
+                Some(_) => require_scope(w, route.access, listener.protocol == Protocol::Grpc),
                 None => "\"\"",
             };
             line(w, 3, &format!("set $lgtm_upstream \"{address}\";"));
@@ -429,14 +445,23 @@ fn location(
 
 /// A multi-tenant route's scope check (a credential without `access` is sent to the
 /// 403 location); returns the tenant variable to pass upstream.
-fn require_scope(w: &mut String, access: Access) -> &'static str {
+fn require_scope(w: &mut String, access: Access, grpc: bool) -> &'static str {
     let access = match access {
         Access::Read => "read",
         Access::Write => "write",
         Access::ByMethod => "$lgtm_method_access",
+        // Refused before this (see `location`); never proxied with a tenant's grant.
+        Access::Admin => "admin",
     };
     line(w, 3, &format!("set $lgtm_access {access};"));
     line(w, 3, "if ($lgtm_forbidden) { return 418; }");
+    // The credential is the gateway's business; the workers get the tenant only.
+    let header = if grpc {
+        "grpc_set_header"
+    } else {
+        "proxy_set_header"
+    };
+    line(w, 3, &format!("{header} Authorization \"\";"));
     "$lgtm_tenant"
 }
 

@@ -21,9 +21,18 @@ pub struct TenantEntry {
     pub retention: Option<Duration>,
 }
 
+/// The auth Secret's key: random, made once per cluster; it salts the password hashes
+/// and keys the gateway's credentials checksum, which pods show to anyone who may read
+/// them.
+pub const AUTH_KEY: &str = "key";
+/// The key's length in bytes.
+pub const KEY_BYTES: usize = 32;
+
 /// The files nginx reads to authenticate (mounted from a Secret, never a ConfigMap).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthFiles {
+    /// The auth Secret's key ([`AUTH_KEY`]), kept with the files; nginx does not read it.
+    pub key: Vec<u8>,
     /// `user:{SSHA}…` lines for `auth_basic_user_file`.
     pub htpasswd: String,
     /// `"user:<name>" "<tenant> <scopes>";` lines, included in a map of `$remote_user`.
@@ -37,6 +46,7 @@ impl AuthFiles {
     pub const HTPASSWD: &'static str = "htpasswd";
     pub const USERS_MAP: &'static str = "users.map";
     pub const BEARER_MAP: &'static str = "bearer.map";
+    pub const NAMES: [&'static str; 3] = [Self::HTPASSWD, Self::USERS_MAP, Self::BEARER_MAP];
 
     /// The files by name, as the auth Secret holds them.
     pub fn files(&self) -> [(&'static str, &str); 3] {
@@ -67,7 +77,7 @@ pub fn overrides_config_map(cluster: &ClusterView, text: String) -> ConfigMap {
 pub fn auth_secret(cluster: &ClusterView, files: &AuthFiles) -> Secret {
     Secret {
         metadata: child_meta(
-            auth_secret_name(cluster),
+            auth_secret_name(&cluster.name),
             &cluster.namespace,
             cluster_labels(cluster.product(), &cluster.name, Component::Gateway),
             cluster.owner.as_ref(),
@@ -78,38 +88,38 @@ pub fn auth_secret(cluster: &ClusterView, files: &AuthFiles) -> Secret {
             files
                 .files()
                 .into_iter()
-                .map(|(name, text)| {
-                    (
-                        name.to_string(),
-                        k8s_openapi::ByteString(text.as_bytes().to_vec()),
-                    )
-                })
+                .map(|(name, text)| (name, text.as_bytes()))
+                .chain([(AUTH_KEY, files.key.as_slice())])
+                .map(|(name, bytes)| (name.to_string(), k8s_openapi::ByteString(bytes.to_vec())))
                 .collect(),
         ),
         ..Secret::default()
     }
 }
 
-pub fn auth_secret_name(cluster: &ClusterView) -> String {
-    cluster.child_name("gateway-auth")
+/// The auth Secret's name for cluster `cluster`.
+pub fn auth_secret_name(cluster: &str) -> String {
+    format!("{cluster}-gateway-auth")
 }
 
-/// Checksum of the auth files: the gateway's pods carry it, so that they roll onto new
-/// credentials (nginx reads its maps only when it starts).
+/// Checksum of the auth files, keyed: the gateway's pods carry it, so that they roll
+/// onto new credentials (nginx reads its maps only when it starts), and without the key
+/// it tells nothing about a password.
 pub fn auth_checksum(files: &AuthFiles) -> String {
-    checksum(files.files().iter().map(|(_, text)| text.as_bytes()))
+    let texts = files.files().map(|(_, text)| text.as_bytes());
+    checksum([files.key.as_slice()].into_iter().chain(texts))
 }
 
 /// The runtime-overrides file: `overrides:` with one entry per tenant that sets a limit,
-/// in the product's own keys (runtime contract). `span_metrics`: Tempo's
-/// metrics-generator processors are on by default, which its entries must repeat.
-pub fn runtime_overrides(product: Product, entries: &[TenantEntry], span_metrics: bool) -> String {
+/// in the product's own keys (runtime contract). `tempo_base`: what a Tempo entry starts
+/// from ([`tempo_entry_base`]); Mimir's and Loki's entries inherit the defaults instead.
+pub fn runtime_overrides(product: Product, entries: &[TenantEntry], tempo_base: &Value) -> String {
     let mut overrides = Map::new();
     for entry in entries {
         let limits = match product {
             Product::Mimir => mimir_limits(entry),
             Product::Loki => loki_limits(entry),
-            Product::Tempo => tempo_limits(entry, span_metrics),
+            Product::Tempo => tempo_limits(entry, tempo_base),
         };
         if let Some(limits) = limits {
             overrides.insert(entry.id.clone(), limits);
@@ -167,7 +177,33 @@ pub const TEMPO_DEFAULT_BURST_SIZE_BYTES: i64 = 20_000_000;
 pub const TEMPO_DEFAULT_MAX_TRACES_PER_USER: i64 = 10_000;
 pub const TEMPO_DEFAULT_MAX_BYTES_PER_TRACE: i64 = 5_000_000;
 
-fn tempo_limits(entry: &TenantEntry, span_metrics: bool) -> Option<Value> {
+/// What every Tempo tenant entry starts from, since an entry replaces the defaults
+/// whole: Tempo's defaults for the keys the operator knows, the span-metrics processors
+/// when they are on (`span_metrics`), and the cluster's own `overrides.defaults` from
+/// `configOverrides` over them.
+pub fn tempo_entry_base(span_metrics: bool, config_overrides: Option<&Value>) -> Value {
+    let mut base = json!({
+        "ingestion": {
+            "rate_limit_bytes": TEMPO_DEFAULT_RATE_LIMIT_BYTES,
+            "burst_size_bytes": TEMPO_DEFAULT_BURST_SIZE_BYTES,
+            "max_traces_per_user": TEMPO_DEFAULT_MAX_TRACES_PER_USER,
+        },
+        "global": { "max_bytes_per_trace": TEMPO_DEFAULT_MAX_BYTES_PER_TRACE },
+    });
+    if span_metrics {
+        base["metrics_generator"] = json!({ "processors": GENERATOR_PROCESSORS });
+    }
+    let cluster_defaults = config_overrides
+        .and_then(|o| o.pointer("/overrides/defaults"))
+        .filter(|d| d.is_object());
+    if let Some(defaults) = cluster_defaults {
+        // A bad one is the configuration's problem (ConfigValid), reported there.
+        let _ = super::config::merge(&mut base, defaults);
+    }
+    base
+}
+
+fn tempo_limits(entry: &TenantEntry, base: &Value) -> Option<Value> {
     let l = &entry.limits;
     let any = l.ingestion_rate.is_some()
         || l.ingestion_burst.is_some()
@@ -176,20 +212,20 @@ fn tempo_limits(entry: &TenantEntry, span_metrics: bool) -> Option<Value> {
     if !any {
         return None;
     }
-    let mut value = json!({
-        "ingestion": {
-            "rate_limit_bytes": l.ingestion_rate.unwrap_or(TEMPO_DEFAULT_RATE_LIMIT_BYTES),
-            "burst_size_bytes": l.ingestion_burst.unwrap_or(TEMPO_DEFAULT_BURST_SIZE_BYTES),
-            "max_traces_per_user": l.max_active.unwrap_or(TEMPO_DEFAULT_MAX_TRACES_PER_USER),
-        },
-        "global": { "max_bytes_per_trace": TEMPO_DEFAULT_MAX_BYTES_PER_TRACE },
-    });
+    let mut value = base.clone();
+    let set = [
+        ("rate_limit_bytes", l.ingestion_rate),
+        ("burst_size_bytes", l.ingestion_burst),
+        ("max_traces_per_user", l.max_active),
+    ];
+    for (key, limit) in set {
+        if let Some(limit) = limit {
+            value["ingestion"][key] = json!(limit);
+        }
+    }
     // Left out, block_retention is 0: the compactor's own retention applies.
     if let Some(retention) = entry.retention {
-        value["compaction"] = json!({ "block_retention": retention.to_string() });
-    }
-    if span_metrics {
-        value["metrics_generator"] = json!({ "processors": GENERATOR_PROCESSORS });
+        value["compaction"]["block_retention"] = json!(retention.to_string());
     }
     Some(value)
 }
@@ -220,7 +256,31 @@ mod tests {
     }
 
     fn parsed(product: Product, entries: &[TenantEntry], span_metrics: bool) -> Value {
-        serde_saphyr::from_str(&runtime_overrides(product, entries, span_metrics)).expect("YAML")
+        let base = tempo_entry_base(span_metrics, None);
+        serde_saphyr::from_str(&runtime_overrides(product, entries, &base)).expect("YAML")
+    }
+
+    #[test]
+    fn a_tempo_entry_starts_from_the_clusters_own_defaults() {
+        let overrides = json!({"overrides": {"defaults": {
+            "ingestion": {"rate_limit_bytes": 1},
+            "read": {"max_bytes_per_tag_values_query": 7},
+        }}});
+        let base = tempo_entry_base(false, Some(&overrides));
+        let only_retention = TenantLimits {
+            retention: Some("48h".into()),
+            ..TenantLimits::default()
+        };
+        let text = runtime_overrides(Product::Tempo, &[entry("t", only_retention)], &base);
+        let file: Value = serde_saphyr::from_str(&text).expect("YAML");
+        let t = &file["overrides"]["t"];
+        assert_eq!(t["ingestion"]["rate_limit_bytes"], json!(1));
+        assert_eq!(
+            t["ingestion"]["burst_size_bytes"],
+            json!(TEMPO_DEFAULT_BURST_SIZE_BYTES)
+        );
+        assert_eq!(t["read"]["max_bytes_per_tag_values_query"], json!(7));
+        assert_eq!(t["compaction"]["block_retention"], json!("48h"));
     }
 
     #[test]

@@ -221,6 +221,9 @@ pub struct Echo {
     pub tenants: Vec<String>,
     pub upgrade: Option<String>,
     pub connection: Option<String>,
+    /// The `Authorization` header, if one reached the upstream.
+    #[serde(default)]
+    pub authorization: Option<String>,
 }
 
 /// The requests the stubs of one gateway received, in order.
@@ -546,6 +549,7 @@ async fn answer_http(mut stream: TcpStream, role: &'static str, hits: Hits) -> s
             .collect(),
         upgrade: header(&headers, "upgrade").map(str::to_string),
         connection: header(&headers, "connection").map(str::to_string),
+        authorization: header(&headers, "authorization").map(str::to_string),
     };
     hits.record(echo.clone());
     let json = serde_json::to_string(&echo).expect("echo as JSON");
