@@ -39,6 +39,20 @@ async fn gateway_template(env: &OperatorNamespace) -> (Option<String>, i64) {
     (checksum, gateway.metadata.generation.unwrap_or_default())
 }
 
+/// Each StatefulSet's name, generation and pod template.
+async fn worker_templates(env: &OperatorNamespace) -> Vec<(String, Option<i64>, String)> {
+    let sets = env.api::<StatefulSet>().list(&Default::default()).await;
+    sets.expect("list")
+        .items
+        .iter()
+        .map(|s| {
+            let template = s.spec.as_ref().map(|s| &s.template);
+            let template = serde_json::to_string(&template).expect("json");
+            (s.name_any(), s.metadata.generation, template)
+        })
+        .collect()
+}
+
 async fn tenant_live(env: &OperatorNamespace) -> Tenant {
     env.wait_condition::<Tenant>("team-a", "Ready", "CredentialsLive", |c| {
         c.reason == "CredentialsLive"
@@ -117,22 +131,7 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
     );
 
     // New limits reach the overrides file, and nothing that runs changes.
-    let sets: Vec<StatefulSet> = env
-        .api::<StatefulSet>()
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .items;
-    let before: Vec<(String, Option<i64>, String)> = sets
-        .iter()
-        .map(|s| {
-            (
-                s.name_any(),
-                s.metadata.generation,
-                serde_json::to_string(&s.spec.as_ref().map(|s| &s.template)).expect("json"),
-            )
-        })
-        .collect();
+    let before = worker_templates(&env).await;
     let gateway_before = gateway_template(&env).await;
     env.apply(&tenant_yaml(
         "{ingestionRate: 8388608, maxActive: 20000, retention: 30d}",
@@ -158,22 +157,7 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
     )
     .await;
     tenant_live(&env).await;
-    let sets: Vec<StatefulSet> = env
-        .api::<StatefulSet>()
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .items;
-    let after: Vec<(String, Option<i64>, String)> = sets
-        .iter()
-        .map(|s| {
-            (
-                s.name_any(),
-                s.metadata.generation,
-                serde_json::to_string(&s.spec.as_ref().map(|s| &s.template)).expect("json"),
-            )
-        })
-        .collect();
+    let after = worker_templates(&env).await;
     assert_eq!(before, after, "a limit change rolled a worker");
     assert_eq!(
         gateway_template(&env).await,
