@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::render::agent::Agent;
 use crate::render::gateway::Gateway;
 use crate::render::workers::Workers;
-use crate::render::{Alerts, ClusterChildren, Settings};
+use crate::render::{Alerts, CREDENTIALS_CHECKSUM, ClusterChildren, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -32,8 +32,26 @@ pub enum OfflineError {
     Invalid(String),
 }
 
-/// The key the auth files are rendered with offline (the operator's is random).
+/// The key the auth files are rendered with offline (the operator's is random). Known to
+/// all, so the checksum it gives is not printed ([`hide_credentials_checksum`]).
 const OFFLINE_AUTH_KEY: &[u8] = b"offline render, not the operator's key";
+
+/// Replaces the gateway's credentials checksum: keyed with a public key, it would let a
+/// reader of the output test guesses at the passwords given as input.
+fn hide_credentials_checksum(children: &mut ClusterChildren) {
+    let template = children
+        .gateway
+        .deployment
+        .spec
+        .as_mut()
+        .map(|s| &mut s.template);
+    let annotations = template
+        .and_then(|t| t.metadata.as_mut())
+        .and_then(|m| m.annotations.as_mut());
+    if let Some(checksum) = annotations.and_then(|a| a.get_mut(CREDENTIALS_CHECKSUM)) {
+        *checksum = "(the operator's, keyed with its auth Secret's key)".into();
+    }
+}
 
 /// The manifests read: clusters, pools, Tenants and Secrets (other kinds are skipped).
 pub struct Inputs {
@@ -196,7 +214,8 @@ fn render_cluster(
         settings: &options.settings,
         today: Timestamp::now().to_zoned(TimeZone::UTC).date(),
     };
-    let plan = plan::cluster::plan(&cluster_inputs);
+    let mut plan = plan::cluster::plan(&cluster_inputs);
+    hide_credentials_checksum(&mut plan.children);
     for (pool, problem) in &plan.topology.invalid_pools {
         notes.push(format!("WorkerPool {ns}/{pool}: not deployed: {problem}"));
     }

@@ -72,7 +72,7 @@ fn documented_routes(product: Product) -> Vec<(u16, &'static str, Documented)> {
             ("= /api/prom/tail", Role("read")),
             ("^~ /api/prom/", Role("read")),
             ("= /loki/api/v1/tail", Role("read")),
-            ("~ /loki/api/.*", Role("read")),
+            ("~ ^/loki/api/.*", Role("read")),
             ("= /loki/api/v1/format_query", AnyWorker),
             ("= /loki/api/v1/status/buildinfo", AnyWorker),
             ("= /ring", AnyWorker),
@@ -94,6 +94,7 @@ fn documented_routes(product: Product) -> Vec<(u16, &'static str, Documented)> {
             // Tempo's API and its gRPC streaming search, apart from the rest of the
             // query-frontend's ports, which a multi-tenant gateway refuses (ADR 15).
             routes.push((3200, "^~ /api/", Role("query-frontend")));
+            routes.push((3200, "^~ /api/overrides", Role("query-frontend")));
             routes.push((
                 9096,
                 "^~ /tempopb.StreamingQuerier/",
@@ -468,7 +469,7 @@ fn the_catalogue_routes_are_the_documented_ones() {
         Some(Handling::RewriteTo("/loki/api/v1/rules"))
     );
     assert_eq!(handling("= /loki/api/v1/tail"), Some(Handling::WebSocket));
-    assert_eq!(handling("~ /loki/api/.*"), Some(Handling::WebSocket));
+    assert_eq!(handling("~ ^/loki/api/.*"), Some(Handling::WebSocket));
 }
 
 // --- nginx -t ---------------------------------------------------------------------------
@@ -741,7 +742,7 @@ mod tempo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_roles_answer_503_naming_the_role() {
     // The case the 503 exists for: without a write pool, Loki's push would otherwise fall
-    // into the read role's `~ /loki/api/.*`, and the rules paths likewise.
+    // into the read role's `~ ^/loki/api/.*`, and the rules paths likewise.
     let loki = Gateway::start(Product::Loki, &["read"]).await;
     for (request, missing) in [
         (post("/loki/api/v1/push"), "write"),
@@ -972,7 +973,7 @@ async fn dropping_the_gateway_stops_nginx() {
 }
 
 /// products.md gives Loki's ruler API as `~ /prometheus/.*`: a regex nginx matches
-/// anywhere in the path, and checks before the read role's `~ /loki/api/.*`. Unanchored,
+/// anywhere in the path, and checks before the read role's `~ ^/loki/api/.*`. Unanchored,
 /// a read request whose path holds `/prometheus/` (the values of a label named
 /// `prometheus`) went to the backend; the catalogue anchors it (`~ ^/prometheus/.*`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,14 +83,11 @@ pub fn plan(
 ) -> TenantsPlan {
     let product = cluster.spec.product;
     let multi_tenant = cluster.spec.tenancy.mode == TenancyMode::MultiTenant;
-    let key = super::secrets::value(secrets, &auth_secret_name(&cluster.name_any()), AUTH_KEY)
-        .filter(|k| k.len() >= KEY_BYTES)
-        .unwrap_or_else(|| fresh_key.to_vec());
     let mut ordered: Vec<&Tenant> = tenants.iter().collect();
     ordered.sort_by_key(|t| (t.metadata.creation_timestamp.clone(), t.name_any()));
 
     let mut auth = AuthFiles {
-        key: key.clone(),
+        key: auth_key(cluster, secrets, fresh_key),
         ..AuthFiles::default()
     };
     let mut taken = Taken::default();
@@ -122,34 +119,12 @@ pub fn plan(
                 }),
                 Err(message) => problems.push((Reason::InvalidLimits, message)),
             }
-            for (index, credential) in tenant.spec.credentials.iter().enumerate() {
-                let grant = format!("{id} {}", scopes_word(&credential.scopes));
-                let resolved = resolve(credential, (&tenant.name_any(), secrets), &mut taken)
-                    .map_err(|(r, m)| (r, format!("credentials[{index}]: {m}")));
-                match resolved {
-                    Ok(Resolved::Basic { username, password }) => {
-                        let hash = ssha(&key, &username, &password);
-                        auth.htpasswd.push_str(&format!("{username}:{hash}\n"));
-                        auth.users_map
-                            .push_str(&format!("\"user:{username}\" \"{grant}\";\n"));
-                        served += 1;
-                    }
-                    Ok(Resolved::Bearer { token }) => {
-                        auth.bearer_map
-                            .push_str(&format!("\"Bearer {token}\" \"{grant}\";\n"));
-                        served += 1;
-                    }
-                    Err(problem) => problems.push(problem),
-                }
-            }
-        }
-        if !multi_tenant {
-            served = 0;
+            served = add_credentials(tenant, (secrets, &mut taken), &mut auth, &mut problems);
         }
         outcomes.push(TenantOutcome {
             name: tenant.name_any(),
             tenant_id: id,
-            served,
+            served: if multi_tenant { served } else { 0 },
             problem: summarize(problems),
         });
     }
@@ -158,6 +133,60 @@ pub fn plan(
         entries,
         outcomes,
     }
+}
+
+/// The auth Secret's key: the one the operator stored in it (a Secret it controls, so
+/// that nobody chooses the key by creating the Secret first), else `fresh_key`.
+fn auth_key(cluster: &GrafanaCluster, secrets: &Secrets, fresh_key: &[u8]) -> Vec<u8> {
+    let name = auth_secret_name(&cluster.name_any());
+    let uid = cluster.uid();
+    let ours = secrets
+        .get(&name)
+        .and_then(Option::as_ref)
+        .is_some_and(|s| {
+            s.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        });
+    ours.then(|| super::secrets::value(secrets, &name, AUTH_KEY))
+        .flatten()
+        .filter(|k| k.len() >= KEY_BYTES)
+        .unwrap_or_else(|| fresh_key.to_vec())
+}
+
+/// Writes the Tenant's usable credentials into `auth` and their problems into
+/// `problems`; returns how many it wrote.
+fn add_credentials(
+    tenant: &Tenant,
+    (secrets, taken): (&Secrets, &mut Taken),
+    auth: &mut AuthFiles,
+    problems: &mut Vec<(Reason, String)>,
+) -> i32 {
+    let id = tenant.tenant_id();
+    let mut served = 0;
+    for (index, credential) in tenant.spec.credentials.iter().enumerate() {
+        let grant = format!("{id} {}", scopes_word(&credential.scopes));
+        let resolved = resolve(credential, (&tenant.name_any(), secrets), taken)
+            .map_err(|(r, m)| (r, format!("credentials[{index}]: {m}")));
+        match resolved {
+            Ok(Resolved::Basic { username, password }) => {
+                let hash = ssha(&auth.key, &username, &password);
+                auth.htpasswd.push_str(&format!("{username}:{hash}\n"));
+                auth.users_map
+                    .push_str(&format!("\"user:{username}\" \"{grant}\";\n"));
+                served += 1;
+            }
+            Ok(Resolved::Bearer { token }) => {
+                auth.bearer_map
+                    .push_str(&format!("\"Bearer {token}\" \"{grant}\";\n"));
+                served += 1;
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    served
 }
 
 /// Tenant ids, usernames and tokens already given to an older Tenant.
@@ -714,11 +743,29 @@ pub(crate) mod tests {
         let first = plan(&cluster, &tenants, &secrets, KEY).auth.expect("auth");
         assert_eq!(first.key, KEY);
         let stored = b"a key stored in the auth Secret, 32+ bytes".to_vec();
-        secrets.extend([secret(
+        let (name, mut auth_secret) = secret(
             "metrics-gateway-auth",
             &[(AUTH_KEY, std::str::from_utf8(&stored).expect("utf-8"))],
-        )]);
-        let again = plan(&cluster, &tenants, &secrets, b"another fresh key, not used")
+        );
+        // Someone else's Secret of that name: its key is not taken.
+        secrets.insert(name.clone(), auth_secret.clone());
+        let fresh = b"another fresh key, 32 bytes long";
+        let planted = plan(&cluster, &tenants, &secrets, fresh)
+            .auth
+            .expect("auth");
+        assert_eq!(planted.key, fresh);
+        // The operator's own: kept.
+        if let Some(s) = auth_secret.as_mut() {
+            s.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    controller: Some(true),
+                    uid: cluster.uid().expect("uid"),
+                    ..Default::default()
+                },
+            ]);
+        }
+        secrets.insert(name, auth_secret);
+        let again = plan(&cluster, &tenants, &secrets, fresh)
             .auth
             .expect("auth");
         assert_eq!(again.key, stored);

@@ -57,7 +57,9 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
             Route { location: "= /api/prom/tail", to: RouteTo::Role("read"), handling: Handling::WebSocket, access: Access::Read },
             Route { location: "^~ /api/prom/", to: RouteTo::Role("read"), handling: Handling::Proxy, access: Access::Read },
             Route { location: "= /loki/api/v1/tail", to: RouteTo::Role("read"), handling: Handling::WebSocket, access: Access::Read },
-            Route { location: "~ /loki/api/.*", to: RouteTo::Role("read"), handling: Handling::WebSocket, access: Access::Read },
+            // Anchored like `/prometheus/` above: unanchored, any path holding `/loki/api/`
+            // (`/ring/loki/api/x`) went to the read workers.
+            Route { location: "~ ^/loki/api/.*", to: RouteTo::Role("read"), handling: Handling::WebSocket, access: Access::Read },
             Route { location: "= /loki/api/v1/format_query", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Read },
             Route { location: "= /loki/api/v1/status/buildinfo", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Read },
             Route { location: "= /ring", to: ANY_WORKER, handling: Handling::Proxy, access: Access::Admin },

@@ -90,7 +90,7 @@ pub(super) static CATALOGUE: Catalogue = Catalogue {
                 handling: Handling::Proxy,
                 access: Access::Admin,
             },
-            Route { location: "= /api/v1/alerts", to: RouteTo::Role("alertmanager"), handling: Handling::Proxy, access: Access::ByMethod },
+            Route { location: "= /api/v1/alerts", to: RouteTo::Role("alertmanager"), handling: Handling::Proxy, access: Access::Write },
             Route { location: "/prometheus", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Read },
             Route {
                 location: "= /api/v1/status/buildinfo",

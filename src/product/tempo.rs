@@ -25,6 +25,8 @@ const DISTRIBUTOR: &[Route] =
 /// status pages and, in `all` pods, the ingester's flush and shutdown.
 #[rustfmt::skip]
 const QUERY_FRONTEND_HTTP: &[Route] = &[
+    // The tenant's own overrides, writable where user-configurable overrides are on.
+    Route { location: "^~ /api/overrides", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::ByMethod },
     Route { location: "^~ /api/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Read },
     Route { location: "/", to: RouteTo::Role("query-frontend"), handling: Handling::Proxy, access: Access::Admin },
 ];

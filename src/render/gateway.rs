@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler, PodSpec,
-    PodTemplateSpec, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, Container, ContainerPort, EnvVar, ExecAction, KeyToPath, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -260,6 +261,16 @@ fn mount_auth(cluster: &ClusterView, pod: &mut PodSpec) {
         secret: Some(SecretVolumeSource {
             secret_name: Some(tenancy::auth_secret_name(&cluster.name)),
             optional: Some(false),
+            // The files only: the Secret's key stays out of the gateway.
+            items: Some(
+                AuthFiles::NAMES
+                    .map(|name| KeyToPath {
+                        key: name.into(),
+                        path: name.into(),
+                        mode: None,
+                    })
+                    .to_vec(),
+            ),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
@@ -346,10 +357,12 @@ fn service(cluster: &ClusterView, mut metadata: ObjectMeta) -> Service {
 /// runs nginx in the foreground with the mounted configuration.
 fn nginx_start_script(product: Product, options: &NginxOptions) -> String {
     let copy_auth = match &options.auth_dir {
+        // From the Secret volume's current data directory, so that the three files are
+        // of one version even if the kubelet swaps it meanwhile.
         Some(dir) => format!(
-            "mkdir -p {dir}\ncp -L {} {dir}/\n",
+            "mkdir -p {dir}\nauth=$(readlink -f {AUTH_DIR}/..data)\ncp {} {dir}/\n",
             AuthFiles::NAMES
-                .map(|name| format!("{AUTH_DIR}/{name}"))
+                .map(|name| format!("\"$auth/{name}\""))
                 .join(" ")
         ),
         None => String::new(),
@@ -409,9 +422,10 @@ mod tests {
         assert_eq!(auth.secret_name.as_deref(), Some("metrics-gateway-auth"));
         let nginx = &pod.containers[0];
         let script = &nginx.command.clone().expect("command")[2];
-        assert!(script.contains(
-            "cp -L /etc/lgtm-gateway/auth/htpasswd /etc/lgtm-gateway/auth/users.map /etc/lgtm-gateway/auth/bearer.map /tmp/nginx/auth/"
-        ), "{script}");
+        assert!(
+            script.contains("auth=$(readlink -f /etc/lgtm-gateway/auth/..data)\ncp \"$auth/htpasswd\" \"$auth/users.map\" \"$auth/bearer.map\" /tmp/nginx/auth/"),
+            "{script}"
+        );
         let conf = &gw.config.data.as_ref().expect("data")["nginx.conf"];
         assert!(conf.contains("auth_basic_user_file /tmp/nginx/auth/htpasswd;"));
         let annotations = gw

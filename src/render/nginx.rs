@@ -271,6 +271,10 @@ fn server(
         // Defined on every server, so that the scope map's variable exists even where
         // no route has an upstream; each proxied route sets its own.
         line(w, 2, "set $lgtm_access read;");
+        // nginx picks the location from the path it decoded and normalised, but the
+        // product gets the path as sent (Mimir routes on the encoded path): a dot segment,
+        // plain or percent-encoded, could reach a route of another scope. None is needed.
+        line(w, 2, DOT_SEGMENTS);
         line(w, 2, "auth_basic $lgtm_realm;");
         line(
             w,
@@ -366,15 +370,7 @@ fn location(
 ) {
     line(w, 2, &format!("location {} {{", route.location));
     if options.auth_dir.is_some() && route.access == Access::Admin {
-        // Every tenant's data or the cluster's machinery: no tenant's credential opens it.
-        refuse(
-            w,
-            3,
-            Refusal::Forbidden,
-            "a cluster-wide path: a multi-tenant gateway does not serve it",
-            listener.protocol == Protocol::Grpc,
-        );
-        line(w, 2, "}");
+        refuse_cluster_wide(w, listener.protocol == Protocol::Grpc);
         return;
     }
     let role = match route.to {
@@ -440,6 +436,16 @@ fn location(
             }
         }
     }
+    line(w, 2, "}");
+}
+
+/// Refuses a request whose path holds a dot segment (`.` or `..`, plain or encoded).
+const DOT_SEGMENTS: &str = r#"if ($request_uri ~* "^[^?]*(/|%2f)(\.|%2e){1,2}(/|%2f|\?|$)") { return 400 "dot segments in the path\n"; }"#;
+
+/// Every tenant's data or the cluster's machinery: no tenant's credential opens it.
+fn refuse_cluster_wide(w: &mut String, grpc: bool) {
+    let message = "a cluster-wide path: a multi-tenant gateway does not serve it";
+    refuse(w, 3, Refusal::Forbidden, message, grpc);
     line(w, 2, "}");
 }
 

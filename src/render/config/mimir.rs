@@ -182,7 +182,13 @@ struct FrontendWorker {
 
 #[derive(Serialize)]
 struct Limits {
-    compactor_blocks_retention_period: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compactor_blocks_retention_period: Option<String>,
+    /// Multi-tenant: a tenant's Alertmanager receivers may not reach private, loopback
+    /// or link-local addresses, or its webhooks could call the cluster's own endpoints
+    /// (an ingester's shutdown) or a cloud's metadata service.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    alertmanager_receivers_firewall_block_private_addresses: bool,
 }
 
 pub(super) fn config(inputs: &ConfigInputs) -> Config {
@@ -247,8 +253,9 @@ pub(super) fn config(inputs: &ConfigInputs) -> Config {
         overrides_exporter: ipv6_ring(),
         frontend,
         frontend_worker,
-        limits: inputs.retention.map(|r| Limits {
-            compactor_blocks_retention_period: r.to_string(),
+        limits: (inputs.retention.is_some() || inputs.multi_tenant).then(|| Limits {
+            compactor_blocks_retention_period: inputs.retention.map(|r| r.to_string()),
+            alertmanager_receivers_firewall_block_private_addresses: inputs.multi_tenant,
         }),
     }
 }

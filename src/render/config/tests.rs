@@ -490,11 +490,12 @@ fn written_keys(product: Product) -> BTreeSet<String> {
         for cluster in storages(product) {
             for retention in [None, Some(retention)] {
                 for remote_write_url in [None, Some("http://prom:9090/api/v1/write")] {
-                    for ipv6 in [false, true] {
+                    for (ipv6, multi_tenant) in [(false, false), (true, false), (false, true)] {
                         let mut inputs = inputs(&cluster, &topology);
                         inputs.retention = retention;
                         inputs.remote_write_url = remote_write_url;
                         inputs.ipv6 = ipv6;
+                        inputs.multi_tenant = multi_tenant;
                         key_paths(&rendered(&inputs), "", &mut keys);
                     }
                 }
