@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use lgtm_operator::api::{GrafanaCluster, Tenant};
-use support::{CREDENTIALS, Check, OperatorNamespace, cluster_yaml, pool_yaml};
+use support::{CREDENTIALS, Check, OperatorNamespace, TIMEOUT, cluster_yaml, pool_yaml};
 
 const PASSWORD: &str = "s3cr3t-Pa55word-never-shown";
 const NEW_PASSWORD: &str = "r0tated-Pa55word-never-shown";
@@ -93,16 +93,27 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: team-a-token, annotations: {{lgtm.coordinated.dev/tenant: team-a}}}}\nstringData: {{token: {TOKEN}}}\n"
     ))
     .await;
-    env.apply(&cluster_yaml(
-        "logs",
-        "loki",
-        "  tenancy: {mode: MultiTenant}\n",
-    ))
-    .await;
+    // Single-tenant first: the Tenant's limits apply, its credentials wait.
+    env.apply(&cluster_yaml("logs", "loki", "")).await;
     env.apply(&pool_yaml("logs-all", "logs", 1, "{loki: {all: true}}"))
         .await;
     env.apply(&tenant_yaml("{ingestionRate: 4194304, retention: 30d}"))
         .await;
+    env.wait_condition::<Tenant>("team-a", "Ready", "SingleTenantCluster", |c| {
+        c.reason == "SingleTenantCluster"
+    })
+    .await;
+    env.pool_condition("logs-all", "Ready", "True").await;
+    let single_tenant = worker_templates(&env).await;
+    assert!(!env.exists::<Secret>("logs-gateway-auth").await);
+
+    // Switched: the workers roll onto multi-tenancy, the gateway onto the credentials.
+    env.merge_patch(
+        "grafanacluster",
+        "logs",
+        r#"{"spec":{"tenancy":{"mode":"MultiTenant"}}}"#,
+    )
+    .await;
 
     // The gateway runs the Tenant's credentials, from a Secret it mounts.
     let tenant = tenant_live(&env).await;
@@ -129,6 +140,19 @@ async fn a_multi_tenant_cluster_serves_its_tenants_and_changes_limits_without_ro
         config.contains("retention_enabled: true"),
         "a tenant's retention needs it"
     );
+    support::wait_for(
+        "the workers rolling onto multi-tenancy",
+        TIMEOUT,
+        || async {
+            let now = worker_templates(&env).await;
+            Ok(if now != single_tenant {
+                Check::Done(())
+            } else {
+                Check::Pending("the single-tenant template".into())
+            })
+        },
+    )
+    .await;
 
     // New limits reach the overrides file, and nothing that runs changes.
     let before = worker_templates(&env).await;
