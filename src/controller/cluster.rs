@@ -31,7 +31,7 @@ use crate::plan::tenants::{self, TenantsPlan};
 use crate::render::agent::Agent;
 use crate::render::gateway::Gateway;
 use crate::render::labels::CLUSTER;
-use crate::render::{self, Alerts, ClusterChildren, ClusterView, observability, tenancy};
+use crate::render::{self, Alerts, ClusterChildren, ClusterView, observability};
 
 pub(super) const CONTROLLER: &str = "grafanacluster";
 
@@ -102,9 +102,10 @@ async fn reconcile_cluster(cluster: &GrafanaCluster, ctx: &Context) -> Result<Ac
     let now = Time(Timestamp::now());
     let status = plan.status(&inputs, gateway.as_ref(), &now);
     write_status(ctx, cluster, status).await?;
-    let live = gateway.as_ref().is_some_and(|g| {
-        tenants::gateway_serves(g, plan.tenants.auth.as_ref().map(tenancy::auth_checksum))
-    });
+    let planned = &plan.children.gateway.deployment;
+    let live = gateway
+        .as_ref()
+        .is_some_and(|g| tenants::gateway_serves(g, planned));
     write_tenant_statuses(ctx, cluster, &tenant_list, &plan.tenants, live, &now).await?;
     Ok(match recheck_after {
         Some(after) => Action::requeue(after),

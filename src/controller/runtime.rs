@@ -577,31 +577,11 @@ fn cluster_controller(
         .watches_stream(
             w.secrets(),
             w.counted(move |secret: PartialObjectMeta<Secret>| {
-                clusters_of_tenants_using_secret(&tenants_by_secret, &secret.metadata)
-                    .into_iter()
-                    .chain(clusters_using_secret(&clusters_by_secret, &secret.metadata))
+                let mut clusters = clusters_using_secret(&clusters_by_secret, &secret.metadata);
+                clusters.extend(tenant_clusters(&tenants_by_secret, &secret.metadata));
+                clusters
             }),
         )
-}
-
-/// The clusters of the Tenants (from the cache) whose credentials name `secret`.
-fn clusters_of_tenants_using_secret(
-    store: &reflector::Store<DeserializeGuard<Tenant>>,
-    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
-    let name = secret.name.clone().unwrap_or_default();
-    let ns = secret.namespace.clone().unwrap_or_default();
-    store
-        .state()
-        .iter()
-        .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|tenant| {
-            tenant.namespace().as_deref() == Some(ns.as_str())
-                && crate::plan::tenants::referenced(std::slice::from_ref(tenant))
-                    .contains(&name.as_str())
-        })
-        .map(|tenant| ObjectRef::new(&tenant.spec.cluster_ref).within(&ns))
-        .collect()
 }
 
 /// The WorkerPool controller. A pool reacts to its own children, its cluster, the
@@ -660,6 +640,7 @@ fn pool_controller(
             w.secrets(),
             w.counted(move |secret: PartialObjectMeta<Secret>| {
                 clusters_using_secret(&clusters_for_pools, &secret.metadata)
+                    .into_iter()
                     .flat_map(|cluster| {
                         pools_of(
                             &pools_by_secret,
@@ -926,22 +907,54 @@ fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
 
 /// Clusters (from the cache) that name the Secret.
 fn clusters_using_secret(
-    store: &kube::runtime::reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
     secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> std::vec::IntoIter<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
-    let name = secret.name.clone().unwrap_or_default();
-    let ns = secret.namespace.clone().unwrap_or_default();
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    clusters_naming_secret(store, secret, |cluster| {
+        let names = crate::plan::secrets::referenced(&cluster.spec);
+        (names.contains(&secret_name(secret)), cluster.name_any())
+    })
+}
+
+/// The clusters of the Tenants (from the cache) whose credentials name the Secret.
+fn tenant_clusters(
+    store: &reflector::Store<DeserializeGuard<Tenant>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    clusters_naming_secret(store, secret, |tenant| {
+        let names = crate::plan::tenants::referenced(std::slice::from_ref(tenant));
+        (
+            names.contains(&secret_name(secret)),
+            tenant.spec.cluster_ref.clone(),
+        )
+    })
+}
+
+fn secret_name(secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    secret.name.as_deref().unwrap_or_default()
+}
+
+/// The clusters that objects of `store` in the Secret's namespace lead to, where
+/// `names` says (whether the object names the Secret, its cluster).
+fn clusters_naming_secret<K>(
+    store: &reflector::Store<DeserializeGuard<K>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    names: impl Fn(&K) -> (bool, String),
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let ns = secret.namespace.as_deref().unwrap_or_default();
     store
         .state()
         .iter()
         .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|cluster| {
-            cluster.namespace().as_deref() == Some(ns.as_str())
-                && crate::plan::secrets::referenced(&cluster.spec).contains(&name.as_str())
+        .filter(|object| object.meta().namespace.as_deref() == Some(ns))
+        .filter_map(|object| match names(object) {
+            (true, cluster) => Some(ObjectRef::new(&cluster).within(ns)),
+            (false, _) => None,
         })
-        .map(|cluster| ObjectRef::new(&cluster.name_any()).within(&ns))
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// Pools (from the cache) that belong to cluster `ns/name`.

@@ -411,16 +411,21 @@ pub fn ready(outcome: &TenantOutcome, multi_tenant: bool, gateway_live: bool) ->
     )
 }
 
-/// Whether the gateway Deployment runs every pod with the auth files whose checksum is
-/// `credentials` (none for a single-tenant cluster): the template carries it, the
-/// Deployment controller has seen that template, and no pod of an older one is left.
-pub fn gateway_serves(gateway: &Deployment, credentials: Option<String>) -> bool {
-    let template = gateway
+/// The credentials checksum a gateway Deployment's pod template carries.
+fn credentials_checksum(gateway: &Deployment) -> Option<&String> {
+    gateway
         .spec
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(CREDENTIALS_CHECKSUM));
+        .and_then(|a| a.get(CREDENTIALS_CHECKSUM))
+}
+
+/// Whether the live gateway Deployment runs every pod with the auth files the planned
+/// one carries (none for a single-tenant cluster): its template carries the same
+/// checksum, the Deployment controller has seen that template, and no pod of an older
+/// one is left.
+pub fn gateway_serves(gateway: &Deployment, planned: &Deployment) -> bool {
     let wanted = gateway.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let rolled_out = gateway.status.as_ref().is_some_and(|s| {
         s.observed_generation >= gateway.metadata.generation
@@ -428,7 +433,7 @@ pub fn gateway_serves(gateway: &Deployment, credentials: Option<String>) -> bool
             && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
             && s.available_replicas.unwrap_or(0) >= wanted
     });
-    template == credentials.as_ref() && rolled_out
+    credentials_checksum(gateway) == credentials_checksum(planned) && rolled_out
 }
 
 #[cfg(test)]
@@ -792,21 +797,22 @@ pub(crate) mod tests {
 
     #[test]
     fn credentials_are_live_once_every_gateway_pod_runs_them() {
-        let want = || Some("abc".to_string());
-        assert!(gateway_serves(&gateway(Some("abc"), 3, 3, 2), want()));
+        let want = gateway(Some("abc"), 1, 0, 0);
+        assert!(gateway_serves(&gateway(Some("abc"), 3, 3, 2), &want));
         assert!(
-            !gateway_serves(&gateway(Some("abc"), 3, 2, 2), want()),
+            !gateway_serves(&gateway(Some("abc"), 3, 2, 2), &want),
             "not seen"
         );
         assert!(
-            !gateway_serves(&gateway(Some("abc"), 3, 3, 1), want()),
+            !gateway_serves(&gateway(Some("abc"), 3, 3, 1), &want),
             "rolling"
         );
         assert!(
-            !gateway_serves(&gateway(Some("old"), 3, 3, 2), want()),
+            !gateway_serves(&gateway(Some("old"), 3, 3, 2), &want),
             "not applied"
         );
-        assert!(gateway_serves(&gateway(None, 3, 3, 2), None));
+        let single_tenant = gateway(None, 1, 0, 0);
+        assert!(gateway_serves(&gateway(None, 3, 3, 2), &single_tenant));
     }
 
     /// Every reason a Tenant's Ready can give.

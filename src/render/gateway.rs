@@ -389,6 +389,13 @@ mod tests {
         )
     }
 
+    /// Annotation `key` of the gateway's pod template.
+    fn template_annotation(gateway: &Gateway, key: &str) -> String {
+        let spec = gateway.deployment.spec.as_ref().expect("spec");
+        let meta = spec.template.metadata.as_ref().expect("meta");
+        meta.annotations.as_ref().expect("annotations")[key].clone()
+    }
+
     fn pod(gateway: &Gateway) -> PodSpec {
         gateway
             .deployment
@@ -428,32 +435,13 @@ mod tests {
         );
         let conf = &gw.config.data.as_ref().expect("data")["nginx.conf"];
         assert!(conf.contains("auth_basic_user_file /tmp/nginx/auth/htpasswd;"));
-        let annotations = gw
-            .deployment
-            .spec
-            .clone()
-            .expect("spec")
-            .template
-            .metadata
-            .expect("meta")
-            .annotations
-            .expect("annotations");
-        let before = annotations[CREDENTIALS_CHECKSUM].clone();
+        let before = template_annotation(&gw, CREDENTIALS_CHECKSUM);
         let rotated = AuthFiles {
             htpasswd: "alice:{SSHA}y\n".into(),
             ..files.clone()
         };
         let gw = build(&view, &present, &Settings::default(), Some(&rotated));
-        let after = gw
-            .deployment
-            .spec
-            .expect("spec")
-            .template
-            .metadata
-            .expect("meta")
-            .annotations
-            .expect("annotations")[CREDENTIALS_CHECKSUM]
-            .clone();
+        let after = template_annotation(&gw, CREDENTIALS_CHECKSUM);
         assert_ne!(before, after, "new credentials roll the gateway");
     }
 
@@ -501,18 +489,8 @@ mod tests {
     #[test]
     fn a_config_change_changes_the_checksum_annotation() {
         let cluster = fixtures::minimal_cluster(Product::Loki);
-        let checksum = |toggles: &[&str]| {
-            gateway(&cluster, toggles)
-                .deployment
-                .spec
-                .expect("spec")
-                .template
-                .metadata
-                .expect("meta")
-                .annotations
-                .expect("annotations")[CONFIG_CHECKSUM]
-                .clone()
-        };
+        let checksum =
+            |toggles: &[&str]| template_annotation(&gateway(&cluster, toggles), CONFIG_CHECKSUM);
         assert_eq!(checksum(&["read"]), checksum(&["read"]));
         assert_ne!(checksum(&["read"]), checksum(&["all"]));
     }

@@ -478,6 +478,14 @@ pub(super) static CONTRACT: Contract = Contract {
     },
     notes: &[
         fact(
+            "limits.alertmanager_receivers_firewall_block_private_addresses (default false) makes receivers refuse private (RFC 1918, fc00::/7), loopback and link-local addresses; a multi-tenant cluster turns it on so that a tenant's webhook reaches neither the cluster's own endpoints nor a metadata service",
+            "pkg/util/validation/limits.go Limits.AlertmanagerReceiversBlockPrivateAddresses; the firewall dialer's isPrivate || isLocal as in Cortex pkg/util/net/firewall_dialer.go: UNVERIFIED at mimir-2.17.0",
+        ),
+        fact(
+            "the HTTP router matches the still-encoded path (UseEncodedPath) and the ruler unescapes the namespace, so a percent-encoded dot segment routes differently from nginx's normalised path (a multi-tenant gateway refuses dot segments); GET /api/v1/alerts returns the tenant's Alertmanager configuration with its receivers' secrets (the gateway asks for write)",
+            "pkg/api/api.go New; pkg/ruler/api.go parseNamespace; pkg/alertmanager/api.go GetUserConfig: UNVERIFIED at mimir-2.17.0, read by a review helper",
+        ),
+        fact(
             "usage_stats.enabled defaults to true: a seed object in the bucket and a report to stats.grafana.org every 4h, retried each minute without internet",
             "pkg/usagestats/reporter.go@mimir-2.17.0:58,174-197",
         ),

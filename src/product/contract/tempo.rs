@@ -351,6 +351,10 @@ pub(super) static CONTRACT: Contract = Contract {
     },
     notes: &[
         fact(
+            "the query-frontend's gRPC port serves clients' tempopb.StreamingQuerier and the queriers' frontend.Frontend/Process, whose one stream carries every tenant's queries (a multi-tenant gateway routes only the first); its HTTP port serves the API under /api/ and, beside it, status pages and (in scalable-single-binary) the ingester's /flush and /shutdown",
+            "pkg/tempopb/tempo.proto@v2.8.1 (package tempopb, service StreamingQuerier); cmd/tempo/app/modules.go@v2.8.1:298-299,499,502",
+        ),
+        fact(
             "outside scalable-single-binary the compactor ring is unsharded (kvstore.store empty): with two compactors or more each compacts every block; scalable-single-binary sets memberlist itself",
             "modules/compactor/config.go@v2.8.1:27-28; modules/compactor/compactor.go@v2.8.1:189-193,270-272; cmd/tempo/app/modules.go@v2.8.1:553-555",
         ),

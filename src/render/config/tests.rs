@@ -779,3 +779,29 @@ fn zoned_rings_turn_zone_awareness_on_at_the_contracts_keys() {
 }
 
 type PoolSpecOwned = (&'static str, &'static [&'static str], i32);
+
+#[test]
+fn multi_tenancy_turns_each_products_switch_on_and_fences_mimirs_receivers() {
+    for product in Product::ALL {
+        let cluster = fixtures::minimal_cluster(product);
+        let topology = fixtures::topology(product, &[("all", &["all"], 1)]);
+        let switch = product.contract().tenancy.switch;
+        for multi_tenant in [false, true] {
+            let mut inputs = inputs(&cluster, &topology);
+            inputs.multi_tenant = multi_tenant;
+            inputs.loki_schema_from = Some("2026-11-18");
+            let config = rendered(&inputs);
+            assert_eq!(at(&config, switch), &Value::Bool(multi_tenant), "{product}");
+            let fence = at(
+                &config,
+                "limits.alertmanager_receivers_firewall_block_private_addresses",
+            );
+            let fenced = product == Product::Mimir && multi_tenant;
+            assert_eq!(
+                fence == &Value::Bool(true),
+                fenced,
+                "{product} {multi_tenant}"
+            );
+        }
+    }
+}
