@@ -141,12 +141,18 @@ tool_workdir() {
 
 # build_one TOOL: build into a temporary directory next to the cache, then rename into
 # place, so an interrupted build never leaves a half-written binary where `up` looks.
+# usable PATH: an executable ELF file. A cached binary cut short (a cache restored in part)
+# would otherwise be run by the shell as an empty script, exit 0 and leave no log.
+usable() {
+	[[ -x $1 && -s $1 && $(head -c 4 "$1" | od -An -c | tr -d ' ') == '177ELF' ]]
+}
+
 build_one() {
 	local tool=$1 dir mod pkg version dest tmp pid start elapsed
 	read -r dir mod pkg <<<"$(tool_spec "$tool")"
 	version=$(mod_version "$dir" "$mod")
 	dest="$BIN_CACHE/$tool-$version/$tool"
-	[[ -x $dest ]] && return 0
+	usable "$dest" && return 0
 	command -v go >/dev/null || die "go is needed to build $tool (see e2e/README.md)"
 	mkdir -p "$BIN_CACHE"
 	tmp=$(mktemp -d "$BIN_CACHE/.build-$tool.XXXXXX")
@@ -185,7 +191,7 @@ build_one() {
 # one build instead of compiling the same thing twice.
 build() {
 	local tool missing=()
-	for tool in "$@"; do [[ -x $(tool_path "$tool") ]] || missing+=("$tool"); done
+	for tool in "$@"; do usable "$(tool_path "$tool")" || missing+=("$tool"); done
 	((${#missing[@]})) || return 0
 	mkdir -p "$CACHE_DIR"
 	exec {build_fd}>"$CACHE_DIR/.build.lock"
@@ -240,10 +246,36 @@ pid_of() {
 	pid=$(<"$f")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	[[ -r /proc/$pid/cmdline ]] || return 1
-	# Right after `start`, setsid may not have exec'd the binary yet: look past it.
-	exe=$(tr '\0' '\n' <"/proc/$pid/cmdline" | awk '$0 !~ /(^|\/)setsid$/ { print; exit }')
-	[[ ${exe##*/} == "$1" ]] || return 1
+	# The binary it runs: a zombie has none. While exec replaces the image, the command
+	# line reads empty for a moment, so it is only the fallback.
+	exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+	exe=${exe% (deleted)}
+	if [[ ${exe##*/} != "$1" ]]; then
+		# Right after `start`, setsid may not have exec'd the binary yet: look past it.
+		exe=$(tr '\0' '\n' <"/proc/$pid/cmdline" | awk '$0 !~ /(^|\/)setsid$/ { print; exit }')
+		[[ ${exe##*/} == "$1" ]] || return 1
+	fi
 	echo "$pid"
+}
+
+# ended_how PID: sets ENDED_HOW to how a process this shell started ended ("exited with
+# status 1", "was killed by signal KILL"). Not a $(…): a subshell cannot wait for it. A
+# process started by an earlier run cannot be asked.
+ended_how() {
+	local status=0
+	wait "$1" 2>/dev/null || status=$?
+	if ! [[ -v STARTED_PIDS[$1] ]]; then
+		ENDED_HOW=exited
+	elif ((status > 128)); then
+		ENDED_HOW="was killed by signal $(kill -l $((status - 128)) 2>/dev/null || echo $((status - 128)))"
+	else
+		ENDED_HOW="exited with status $status"
+	fi
+}
+
+# kernel_kills: the kernel's last out-of-memory kills, when its log is readable.
+kernel_kills() {
+	dmesg 2>/dev/null | grep -iE 'out of memory|oom-kill|killed process' | tail -n 3 | sed 's/^/    /' >&2 || true
 }
 
 show_log() { # NAME: point at the log and show its end
@@ -265,6 +297,9 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # refused as forbidden until RBAC filled, then backed off), so pods stayed unready and
 # StatefulSet status stale. The operator is not one of them: tests see its own recovery.
 APISERVER_STARTED=''
+# What `start` knows of the processes it ran in this invocation: their PIDs (for their exit
+# status), their arguments and log size at start (for one retry of a silent exit).
+declare -A STARTED_PIDS=() START_ARGS=() LOG_SIZE_AT_START=() RESTARTED=()
 refresh() {
 	local name=$1 pid
 	[[ -n $APISERVER_STARTED ]] || return 0
@@ -341,8 +376,11 @@ start() {
 	esac
 	mkdir -p "$RUN" "$LOGS"
 	printf '\n==== %s cluster.sh starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$LOGS/$name.log"
+	LOG_SIZE_AT_START[$name]=$(stat -c %s "$LOGS/$name.log")
+	START_ARGS[$name]=$(printf '%q ' "$port" "$@")
 	setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 {LOCK_FD}>&- &
 	pid=$!
+	STARTED_PIDS[$pid]=$name
 	echo "$pid" >"$RUN/$name.pid"
 	# Until it execs, the background job is a copy of this shell (then setsid): wait for
 	# the binary, or pid_of would call a process that is still starting dead.
@@ -355,13 +393,36 @@ start() {
 	log "started $name (pid $pid, port $port, log $LOGS/$name.log)"
 }
 
+# silent_since_start NAME: whether NAME wrote nothing to its log since `start` ran it.
+silent_since_start() {
+	[[ -v LOG_SIZE_AT_START[$1] && $(stat -c %s "$LOGS/$1.log") == "${LOG_SIZE_AT_START[$1]}" ]]
+}
+
 # wait_until NAME WHAT CMD...: poll CMD until it succeeds; fail naming NAME's log when the
 # process dies or READY_TIMEOUT passes.
 wait_until() {
 	local name=$1 what=$2 start=$SECONDS
 	shift 2
 	until "$@" >/dev/null 2>&1; do
-		pid_of "$name" >/dev/null || fail_component "$name" "$name exited while waiting until $what"
+		if ! pid_of "$name" >/dev/null; then
+			local pid how
+			pid=$(<"$RUN/$name.pid")
+			ended_how "$pid"
+			how=$ENDED_HOW
+			# Once (seen in CI): kube-apiserver gone within a second of its start, its log
+			# empty, so nothing to learn from and likely not its own fault. A second start
+			# shows whether it is; a component that said anything fails at once.
+			if silent_since_start "$name" && ! [[ -v RESTARTED[$name] ]] && [[ -v START_ARGS[$name] ]]; then
+				RESTARTED[$name]=1
+				log "$name (pid $pid) $how before writing anything to its log; starting it once more"
+				kernel_kills
+				eval "start $(printf '%q' "$name") ${START_ARGS[$name]}"
+				start=$SECONDS
+				continue
+			fi
+			kernel_kills
+			fail_component "$name" "$name (pid $pid) $how while waiting until $what"
+		fi
 		((SECONDS - start < READY_TIMEOUT)) || fail_component "$name" "timed out after ${READY_TIMEOUT}s waiting until $what"
 		sleep 0.5
 	done
