@@ -7,6 +7,7 @@ mod support;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use lgtm_operator::api::{GrafanaCluster, Tenant};
 use support::{CREDENTIALS, Check, OperatorNamespace, TIMEOUT, cluster_yaml, pool_yaml};
@@ -300,5 +301,45 @@ async fn a_bad_or_contested_credential_is_reported_and_the_good_ones_stay() {
         "{}",
         out.stderr
     );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_cluster_does_not_exist_says_so_until_it_does() {
+    let env = OperatorNamespace::start("tenants-orphan").await;
+    env.apply(&tenant_yaml("{ingestionRate: 4194304}")).await;
+    let not_found = |c: &Condition| c.reason == "ClusterNotFound";
+    let (tenant, ready) = env
+        .wait_condition::<Tenant>("team-a", "Ready", "ClusterNotFound", not_found)
+        .await;
+    assert_eq!(ready.status, "False");
+    assert_eq!(
+        ready.message,
+        format!(
+            "GrafanaCluster \"logs\" does not exist in namespace {}: create it, or recreate this Tenant with the right clusterRef",
+            env.name()
+        )
+    );
+    let status = tenant.status.expect("status");
+    assert_eq!(
+        (status.tenant_id.as_str(), status.served_credentials),
+        ("team-a", 0)
+    );
+
+    // The cluster appears: it reports on its Tenant, whose Secrets do not exist.
+    env.apply(CREDENTIALS).await;
+    env.apply(&cluster_yaml("logs", "loki", "")).await;
+    env.wait_condition::<Tenant>("team-a", "Ready", "SecretNotFound", |c| {
+        c.reason == "SecretNotFound"
+    })
+    .await;
+
+    // The cluster goes: the Tenant says so again.
+    env.api::<GrafanaCluster>()
+        .delete("logs", &Default::default())
+        .await
+        .expect("delete the cluster");
+    env.wait_condition::<Tenant>("team-a", "Ready", "ClusterNotFound", not_found)
+        .await;
     env.finish().await;
 }

@@ -22,10 +22,9 @@ use super::context::{guarded, retry};
 use super::error::{Error, Result};
 use super::events::report_problems;
 use super::{Context, read};
-use crate::api::{GrafanaCluster, GrafanaClusterStatus, TenancyMode, Tenant, TenantStatus};
+use crate::api::{GrafanaCluster, GrafanaClusterStatus, TenancyMode, Tenant};
 use crate::plan::cluster::{ClusterInputs, plan};
 use crate::plan::cluster_status::condition;
-use crate::plan::conditions::merge;
 use crate::plan::secrets::{self, BucketCheck};
 use crate::plan::tenants::{self, TenantsPlan};
 use crate::render::agent::Agent;
@@ -320,20 +319,8 @@ async fn write_tenant_statuses(
         let Some(tenant) = tenant_list.iter().find(|t| t.name_any() == outcome.name) else {
             continue;
         };
-        let previous = tenant.status.clone().unwrap_or_default();
-        let generation = tenant.metadata.generation;
         let observed = tenants::ready(outcome, multi_tenant, gateway_live);
-        let status = TenantStatus {
-            observed_generation: generation,
-            tenant_id: outcome.tenant_id.clone(),
-            served_credentials: outcome.served,
-            conditions: merge(&previous.conditions, vec![observed], generation, now),
-        };
-        if status == previous {
-            continue;
-        }
-        report_problems(ctx, tenant, &previous.conditions, &status.conditions, &[]).await;
-        apply_status(&ctx.client, tenant, &status).await?;
+        super::tenant::write_status(ctx, tenant, outcome.served, observed, now).await?;
     }
     Ok(())
 }

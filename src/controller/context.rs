@@ -180,7 +180,7 @@ impl Context {
             .then(|| self.children.shared_config(ns, name))
     }
 
-    /// The progress record of `controller` (one of the two controllers' names).
+    /// The progress record of `controller` (one of the controllers' names).
     pub(super) fn controller(&self, controller: &'static str) -> Arc<ControllerProgress> {
         self.controllers
             .get(controller)
@@ -283,7 +283,7 @@ where
     Ok(action)
 }
 
-/// The error policy of both controllers: count the failure, retry with growing backoff.
+/// The error policy of every controller: count the failure, retry with growing backoff.
 pub(super) fn retry<K: Resource<DynamicType = ()>>(
     guard: &DeserializeGuard<K>,
     error: &Error,

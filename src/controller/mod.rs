@@ -4,7 +4,9 @@
 //!
 //! - [`cluster`]: a GrafanaCluster's gateway, agent, Services and shared configuration;
 //! - [`pool`]: a WorkerPool's StatefulSet, Service and PodDisruptionBudget;
-//! - [`runtime`]: the watches and the two controllers, with leader election;
+//! - [`tenant`]: the status of a Tenant whose cluster does not exist (a cluster writes
+//!   its own Tenants' statuses);
+//! - [`runtime`]: the watches and the three controllers, with leader election;
 //! - [`context`]: what every reconcile shares, and its retry backoff;
 //! - [`children`]: the children's watch caches, and what was last applied to each;
 //! - [`events`]: an Event per condition that turns bad;
@@ -23,6 +25,7 @@ mod probes;
 mod read;
 mod runtime;
 mod scale_down;
+mod tenant;
 mod zone_rollout;
 
 use std::time::Duration;

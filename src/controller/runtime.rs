@@ -1,4 +1,4 @@
-//! Runtime wiring: the watches, the two controllers built on them, leader election, and
+//! Runtime wiring: the watches, the controllers built on them, leader election, and
 //! when the process stops.
 //!
 //! Every watch is built here rather than by `Controller::new`/`owns`/`watches`, for one
@@ -30,14 +30,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::children::Children;
-use super::{Context, Options, RunError, cluster, leader, pool};
+use super::{Context, Options, RunError, cluster, leader, pool, tenant};
 use crate::api::{GrafanaCluster, Tenant, WorkerPool};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
 
 /// The longest a failing watch waits before it tries again, before jitter (which adds up
 /// to as much again). kube-runtime's default grows to 30 seconds: after an outage of a
-/// minute, changes then waited up to a minute more to be seen. Seventeen watches retrying
+/// minute, changes then waited up to a minute more to be seen. Twenty-one watches retrying
 /// every few seconds are no load for an API server.
 const WATCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 const WATCH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -340,6 +340,22 @@ impl Watches<'_> {
                 children.cluster_triggered(&ns, &c.name_any(), None);
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
+        })
+        .touched_objects()
+    }
+
+    /// Clusters that appeared or were deleted; every other change is dropped.
+    fn clusters_coming_and_going(
+        &self,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<GrafanaCluster>, watcher::Error>> + Send + 'static
+    {
+        let events = watcher(
+            self.api::<PartialObjectMeta<GrafanaCluster>>(),
+            self.config(watcher::Config::default()),
+        )
+        .backoff(WatchBackoff::new());
+        only_changes(tracked(events, self.record("GrafanaCluster")), |cluster| {
+            fingerprint(&cluster.meta().uid)
         })
         .touched_objects()
     }
@@ -653,7 +669,26 @@ fn pool_controller(
         )
 }
 
-/// What both controllers' reconciles share; Events name this pod as their reporter.
+/// The Tenant controller: a Tenant reacts to its own spec, and to its cluster appearing
+/// or going (a cluster that exists reports on its Tenants itself).
+fn tenant_controller(
+    w: &Watches,
+    writer: reflector::store::Writer<DeserializeGuard<Tenant>>,
+    store: &reflector::Store<DeserializeGuard<Tenant>>,
+) -> Controller<DeserializeGuard<Tenant>> {
+    let tenants_by_cluster = store.clone();
+    Controller::for_stream(w.main(writer), store.clone())
+        .with_config(w.controller_config())
+        .watches_stream(
+            w.clusters_coming_and_going(),
+            w.counted(move |cluster: PartialObjectMeta<GrafanaCluster>| {
+                let ns = cluster.namespace().unwrap_or_default();
+                tenants_of(&tenants_by_cluster, &ns, &cluster.name_any())
+            }),
+        )
+}
+
+/// What the controllers' reconciles share; Events name this pod as their reporter.
 fn context(
     client: &Client,
     options: &Options,
@@ -673,19 +708,19 @@ fn context(
         options.settings.clone(),
         health.clone(),
         Recorder::new(client.clone(), reporter),
-        &[cluster::CONTROLLER, pool::CONTROLLER],
+        &[cluster::CONTROLLER, pool::CONTROLLER, tenant::CONTROLLER],
         caches,
         children,
     ))
 }
 
-/// Runs both controllers until SIGTERM or Ctrl-C, marking `health` synced once every
+/// Runs the controllers until SIGTERM or Ctrl-C, marking `health` synced once every
 /// watch cache has filled; gives up when that takes longer than the options allow.
 async fn run_controllers(client: Client, options: Options, health: Health) -> Result<(), RunError> {
     // Filled by the cluster controller's pool watch before it triggers (see `reflected`).
     let (cluster_pools, cluster_pools_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
     let (cluster_store, cluster_writer) = reflector::store::<DeserializeGuard<GrafanaCluster>>();
-    let (tenants, tenant_writer) = reflector::store::<DeserializeGuard<Tenant>>();
+    let (tenants, cluster_tenants_writer) = reflector::store::<DeserializeGuard<Tenant>>();
     let (children, child_writers) = child_caches(cluster_store.clone());
     let ctx = context(
         &client,
@@ -694,35 +729,47 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
         (cluster_pools.clone(), tenants.clone()),
         Arc::new(children),
     );
-    let (cluster_watches, pool_watches) = watches(&client, &options, &health, &ctx);
-    // One signal stops both controllers gracefully, and tells a requested stop from one
+    let [cluster_watches, pool_watches, tenant_watches] = watches(&client, &options, &health, &ctx);
+    // One signal stops every controller gracefully, and tells a requested stop from one
     // that nobody asked for.
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
     let (pool_store, pool_writer) = reflector::store::<DeserializeGuard<WorkerPool>>();
-    let clusters = cluster_controller(
-        &cluster_watches,
-        cluster_writer,
-        &cluster_store,
-        (cluster_pools_writer, tenant_writer),
-        child_writers.cluster,
-    )
-    .graceful_shutdown_on(shutdown.clone());
-    let pools = pool_controller(
-        &pool_watches,
-        pool_writer,
-        &pool_store,
-        &cluster_store,
-        child_writers.pool,
-    )
-    .graceful_shutdown_on(shutdown.clone());
-    let controllers = reconcile_all(clusters, pools, ctx.clone());
+    // Its own Tenant cache: the cluster controller's is filled by a watch that triggers
+    // clusters.
+    let (tenant_store, tenant_writer) = reflector::store::<DeserializeGuard<Tenant>>();
+    let controllers = Controllers {
+        clusters: cluster_controller(
+            &cluster_watches,
+            cluster_writer,
+            &cluster_store,
+            (cluster_pools_writer, cluster_tenants_writer),
+            child_writers.cluster,
+        )
+        .graceful_shutdown_on(shutdown.clone()),
+        pools: pool_controller(
+            &pool_watches,
+            pool_writer,
+            &pool_store,
+            &cluster_store,
+            child_writers.pool,
+        )
+        .graceful_shutdown_on(shutdown.clone()),
+        tenants: tenant_controller(&tenant_watches, tenant_writer, &tenant_store)
+            .graceful_shutdown_on(shutdown.clone()),
+    };
+    let controllers = reconcile_all(controllers, ctx.clone());
     let mut controllers = std::pin::pin!(controllers);
     // Awaited in the controllers' own task, never in another: a store's readiness keeps a
     // single waker (kube-runtime's DelayedInit), so a waiter in a second task would take
     // the wake-up from the controller that also waits for it, or lose its own.
     let synced = tokio::time::timeout(
         options.cache_sync_timeout,
-        filled(cluster_store, [pool_store, cluster_pools], tenants, &ctx),
+        filled(
+            cluster_store,
+            [pool_store, cluster_pools],
+            [tenants, tenant_store],
+            &ctx,
+        ),
     );
     tokio::select! {
         _ = &mut controllers => return stopped(&ctx, shutdown.peek().is_some()),
@@ -746,14 +793,25 @@ async fn run_controllers(client: Client, options: Options, health: Health) -> Re
     stopped(&ctx, shutdown.peek().is_some())
 }
 
-/// Runs both controllers' reconciles, each outcome reported to its controller's progress.
-async fn reconcile_all(
+/// The three controllers, built and not yet run.
+struct Controllers {
     clusters: Controller<DeserializeGuard<GrafanaCluster>>,
     pools: Controller<DeserializeGuard<WorkerPool>>,
+    tenants: Controller<DeserializeGuard<Tenant>>,
+}
+
+/// Runs every controller's reconciles, each outcome reported to its controller's progress.
+async fn reconcile_all(
+    Controllers {
+        clusters,
+        pools,
+        tenants,
+    }: Controllers,
     ctx: Arc<Context>,
 ) {
     let cluster_progress = ctx.controller(cluster::CONTROLLER);
     let pool_progress = ctx.controller(pool::CONTROLLER);
+    let tenant_progress = ctx.controller(tenant::CONTROLLER);
     futures::join!(
         clusters
             .run(cluster::reconcile, cluster::error_policy, ctx.clone())
@@ -767,6 +825,12 @@ async fn reconcile_all(
                 report(&pool_progress, result);
                 ready(())
             }),
+        tenants
+            .run(tenant::reconcile, tenant::error_policy, ctx.clone())
+            .for_each(|result| {
+                report(&tenant_progress, result);
+                ready(())
+            }),
     );
 }
 
@@ -774,13 +838,15 @@ async fn reconcile_all(
 async fn filled(
     clusters: reflector::Store<DeserializeGuard<GrafanaCluster>>,
     pools: [reflector::Store<DeserializeGuard<WorkerPool>>; 2],
-    tenants: reflector::Store<DeserializeGuard<Tenant>>,
+    tenants: [reflector::Store<DeserializeGuard<Tenant>>; 2],
     ctx: &Context,
 ) -> bool {
     let [pools, cluster_pools] = pools;
+    let [cluster_tenants, tenants] = tenants;
     clusters.wait_until_ready().await.is_ok()
         && pools.wait_until_ready().await.is_ok()
         && cluster_pools.wait_until_ready().await.is_ok()
+        && cluster_tenants.wait_until_ready().await.is_ok()
         && tenants.wait_until_ready().await.is_ok()
         && ctx.children.filled().await
 }
@@ -791,7 +857,7 @@ fn watches<'a>(
     options: &'a Options,
     health: &'a Health,
     ctx: &Context,
-) -> (Watches<'a>, Watches<'a>) {
+) -> [Watches<'a>; 3] {
     let cluster_watches = Watches {
         client,
         options,
@@ -800,13 +866,14 @@ fn watches<'a>(
         progress: ctx.controller(cluster::CONTROLLER),
         children: ctx.children.clone(),
     };
-    let pool_watches = Watches {
-        controller: pool::CONTROLLER,
-        progress: ctx.controller(pool::CONTROLLER),
+    let of = |controller| Watches {
+        controller,
+        progress: ctx.controller(controller),
         children: ctx.children.clone(),
         ..cluster_watches
     };
-    (cluster_watches, pool_watches)
+    let (pool_watches, tenant_watches) = (of(pool::CONTROLLER), of(tenant::CONTROLLER));
+    [cluster_watches, pool_watches, tenant_watches]
 }
 
 /// The writers of the children's metadata caches, one per kind, for the watches that
@@ -959,16 +1026,35 @@ where
 
 /// Pools (from the cache) that belong to cluster `ns/name`.
 fn pools_of(
-    store: &kube::runtime::reflector::Store<DeserializeGuard<WorkerPool>>,
+    store: &reflector::Store<DeserializeGuard<WorkerPool>>,
     ns: &str,
     name: &str,
 ) -> Vec<ObjectRef<DeserializeGuard<WorkerPool>>> {
+    of_cluster(store, ns, name, |pool| &pool.spec.cluster_ref)
+}
+
+/// Tenants (from the cache) of cluster `ns/name`.
+fn tenants_of(
+    store: &reflector::Store<DeserializeGuard<Tenant>>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<DeserializeGuard<Tenant>>> {
+    of_cluster(store, ns, name, |tenant| &tenant.spec.cluster_ref)
+}
+
+/// Objects (from the cache) in `ns` whose `cluster_ref` is `name`.
+fn of_cluster<K: Resource<DynamicType = ()> + Clone>(
+    store: &reflector::Store<DeserializeGuard<K>>,
+    ns: &str,
+    name: &str,
+    cluster_ref: fn(&K) -> &String,
+) -> Vec<ObjectRef<DeserializeGuard<K>>> {
     store
         .state()
         .iter()
         .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|pool| pool.namespace().as_deref() == Some(ns) && pool.spec.cluster_ref == name)
-        .map(|pool| ObjectRef::new(&pool.name_any()).within(ns))
+        .filter(|object| object.namespace().as_deref() == Some(ns) && cluster_ref(object) == name)
+        .map(|object| ObjectRef::new(&object.name_any()).within(ns))
         .collect()
 }
 

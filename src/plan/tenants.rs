@@ -411,6 +411,21 @@ pub fn ready(outcome: &TenantOutcome, multi_tenant: bool, gateway_live: bool) ->
     )
 }
 
+/// The `Ready` of a Tenant whose cluster does not exist: nothing serves it, and its
+/// clusterRef cannot change.
+pub fn without_cluster(tenant: &Tenant) -> Observed {
+    Observed::new(
+        READY,
+        false,
+        Reason::ClusterNotFound,
+        format!(
+            "GrafanaCluster {:?} does not exist in namespace {}: create it, or recreate this Tenant with the right clusterRef",
+            tenant.spec.cluster_ref,
+            tenant.namespace().unwrap_or_default()
+        ),
+    )
+}
+
 /// The credentials checksum a gateway Deployment's pod template carries.
 fn credentials_checksum(gateway: &Deployment) -> Option<&String> {
     gateway
@@ -864,7 +879,21 @@ pub(crate) mod tests {
         ];
         let plan = plan_again(&tenants);
         reasons.extend(plan.outcomes.iter().map(|o| ready(o, true, true).reason));
+        reasons.push(without_cluster(&tenants[0]).reason);
         reasons
+    }
+
+    #[test]
+    fn a_tenant_without_its_cluster_names_the_cluster_and_namespace() {
+        let observed = without_cluster(&tenant("a", "2026-01-01T00:00:00Z", "limits: {}"));
+        assert_eq!(
+            (observed.type_, observed.status, observed.reason),
+            (READY, false, Reason::ClusterNotFound)
+        );
+        assert_eq!(
+            observed.message,
+            "GrafanaCluster \"metrics\" does not exist in namespace obs: create it, or recreate this Tenant with the right clusterRef"
+        );
     }
 
     #[test]
@@ -881,6 +910,7 @@ pub(crate) mod tests {
             Reason::InvalidLimits,
             Reason::SecretNotFound,
             Reason::SecretKeyMissing,
+            Reason::ClusterNotFound,
         ] {
             assert!(reasons.contains(&reason), "{reason}");
         }
