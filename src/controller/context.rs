@@ -16,6 +16,7 @@ use super::children::Child;
 use super::children::Children;
 use super::probes::Probes;
 use super::scale_down::Leaves;
+use super::zone_rollout::Rollouts;
 use crate::api::{GrafanaCluster, Tenant, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
@@ -45,6 +46,8 @@ pub struct Context {
     pub(super) probes: Probes,
     /// The calls made to leaving workers, and the replicas applied to each pool.
     pub(super) leaves: Arc<Leaves>,
+    /// The rollout status last written to each zoned pool.
+    pub(super) rollouts: Rollouts,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             progress: health.progress,
             probes: Probes::default(),
             leaves: Arc::default(),
+            rollouts: Rollouts::default(),
         }
     }
 

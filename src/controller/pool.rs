@@ -103,7 +103,9 @@ async fn reconcile_pool(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         rollout.as_ref(),
         &Time(Timestamp::now()),
     );
+    let rollout_written = status.rollout.clone();
     write_status(ctx, pool, status).await?;
+    ctx.rollouts.written(pool, rollout_written.as_ref());
     let requeue = [
         scale.and_then(|s| s.requeue),
         rollout.and_then(|r| r.requeue),

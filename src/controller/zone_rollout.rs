@@ -5,6 +5,8 @@
 //!
 //! The pool's pods are read on each step of a zoned pool (one list).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -18,7 +20,7 @@ use kube::runtime::events::EventType;
 use super::error::{Error, Result};
 use super::events::event;
 use super::{Context, read};
-use crate::api::WorkerPool;
+use crate::api::{WorkerPool, ZoneRolloutStatus};
 use crate::plan::zone_rollout::{
     DEFAULT_ZONE_TIMEOUT, RolloutDecision, RolloutInputs, ZoneSeen, decide,
 };
@@ -26,6 +28,34 @@ use crate::render::zones::ZONE;
 
 /// The label the StatefulSet controller puts on each pod: the revision it was made from.
 const REVISION: &str = "controller-revision-hash";
+
+/// The rollout status each pool was last written with, by pool UID: the operator's own
+/// memory, fresher than the watch cache. A reconcile that read the pool from a cache
+/// still behind its previous status write took the rollout for not started, chose zone
+/// a while zone b was being rolled, and stayed on zone a waiting for zone b for good
+/// (seen once in `make test`).
+#[derive(Default)]
+pub struct Rollouts(Mutex<HashMap<String, Option<ZoneRolloutStatus>>>);
+
+impl Rollouts {
+    /// Records the rollout status `pool` was just written with.
+    pub(super) fn written(&self, pool: &WorkerPool, rollout: Option<&ZoneRolloutStatus>) {
+        let mut written = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        written.insert(pool.uid().unwrap_or_default(), rollout.cloned());
+    }
+
+    /// The rollout status `pool` was last written with by this process, if it wrote one.
+    fn last(&self, pool: &WorkerPool) -> Option<Option<ZoneRolloutStatus>> {
+        let written = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        written.get(&pool.uid().unwrap_or_default()).cloned()
+    }
+}
 
 /// What one step of a zoned pool's rollout decided and saw.
 pub(super) struct RolloutStep {
@@ -56,9 +86,14 @@ pub(super) async fn step(
         .and_then(|r| r.zone_timeout_seconds)
         .and_then(|s| u64::try_from(s).ok())
         .map_or(DEFAULT_ZONE_TIMEOUT, Duration::from_secs);
+    let remembered = ctx.rollouts.last(pool);
+    let previous = match &remembered {
+        Some(written) => written.as_ref(),
+        None => pool.status.as_ref().and_then(|s| s.rollout.as_ref()),
+    };
     let decision = decide(&RolloutInputs {
         zones: &zones,
-        previous: pool.status.as_ref().and_then(|s| s.rollout.as_ref()),
+        previous,
         scaling_down,
         timeout,
         now: &Time(Timestamp::now()),
