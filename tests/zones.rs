@@ -396,8 +396,16 @@ async fn a_config_change_rolls_one_zone_at_a_time_and_an_unready_zone_stops_it()
     let stalled = env
         .pool_reason("logs-all", "Progressing", "ZoneRolloutStalled")
         .await;
+    // On zone b itself, not on zone a waiting for it: a step that read the pool's
+    // rollout from a cache behind the operator's own last write once went back to zone a.
+    let on = env
+        .get::<WorkerPool>("logs-all")
+        .await
+        .status
+        .and_then(|s| s.rollout);
+    assert_eq!(on.map(|r| r.zone).as_deref(), Some("zone-b"));
     assert!(
-        stalled.message.contains("zone zone-b"),
+        stalled.message.starts_with("zone zone-b (2 of 3)"),
         "{}",
         stalled.message
     );
