@@ -343,3 +343,83 @@ async fn a_tenant_whose_cluster_does_not_exist_says_so_until_it_does() {
         .await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_sends_a_credential_from_a_secret_and_a_rotated_password_rolls_nothing() {
+    let env = OperatorNamespace::start("agent-auth").await;
+    env.apply(CREDENTIALS).await;
+    env.apply(&cluster_yaml(
+        "logs",
+        "loki",
+        "  selfMonitoring:\n    metrics:\n      remoteWriteUrl: http://metrics-gateway.obs.svc:8080/api/v1/push\n      auth: {basicAuth: {secretName: meta}}\n",
+    ))
+    .await;
+    env.apply(&pool_yaml("logs-all", "logs", 1, "{loki: {all: true}}"))
+        .await;
+    let missing = |c: &Condition| c.reason == "SecretNotFound";
+    let (_, ready) = env
+        .wait_condition::<GrafanaCluster>("logs", "SelfMonitoringReady", "SecretNotFound", missing)
+        .await;
+    assert_eq!(
+        ready.message,
+        "selfMonitoring.metrics.auth: Secret \"meta\" does not exist: create it in this namespace; that destination refuses the agent meanwhile"
+    );
+
+    env.apply(&basic_auth_secret("meta", "meta", PASSWORD))
+        .await;
+    env.wait_condition::<GrafanaCluster>("logs", "SelfMonitoringReady", "SecretFound", |c| {
+        c.reason == "SecretFound" && c.status == "True"
+    })
+    .await;
+    // The username is in the agent's configuration; the password only in a file it
+    // reads on each request, mounted from the Secret.
+    let config: ConfigMap = env.get("logs-agent").await;
+    let alloy = config
+        .data
+        .and_then(|d| d.get("config.alloy").cloned())
+        .expect("config");
+    assert!(
+        alloy.contains("username      = \"alice\"")
+            && alloy.contains("password_file = \"/etc/alloy/auth/metrics/password\""),
+        "{alloy}"
+    );
+    let (_, generation) = gateway_template(&env).await;
+    let gateway: Deployment = env.get("logs-gateway").await;
+    let volumes = gateway
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.volumes)
+        .unwrap_or_default();
+    let auth = volumes
+        .iter()
+        .find(|v| v.name == "agent-auth-metrics")
+        .and_then(|v| v.secret.as_ref())
+        .expect("the credential's volume");
+    assert_eq!(auth.secret_name.as_deref(), Some("meta"));
+
+    // A rotated password changes nothing the operator writes: the agent reads the file.
+    // A spec change the gateway does not read follows it, so that the reconcile it waits
+    // for has read the rotated Secret.
+    env.apply(&basic_auth_secret("meta", "meta", NEW_PASSWORD))
+        .await;
+    env.merge_patch("grafanacluster", "logs", r#"{"spec":{"retention":"30d"}}"#)
+        .await;
+    env.wait_until(
+        "logs",
+        "the retention change observed",
+        |c: GrafanaCluster| {
+            let observed = c.status.and_then(|s| s.observed_generation);
+            match observed == c.metadata.generation {
+                true => Check::Done(()),
+                false => Check::Pending(format!("observed {observed:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(gateway_template(&env).await.1, generation);
+    let text = visible(&env).await;
+    for secret in [PASSWORD, NEW_PASSWORD] {
+        assert!(!text.contains(secret), "a password is visible");
+    }
+    env.finish().await;
+}

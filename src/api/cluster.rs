@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::SecretRef;
 use crate::product::Product;
 
 /// The coordinator of one Grafana Mimir, Loki or Tempo cluster: its single entry point
@@ -529,6 +530,10 @@ fn default_agent_image() -> String {
 pub struct MetricsDestination {
     /// Remote-write URL, e.g. http://prometheus.monitoring:9090/api/v1/write.
     pub remote_write_url: String,
+    /// The credential the agent sends, for a destination that asks for one (a
+    /// multi-tenant cluster's gateway: a Tenant's credential with the write scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<DestinationAuth>,
 }
 
 /// A Loki push endpoint.
@@ -537,6 +542,35 @@ pub struct MetricsDestination {
 pub struct LogsDestination {
     /// Loki push URL, e.g. http://logs-gateway.observability:3100/loki/api/v1/push.
     pub loki_push_url: String,
+    /// The credential the agent sends, as for metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<DestinationAuth>,
+}
+
+/// The agent's credential for a destination: HTTP Basic or a bearer token, from a Secret
+/// in the cluster's namespace, mounted into the agent. The agent reads the password or
+/// token from the mounted file on every request, so rotating it restarts nothing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.basicAuth) != has(self.bearerToken)").message("auth is either basicAuth or bearerToken"))]
+pub struct DestinationAuth {
+    /// HTTP Basic: a `kubernetes.io/basic-auth` Secret's `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<SecretRef>,
+    /// `Authorization: Bearer <token>`: the Secret's `token` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretRef>,
+}
+
+impl DestinationAuth {
+    /// The Secret it names.
+    pub fn secret_name(&self) -> &str {
+        self.basic_auth
+            .as_ref()
+            .or(self.bearer_token.as_ref())
+            .map(|s| s.secret_name.as_str())
+            .unwrap_or_default()
+    }
 }
 
 /// An OTLP gRPC endpoint.
@@ -598,7 +632,8 @@ pub struct GrafanaClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
     /// Consistent, StorageReady, Available, Degraded, Progressing,
-    /// ReconciliationPaused and ConfigValid (TLSReady when TLS is asked for).
+    /// ReconciliationPaused and ConfigValid (TLSReady when TLS is asked for,
+    /// SelfMonitoringReady when a self-monitoring destination names a credential).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -63,6 +63,8 @@ pub struct ClusterPlan<'a> {
     pub storage: StorageSecrets,
     /// Set when the cluster asks for TLS and its Secret is not usable.
     pub tls_problem: Option<SecretProblem>,
+    /// Set when a self-monitoring destination names a credential its Secret lacks.
+    pub agent_auth_problem: Option<SecretProblem>,
     pub config_problem: Option<ConfigProblem>,
     pub loki_schema: Option<LokiSchema>,
     /// Checksum of the configuration the workers run once the plan is applied.
@@ -129,11 +131,14 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
         (Some(config), false) => Some(render::config_checksum(config)),
         _ => inputs.current_config.map(render::config_checksum),
     };
+    let (agent_credentials, agent_auth_problem) =
+        secrets::check_agent_auth(&cluster.spec.self_monitoring, inputs.secrets);
     let children = render::cluster_children(
         &view,
         &topology,
         shared_config,
         (tenants.auth.as_ref(), &tenants.entries),
+        &agent_credentials,
         inputs.settings,
         inputs.prometheus_rules,
     );
@@ -148,6 +153,7 @@ pub fn plan<'a>(inputs: &ClusterInputs<'a>) -> ClusterPlan<'a> {
         topology,
         children,
         tls_problem,
+        agent_auth_problem,
         config_problem,
         // Recorded once a configuration using it exists.
         loki_schema: loki_schema.filter(|_| config_hash.is_some()),

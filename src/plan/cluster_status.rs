@@ -23,6 +23,7 @@ pub mod condition {
     pub const PAUSED: &str = "ReconciliationPaused";
     pub const CONFIG_VALID: &str = "ConfigValid";
     pub const TLS_READY: &str = "TLSReady";
+    pub const SELF_MONITORING_READY: &str = "SelfMonitoringReady";
 }
 use condition::*;
 
@@ -45,6 +46,10 @@ impl ClusterPlan<'_> {
             config_valid(self.config_problem.as_ref()),
         ];
         observed.extend(tls_ready(spec, self.tls_problem.as_ref()));
+        observed.extend(self_monitoring_ready(
+            spec,
+            self.agent_auth_problem.as_ref(),
+        ));
         observed.extend([
             available(&self.view, gateway, topology),
             degraded(topology, inputs.pools),
@@ -188,6 +193,39 @@ pub fn tls_ready(spec: &GrafanaClusterSpec, problem: Option<&SecretProblem>) -> 
             true,
             Reason::SecretFound,
             "the gateway serves TLS",
+        ),
+    })
+}
+
+/// `SelfMonitoringReady`, only when the agent runs and a destination names a credential.
+pub fn self_monitoring_ready(
+    spec: &GrafanaClusterSpec,
+    problem: Option<&SecretProblem>,
+) -> Option<Observed> {
+    let monitoring = &spec.self_monitoring;
+    let with_auth = monitoring
+        .metrics
+        .as_ref()
+        .is_some_and(|m| m.auth.is_some())
+        || monitoring.logs.as_ref().is_some_and(|l| l.auth.is_some());
+    if !monitoring.is_enabled() || !with_auth {
+        return None;
+    }
+    Some(match problem {
+        Some(problem) => Observed::new(
+            SELF_MONITORING_READY,
+            false,
+            problem.reason,
+            format!(
+                "{}; that destination refuses the agent meanwhile",
+                problem.message
+            ),
+        ),
+        None => Observed::new(
+            SELF_MONITORING_READY,
+            true,
+            Reason::SecretFound,
+            "the agent sends each destination the credential it names",
         ),
     })
 }

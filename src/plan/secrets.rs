@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::Reason;
-use crate::api::{Backend, GrafanaClusterSpec, StorageSpec};
+use crate::api::{Backend, DestinationAuth, GrafanaClusterSpec, SelfMonitoringSpec, StorageSpec};
 use crate::probe::{PROBE_PREFIX, ProbeBackend, ProbeFailure, ProbeTarget};
 use crate::product::Product;
+use crate::render::agent::{Credential, Credentials};
 use crate::render::checksum;
 use crate::render::storage::Endpoint;
 
@@ -272,7 +273,88 @@ pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
         .map(|need| need.name)
         .collect();
     names.extend(spec.tls.as_ref().map(|t| t.secret_name.as_str()));
+    names.extend(agent_auth(&spec.self_monitoring).map(|(_, auth)| auth.secret_name()));
     names
+}
+
+/// Each self-monitoring destination that names a credential, with its name.
+fn agent_auth(
+    monitoring: &SelfMonitoringSpec,
+) -> impl Iterator<Item = (&'static str, &DestinationAuth)> {
+    [
+        (
+            "metrics",
+            monitoring.metrics.as_ref().and_then(|m| m.auth.as_ref()),
+        ),
+        (
+            "logs",
+            monitoring.logs.as_ref().and_then(|l| l.auth.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(destination, auth)| Some((destination, auth?)))
+}
+
+/// The agent's credentials as their Secrets give them (only a basic-auth username is
+/// read out: it goes into the agent's configuration), and the first Secret that cannot
+/// be used. A destination whose Secret is missing keeps its credential: its requests
+/// fail, and nothing is sent without one.
+pub fn check_agent_auth(
+    monitoring: &SelfMonitoringSpec,
+    secrets: &Secrets,
+) -> (Credentials, Option<SecretProblem>) {
+    let mut credentials = Credentials::default();
+    let mut problems = Vec::new();
+    for (destination, auth) in agent_auth(monitoring) {
+        let name = auth.secret_name();
+        let (credential, keys) = match &auth.basic_auth {
+            Some(_) => {
+                let username = value(secrets, name, "username")
+                    .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+                    .unwrap_or_default();
+                let credential = Credential::Basic {
+                    secret: name.to_string(),
+                    username,
+                };
+                (credential, ["username", "password"].as_slice())
+            }
+            None => {
+                let credential = Credential::Bearer {
+                    secret: name.to_string(),
+                };
+                (credential, ["token"].as_slice())
+            }
+        };
+        let what = format!("selfMonitoring.{destination}.auth");
+        problems.extend(agent_secret_problem(&what, name, keys, secrets));
+        match destination {
+            "metrics" => credentials.metrics = Some(credential),
+            _ => credentials.logs = Some(credential),
+        }
+    }
+    (credentials, problems.into_iter().next())
+}
+
+/// Why Secret `name` cannot give the agent `keys`, if it cannot.
+fn agent_secret_problem(
+    what: &str,
+    name: &str,
+    keys: &[&str],
+    secrets: &Secrets,
+) -> Option<SecretProblem> {
+    let Some(Some(_)) = secrets.get(name) else {
+        return Some(SecretProblem {
+            reason: Reason::SecretNotFound,
+            message: format!("{what}: Secret {name:?} does not exist: create it in this namespace"),
+        });
+    };
+    let missing = keys
+        .iter()
+        .find(|key| value(secrets, name, key).is_none_or(|v| v.is_empty()))?;
+    Some(SecretProblem {
+        reason: Reason::SecretKeyMissing,
+        message: format!("{what}: Secret {name:?} has no {missing:?}, or it is empty"),
+    })
 }
 
 #[cfg(test)]
@@ -317,6 +399,56 @@ mod tests {
         assert!(
             !problem.message.contains("\"a\""),
             "no secret value in messages"
+        );
+    }
+
+    #[test]
+    fn the_agents_credentials_come_from_their_secrets_and_problems_name_secret_and_key() {
+        let monitoring: SelfMonitoringSpec = serde_json::from_value(serde_json::json!({
+            "metrics": {"remoteWriteUrl": "http://m", "auth": {"basicAuth": {"secretName": "meta"}}},
+            "logs": {"lokiPushUrl": "http://l", "auth": {"bearerToken": {"secretName": "logs-token"}}},
+        }))
+        .expect("spec");
+        let secrets = BTreeMap::from([
+            (
+                "meta".to_string(),
+                secret(&[("username", " agent\n"), ("password", "pw")]),
+            ),
+            ("logs-token".to_string(), secret(&[("token", "")])),
+        ]);
+        let (credentials, problem) = check_agent_auth(&monitoring, &secrets);
+        assert_eq!(
+            credentials,
+            Credentials {
+                metrics: Some(Credential::Basic {
+                    secret: "meta".into(),
+                    username: "agent".into()
+                }),
+                logs: Some(Credential::Bearer {
+                    secret: "logs-token".into()
+                }),
+            }
+        );
+        let problem = problem.expect("an empty token");
+        assert_eq!(
+            (problem.reason, problem.message.as_str()),
+            (
+                Reason::SecretKeyMissing,
+                "selfMonitoring.logs.auth: Secret \"logs-token\" has no \"token\", or it is empty"
+            )
+        );
+        // A missing Secret keeps the credential (nothing is sent without one).
+        let (credentials, problem) = check_agent_auth(&monitoring, &BTreeMap::new());
+        assert!(credentials.metrics.is_some() && credentials.logs.is_some());
+        assert_eq!(problem.map(|p| p.reason), Some(Reason::SecretNotFound));
+        let spec = crate::api::GrafanaClusterSpec {
+            self_monitoring: monitoring,
+            ..fixtures::minimal_cluster(Product::Loki).spec
+        };
+        let names = referenced(&spec);
+        assert!(
+            names.contains(&"meta") && names.contains(&"logs-token"),
+            "{names:?}"
         );
     }
 

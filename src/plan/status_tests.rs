@@ -176,6 +176,16 @@ fn reached() -> BTreeSet<Reason> {
         add(tls_ready(&tls.spec, plan.tls_problem.as_ref()).expect("TLS asked for"));
         add(tls_ready(&tls.spec, None).expect("TLS asked for"));
     });
+    let mut monitored = cluster.clone();
+    monitored.spec.self_monitoring = serde_json::from_value(json!({
+        "metrics": {"remoteWriteUrl": "http://m/api/v1/push", "auth": {"basicAuth": {"secretName": "agent"}}}
+    }))
+    .expect("spec");
+    with_plan(&monitored, &[], &secrets, |plan, _| {
+        let problem = plan.agent_auth_problem.as_ref().expect("no Secret agent");
+        add(self_monitoring_ready(&monitored.spec, Some(problem)).expect("auth named"));
+        add(self_monitoring_ready(&monitored.spec, None).expect("auth named"));
+    });
     let mut paused_spec = cluster.spec.clone();
     add(paused(&paused_spec));
     paused_spec.paused = true;

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    ConfigMap, Container, KeyToPath, SecretVolumeSource, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,6 +25,72 @@ use super::pod::{
 
 const HTTP_PORT: u16 = 12345;
 const CONFIG_DIR: &str = "/etc/alloy";
+/// Each destination's credential is mounted in `<AUTH_DIR>/<destination>/`.
+const AUTH_DIR: &str = "/etc/alloy/auth";
+
+/// The agent's credential for one destination, resolved from its Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// HTTP Basic: the username, written into the configuration, and the Secret whose
+    /// `password` is mounted.
+    Basic { secret: String, username: String },
+    /// A bearer token: the Secret whose `token` is mounted.
+    Bearer { secret: String },
+}
+
+impl Credential {
+    /// The Secret key mounted, which is also the file's name.
+    fn key(&self) -> &'static str {
+        match self {
+            Credential::Basic { .. } => "password",
+            Credential::Bearer { .. } => "token",
+        }
+    }
+
+    fn secret(&self) -> &str {
+        match self {
+            Credential::Basic { secret, .. } | Credential::Bearer { secret } => secret,
+        }
+    }
+}
+
+/// The agent's credentials, per destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub metrics: Option<Credential>,
+    pub logs: Option<Credential>,
+}
+
+impl Credentials {
+    /// Each destination with its credential, named as its mount directory.
+    fn by_destination(&self) -> impl Iterator<Item = (&'static str, &Credential)> {
+        [("metrics", &self.metrics), ("logs", &self.logs)]
+            .into_iter()
+            .filter_map(|(destination, credential)| Some((destination, credential.as_ref()?)))
+    }
+}
+
+/// `value` as an Alloy string literal: quoted, with quotes, backslashes and control
+/// characters escaped (JSON's escapes are a subset of Alloy's, which are Go's).
+fn alloy_string(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The lines of an `endpoint` block that send `credential`, read from its mounted file on
+/// each request (Alloy's `password_file` and `bearer_token_file`).
+fn endpoint_auth(destination: &str, credential: Option<&Credential>) -> String {
+    let Some(credential) = credential else {
+        return String::new();
+    };
+    let file = alloy_string(&format!("{AUTH_DIR}/{destination}/{}", credential.key()));
+    match credential {
+        Credential::Basic { username, .. } => format!(
+            "    basic_auth {{\n      username      = {}\n      password_file = {file}\n    }}\n",
+            alloy_string(username)
+        ),
+        Credential::Bearer { .. } => format!("    bearer_token_file = {file}\n"),
+    }
+}
 
 /// The agent's objects besides its container.
 #[derive(Debug, Clone)]
@@ -56,19 +123,25 @@ fn meta_label(label: &str) -> String {
 
 /// The agent's configuration (Alloy syntax): the worker discovery, then a pipeline per
 /// destination the spec names.
-pub fn config(cluster: &ClusterView) -> String {
+pub fn config(cluster: &ClusterView, credentials: &Credentials) -> String {
     let monitoring = &cluster.spec.self_monitoring;
     let cluster_label = format!("{}/{}", cluster.namespace, cluster.name);
     let mut out = discovery(cluster, &cluster_label);
     if let Some(metrics) = &monitoring.metrics {
-        out.push_str(&metrics_pipeline(
-            cluster,
-            &cluster_label,
-            &metrics.remote_write_url,
-        ));
+        let endpoint = format!(
+            "    url = {}\n{}",
+            alloy_string(&metrics.remote_write_url),
+            endpoint_auth("metrics", credentials.metrics.as_ref())
+        );
+        out.push_str(&metrics_pipeline(cluster, &cluster_label, &endpoint));
     }
     if let Some(logs) = &monitoring.logs {
-        out.push_str(&logs_pipeline(&logs.loki_push_url));
+        let endpoint = format!(
+            "    url = {}\n{}",
+            alloy_string(&logs.loki_push_url),
+            endpoint_auth("logs", credentials.logs.as_ref())
+        );
+        out.push_str(&logs_pipeline(&endpoint));
     }
     out
 }
@@ -130,8 +203,8 @@ discovery.relabel "workers" {{
 }
 
 /// Scrapes the workers, shared out over the agent cluster, and each replica's own nginx
-/// exporter; ships both to `url`.
-fn metrics_pipeline(cluster: &ClusterView, cluster_label: &str, url: &str) -> String {
+/// exporter; ships both to `endpoint` (the lines of its block).
+fn metrics_pipeline(cluster: &ClusterView, cluster_label: &str, endpoint: &str) -> String {
     let ns = &cluster.namespace;
     let product = cluster.product();
     format!(
@@ -158,15 +231,15 @@ prometheus.scrape "gateway" {{
 
 prometheus.remote_write "default" {{
   endpoint {{
-    url = "{url}"
-  }}
+{endpoint}  }}
 }}
 "#
     )
 }
 
-/// Tails the workers' logs, shared out over the agent cluster; ships them to `url`.
-fn logs_pipeline(url: &str) -> String {
+/// Tails the workers' logs, shared out over the agent cluster; ships them to `endpoint`
+/// (the lines of its block).
+fn logs_pipeline(endpoint: &str) -> String {
     format!(
         r#"
 loki.source.kubernetes "workers" {{
@@ -179,15 +252,15 @@ loki.source.kubernetes "workers" {{
 
 loki.write "default" {{
   endpoint {{
-    url = "{url}"
-  }}
+{endpoint}  }}
 }}
 "#
     )
 }
 
-/// The agent container and its config volume, for the gateway pod.
-pub fn container(cluster: &ClusterView) -> (Container, Volume) {
+/// The agent container and its volumes (its configuration, and each destination's
+/// credential), for the gateway pod.
+pub fn container(cluster: &ClusterView, credentials: &Credentials) -> (Container, Vec<Volume>) {
     let name = name(cluster);
     let peers = format!("{name}.{}.svc", cluster.namespace);
     let container = Container {
@@ -215,17 +288,49 @@ pub fn container(cluster: &ClusterView) -> (Container, Volume) {
         ports: Some(vec![container_port("agent", HTTP_PORT)]),
         readiness_probe: Some(http_probe("/-/ready", HTTP_PORT)),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![
-            mount("agent-config", CONFIG_DIR, true),
-            mount("runtime", "/tmp", false),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("agent-config", CONFIG_DIR, true),
+                mount("runtime", "/tmp", false),
+            ]
+            .into_iter()
+            .chain(credentials.by_destination().map(|(destination, _)| {
+                let dir = format!("{AUTH_DIR}/{destination}");
+                mount(&format!("agent-auth-{destination}"), &dir, true)
+            }))
+            .collect(),
+        ),
         ..Container::default()
     };
-    (container, config_map_volume("agent-config", name))
+    let volumes = std::iter::once(config_map_volume("agent-config", name))
+        .chain(credentials.by_destination().map(auth_volume))
+        .collect();
+    (container, volumes)
+}
+
+/// The one key of a destination's credential Secret, as a directory (kubelet updates it
+/// in place when the Secret changes; a subPath mount would never see a rotation).
+/// Optional: a missing Secret fails that destination's requests, never the gateway pod.
+fn auth_volume((destination, credential): (&str, &Credential)) -> Volume {
+    let key = credential.key();
+    Volume {
+        name: format!("agent-auth-{destination}"),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(credential.secret().to_string()),
+            optional: Some(true),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: key.into(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// The agent's ConfigMap, identity, rights and peer Service.
-pub fn build(cluster: &ClusterView) -> Agent {
+pub fn build(cluster: &ClusterView, credentials: &Credentials) -> Agent {
     let name = name(cluster);
     let labels = cluster_labels(cluster.product(), &cluster.name, Component::Agent);
     let meta = || {
@@ -247,7 +352,7 @@ pub fn build(cluster: &ClusterView) -> Agent {
             metadata: meta(),
             data: Some(BTreeMap::from([(
                 "config.alloy".to_string(),
-                config(cluster),
+                config(cluster, credentials),
             )])),
             ..ConfigMap::default()
         },
@@ -310,7 +415,7 @@ mod tests {
         let cluster = cluster(
             "{metrics: {remoteWriteUrl: 'http://prom:9090/api/v1/write'}, logs: {lokiPushUrl: 'http://loki:3100/loki/api/v1/push'}}",
         );
-        let config = config(&ClusterView::new(&cluster));
+        let config = config(&ClusterView::new(&cluster), &Credentials::default());
         assert!(config.contains("url = \"http://prom:9090/api/v1/write\""));
         assert!(config.contains("url = \"http://loki:3100/loki/api/v1/push\""));
         assert!(config.contains(
@@ -336,14 +441,100 @@ mod tests {
     #[test]
     fn only_configured_destinations_are_rendered() {
         let cluster = cluster("{logs: {lokiPushUrl: 'http://loki:3100/loki/api/v1/push'}}");
-        let config = config(&ClusterView::new(&cluster));
+        let config = config(&ClusterView::new(&cluster), &Credentials::default());
         assert!(config.contains("loki.write"));
         assert!(!config.contains("prometheus.remote_write"));
     }
 
     #[test]
+    fn each_destination_sends_its_credential_from_a_file_and_the_username_escaped() {
+        let cluster = cluster(
+            "{metrics: {remoteWriteUrl: 'https://m/api/v1/push'}, logs: {lokiPushUrl: 'https://l/loki/api/v1/push'}}",
+        );
+        let credentials = Credentials {
+            metrics: Some(Credential::Basic {
+                secret: "meta".into(),
+                username: "ag\"ent\\".into(),
+            }),
+            logs: Some(Credential::Bearer {
+                secret: "logs-token".into(),
+            }),
+        };
+        let view = ClusterView::new(&cluster);
+        let config = config(&view, &credentials);
+        assert!(
+            config.contains(
+                "  endpoint {\n    url = \"https://m/api/v1/push\"\n    basic_auth {\n      username      = \"ag\\\"ent\\\\\"\n      password_file = \"/etc/alloy/auth/metrics/password\"\n    }\n  }"
+            ),
+            "{config}"
+        );
+        assert!(
+            config.contains(
+                "  endpoint {\n    url = \"https://l/loki/api/v1/push\"\n    bearer_token_file = \"/etc/alloy/auth/logs/token\"\n  }"
+            ),
+            "{config}"
+        );
+
+        // Only the password or token is mounted, as a directory kubelet keeps current,
+        // and a missing Secret does not stop the gateway pod.
+        let (container, volumes) = container(&view, &credentials);
+        let mounts: Vec<(String, String)> = container
+            .volume_mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.name.starts_with("agent-auth"))
+            .map(|m| {
+                assert_eq!((m.read_only, m.sub_path), (Some(true), None));
+                (m.name, m.mount_path)
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (
+                    "agent-auth-metrics".into(),
+                    "/etc/alloy/auth/metrics".into()
+                ),
+                ("agent-auth-logs".into(), "/etc/alloy/auth/logs".into())
+            ]
+        );
+        let secrets: Vec<(String, bool, Vec<String>)> = volumes
+            .iter()
+            .filter_map(|v| v.secret.as_ref())
+            .map(|s| {
+                let items = s.items.iter().flatten().map(|i| i.key.clone()).collect();
+                (
+                    s.secret_name.clone().unwrap_or_default(),
+                    s.optional == Some(true),
+                    items,
+                )
+            })
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                ("meta".into(), true, vec!["password".to_string()]),
+                ("logs-token".into(), true, vec!["token".to_string()])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_url_cannot_break_out_of_its_string() {
+        let cluster = cluster("{metrics: {remoteWriteUrl: 'http://x\" }  evil {'}}");
+        let config = config(&ClusterView::new(&cluster), &Credentials::default());
+        assert!(
+            config.contains("url = \"http://x\\\" }  evil {\""),
+            "{config}"
+        );
+    }
+
+    #[test]
     fn the_agent_may_only_read_pods_and_their_logs() {
-        let agent = build(&ClusterView::new(&cluster("{enabled: true}")));
+        let agent = build(
+            &ClusterView::new(&cluster("{enabled: true}")),
+            &Credentials::default(),
+        );
         let rules = agent.role.rules.expect("rules");
         for rule in &rules {
             assert_eq!(rule.verbs, ["get", "list", "watch"]);

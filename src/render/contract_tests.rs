@@ -107,7 +107,12 @@ fn render(product: Product, pools: &[Pool], storage: Value, ipv6: bool, traces: 
         ConfigInputs::for_cluster(&view, &topology, &settings, None, Some("2026-11-18"), ipv6);
     let config_text = config::render(&inputs).expect("renders");
     let config: Value = serde_saphyr::from_str(&config_text).expect("YAML");
-    let gateway = super::gateway::build(&view, &topology.present_roles(), &settings, None);
+    let gateway = super::gateway::build(
+        &view,
+        &topology.present_roles(),
+        &settings,
+        (None, &Default::default()),
+    );
     let nginx = gateway
         .config
         .data

@@ -67,12 +67,12 @@ fn nginx_options(cluster: &ClusterView, settings: &Settings, auth: bool) -> Ngin
 }
 
 /// Builds the gateway for the roles `present`; `auth`: the credentials it checks, for a
-/// multi-tenant cluster.
+/// multi-tenant cluster, and those its agent sends.
 pub fn build(
     cluster: &ClusterView,
     present: &BTreeSet<&str>,
     settings: &Settings,
-    auth: Option<&AuthFiles>,
+    (auth, agent_credentials): (Option<&AuthFiles>, &agent::Credentials),
 ) -> Gateway {
     let name = cluster.child_name("gateway");
     let labels = cluster_labels(cluster.product(), &cluster.name, Component::Gateway);
@@ -87,7 +87,7 @@ pub fn build(
     // nginx.conf and the start script that writes the files it includes.
     let nginx_options = nginx_options(cluster, settings, auth.is_some());
     let conf = nginx::render(cluster.product(), present, &nginx_options);
-    let agent_config = agent::enabled(cluster).then(|| agent::config(cluster));
+    let agent_config = agent::enabled(cluster).then(|| agent::config(cluster, agent_credentials));
     let config_checksum = checksum(
         [
             Some(conf.as_bytes()),
@@ -96,7 +96,8 @@ pub fn build(
         .into_iter()
         .flatten(),
     );
-    let mut pod = pod_spec(cluster, &name, &nginx_options, agent_config.is_some());
+    let agent = agent_config.is_some().then_some(agent_credentials);
+    let mut pod = pod_spec(cluster, &name, &nginx_options, agent);
     let mut annotations = BTreeMap::from([(CONFIG_CHECKSUM.to_string(), config_checksum)]);
     if let Some(files) = auth {
         mount_auth(cluster, &mut pod);
@@ -124,7 +125,7 @@ fn pod_spec(
     cluster: &ClusterView,
     name: &str,
     nginx_options: &NginxOptions,
-    with_agent: bool,
+    agent: Option<&agent::Credentials>,
 ) -> PodSpec {
     let (mut volumes, nginx_mounts) = nginx_volumes(cluster, name);
     let mut containers = vec![
@@ -132,10 +133,10 @@ fn pod_spec(
         exporter_container(cluster),
     ];
     let mut service_account = None;
-    if with_agent {
-        let (container, volume) = agent::container(cluster);
+    if let Some(credentials) = agent {
+        let (container, agent_volumes) = agent::container(cluster, credentials);
         containers.push(container);
-        volumes.push(volume);
+        volumes.extend(agent_volumes);
         service_account = Some(agent::name(cluster));
     }
     PodSpec {
@@ -385,7 +386,7 @@ mod tests {
             &view,
             &expand(view.product(), toggles),
             &Settings::default(),
-            None,
+            (None, &Default::default()),
         )
     }
 
@@ -417,7 +418,12 @@ mod tests {
             ..AuthFiles::default()
         };
         let present = expand(Product::Loki, &["all"]);
-        let gw = build(&view, &present, &Settings::default(), Some(&files));
+        let gw = build(
+            &view,
+            &present,
+            &Settings::default(),
+            (Some(&files), &Default::default()),
+        );
         let pod = pod(&gw);
         let auth = pod
             .volumes
@@ -440,7 +446,12 @@ mod tests {
             htpasswd: "alice:{SSHA}y\n".into(),
             ..files.clone()
         };
-        let gw = build(&view, &present, &Settings::default(), Some(&rotated));
+        let gw = build(
+            &view,
+            &present,
+            &Settings::default(),
+            (Some(&rotated), &Default::default()),
+        );
         let after = template_annotation(&gw, CREDENTIALS_CHECKSUM);
         assert_ne!(before, after, "new credentials roll the gateway");
     }

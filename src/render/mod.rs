@@ -246,6 +246,7 @@ pub fn cluster_children(
     topology: &crate::product::Topology,
     shared_config: Option<k8s_openapi::api::core::v1::ConfigMap>,
     (auth, tenants): (Option<&tenancy::AuthFiles>, &[tenancy::TenantEntry]),
+    agent_credentials: &agent::Credentials,
     settings: &Settings,
     prometheus_rules: bool,
 ) -> ClusterChildren {
@@ -265,8 +266,13 @@ pub fn cluster_children(
             Vec::new()
         },
         alerts,
-        gateway: gateway::build(cluster, &topology.present_roles(), settings, auth),
-        agent: agent::enabled(cluster).then(|| agent::build(cluster)),
+        gateway: gateway::build(
+            cluster,
+            &topology.present_roles(),
+            settings,
+            (auth, agent_credentials),
+        ),
+        agent: agent::enabled(cluster).then(|| agent::build(cluster, agent_credentials)),
         gossip: services::gossip(cluster),
         role_services: services::roles(cluster, topology),
         shared_config,
