@@ -147,7 +147,7 @@ async fn read_cluster_inputs(
         Some(cached) => cached,
         None => get_opt(&ctx.client, ns, &view.child_name("config")).await?,
     };
-    let names = secrets::referenced(&cluster.spec);
+    let names = secrets::read_by_workers(&cluster.spec);
     let found = read::secrets(&ctx.client, ns, &names).await?;
     Ok((
         config,

@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use super::children::Children;
 use super::{Context, Options, RunError, cluster, leader, pool, tenant};
 use crate::api::{GrafanaCluster, Tenant, WorkerPool};
+use crate::plan::secrets::{read_by_workers, referenced};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
 
@@ -531,7 +532,7 @@ fn cluster_controller(
     ),
     children: ClusterChildWriters,
 ) -> Controller<DeserializeGuard<GrafanaCluster>> {
-    let clusters_by_secret = store.clone();
+    let cluster_store = store.clone();
     let tenants_by_secret = tenants.as_reader();
     Controller::for_stream(w.main(writer), store.clone())
         .with_config(w.controller_config())
@@ -593,7 +594,7 @@ fn cluster_controller(
         .watches_stream(
             w.secrets(),
             w.counted(move |secret: PartialObjectMeta<Secret>| {
-                let mut clusters = clusters_using_secret(&clusters_by_secret, &secret.metadata);
+                let mut clusters = clusters_using_secret(&cluster_store, &secret.metadata);
                 clusters.extend(tenant_clusters(&tenants_by_secret, &secret.metadata));
                 clusters
             }),
@@ -655,7 +656,9 @@ fn pool_controller(
         .watches_stream(
             w.secrets(),
             w.counted(move |secret: PartialObjectMeta<Secret>| {
-                clusters_using_secret(&clusters_for_pools, &secret.metadata)
+                // Only the Secrets the workers read: the agent's or the TLS Secret's
+                // rotation is no pool's business.
+                clusters_whose_workers_read(&clusters_for_pools, &secret.metadata)
                     .into_iter()
                     .flat_map(|cluster| {
                         pools_of(
@@ -972,13 +975,30 @@ fn report<K: Resource, E: std::error::Error, Q: std::error::Error>(
     }
 }
 
-/// Clusters (from the cache) that name the Secret.
+/// The clusters (from the cache) that reference the Secret.
 fn clusters_using_secret(
     store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
     secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    clusters_reading(store, secret, referenced)
+}
+
+/// The clusters (from the cache) whose workers read the Secret.
+fn clusters_whose_workers_read(
+    store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
+    clusters_reading(store, secret, read_by_workers)
+}
+
+/// The clusters (from the cache) among whose Secrets `names_in` lists this one.
+fn clusters_reading(
+    store: &reflector::Store<DeserializeGuard<GrafanaCluster>>,
+    secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    names_in: fn(&crate::api::GrafanaClusterSpec) -> Vec<&str>,
+) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
     clusters_naming_secret(store, secret, |cluster| {
-        let names = crate::plan::secrets::referenced(&cluster.spec);
+        let names = names_in(&cluster.spec);
         (names.contains(&secret_name(secret)), cluster.name_any())
     })
 }

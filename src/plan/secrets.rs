@@ -265,13 +265,19 @@ pub fn check_tls(name: &str, secrets: &Secrets) -> Option<SecretProblem> {
     check(&needed, secrets).problem
 }
 
-/// Names of the Secrets a cluster references (for the watches that map a Secret change
-/// to the clusters and pools using it).
-pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
-    let mut names: Vec<&str> = storage_needs(&spec.storage)
+/// Names of the Secrets the workers read (for the watch that maps a Secret change to the
+/// pools using it).
+pub fn read_by_workers(spec: &GrafanaClusterSpec) -> Vec<&str> {
+    storage_needs(&spec.storage)
         .into_iter()
         .map(|need| need.name)
-        .collect();
+        .collect()
+}
+
+/// Names of the Secrets a cluster references (for the watch that maps a Secret change to
+/// the clusters using it).
+pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
+    let mut names = read_by_workers(spec);
     names.extend(spec.tls.as_ref().map(|t| t.secret_name.as_str()));
     names.extend(agent_auth(&spec.self_monitoring).map(|(_, auth)| auth.secret_name()));
     names
@@ -335,6 +341,9 @@ pub fn check_agent_auth(
     (credentials, problems.into_iter().next())
 }
 
+/// The type of the Secrets that hold a ServiceAccount's API token.
+const SERVICE_ACCOUNT_TOKEN: &str = "kubernetes.io/service-account-token";
+
 /// Why Secret `name` cannot give the agent `keys`, if it cannot.
 fn agent_secret_problem(
     what: &str,
@@ -342,12 +351,22 @@ fn agent_secret_problem(
     keys: &[&str],
     secrets: &Secrets,
 ) -> Option<SecretProblem> {
-    let Some(Some(_)) = secrets.get(name) else {
+    let Some(Some(secret)) = secrets.get(name) else {
         return Some(SecretProblem {
             reason: Reason::SecretNotFound,
             message: format!("{what}: Secret {name:?} does not exist: create it in this namespace"),
         });
     };
+    // Whoever may edit the cluster chooses the URL: the agent never sends the namespace's
+    // own API credentials there.
+    if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN) {
+        return Some(SecretProblem {
+            reason: Reason::InvalidCredential,
+            message: format!(
+                "{what}: Secret {name:?} is a ServiceAccount token, which the agent never sends"
+            ),
+        });
+    }
     let missing = keys
         .iter()
         .find(|key| value(secrets, name, key).is_none_or(|v| v.is_empty()))?;
@@ -449,6 +468,30 @@ mod tests {
         assert!(
             names.contains(&"meta") && names.contains(&"logs-token"),
             "{names:?}"
+        );
+        // The workers read neither: rotating them reconciles no pool.
+        assert!(!read_by_workers(&spec).contains(&"meta"));
+
+        // A ServiceAccount token is never sent to a URL that whoever edits the cluster
+        // chooses.
+        let mut token = secret(&[("token", "eyJhbGciOi")]).expect("secret");
+        token.type_ = Some("kubernetes.io/service-account-token".into());
+        let secrets = BTreeMap::from([
+            (
+                "meta".to_string(),
+                secret(&[("username", "agent"), ("password", "pw")]),
+            ),
+            ("logs-token".to_string(), Some(token)),
+        ]);
+        let problem = check_agent_auth(&spec.self_monitoring, &secrets)
+            .1
+            .expect("refused");
+        assert_eq!(
+            (problem.reason, problem.message.as_str()),
+            (
+                Reason::InvalidCredential,
+                "selfMonitoring.logs.auth: Secret \"logs-token\" is a ServiceAccount token, which the agent never sends"
+            )
         );
     }
 

@@ -70,10 +70,23 @@ impl Credentials {
     }
 }
 
-/// `value` as an Alloy string literal: quoted, with quotes, backslashes and control
-/// characters escaped (JSON's escapes are a subset of Alloy's, which are Go's).
+/// `value` as an Alloy string literal: quoted, and everything but printable ASCII
+/// escaped. Alloy's scanner takes Go's escapes, and refuses some characters even inside
+/// a string (a byte-order mark, NUL), which a username read from a file may carry.
 fn alloy_string(value: &str) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into())
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The lines of an `endpoint` block that send `credential`, read from its mounted file on
@@ -516,6 +529,14 @@ mod tests {
                 ("meta".into(), true, vec!["password".to_string()]),
                 ("logs-token".into(), true, vec!["token".to_string()])
             ]
+        );
+    }
+
+    #[test]
+    fn alloy_strings_escape_all_but_printable_ascii() {
+        assert_eq!(
+            alloy_string("a\"b\\c\u{feff}d\ne\u{0}é😀"),
+            r#""a\"b\\c\ufeffd\u000ae\u0000\u00e9\U0001f600""#
         );
     }
 

@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn a_new_agent_username_rolls_the_gateway_and_its_secret_alone_does_not() {
+        let cluster = fixtures::cluster(
+            "product: loki\nstorage: {s3: {endpoint: minio:9000, bucket: b, credentialsSecret: {name: s}}}\nselfMonitoring: {metrics: {remoteWriteUrl: 'https://m/api/v1/push', auth: {basicAuth: {secretName: meta}}}}",
+        );
+        let view = ClusterView::new(&cluster);
+        let present = expand(view.product(), &["all"]);
+        let checksum = |username: &str, secret: &str| {
+            let credentials = agent::Credentials {
+                metrics: Some(agent::Credential::Basic {
+                    secret: secret.into(),
+                    username: username.into(),
+                }),
+                logs: None,
+            };
+            let gateway = build(&view, &present, &Settings::default(), (None, &credentials));
+            template_annotation(&gateway, CONFIG_CHECKSUM)
+        };
+        assert_ne!(checksum("agent", "meta"), checksum("agent-2", "meta"));
+        // The password is no part of the template: only the Secret's name is, through
+        // the volume.
+        assert_eq!(checksum("agent", "meta"), checksum("agent", "meta"));
+    }
+
+    #[test]
     fn a_multi_tenant_gateway_reads_a_copy_of_its_auth_files_and_rolls_with_them() {
         let cluster = fixtures::minimal_cluster(Product::Loki);
         let view = ClusterView::new(&cluster);
