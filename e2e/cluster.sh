@@ -139,14 +139,14 @@ tool_workdir() {
 	echo "$TOOLS_DIR/$dir"
 }
 
-# build_one TOOL: build into a temporary directory next to the cache, then rename into
-# place, so an interrupted build never leaves a half-written binary where `up` looks.
 # usable PATH: an executable ELF file. A cached binary cut short (a cache restored in part)
 # would otherwise be run by the shell as an empty script, exit 0 and leave no log.
 usable() {
 	[[ -x $1 && -s $1 && $(head -c 4 "$1" | od -An -c | tr -d ' ') == '177ELF' ]]
 }
 
+# build_one TOOL: build into a temporary directory next to the cache, then rename into
+# place, so an interrupted build never leaves a half-written binary where `up` looks.
 build_one() {
 	local tool=$1 dir mod pkg version dest tmp pid start elapsed
 	read -r dir mod pkg <<<"$(tool_spec "$tool")"

@@ -16,6 +16,31 @@ pub use reason::{Reason, Severity};
 pub(crate) use schema::json_name;
 pub use tenant::*;
 
+/// A kind that belongs to one GrafanaCluster of its namespace, which its
+/// `spec.clusterRef` names.
+pub trait OfCluster: kube::Resource {
+    fn cluster_ref(&self) -> &str;
+
+    /// Whether it is a live member of cluster `name` in `ns` (not being deleted).
+    fn belongs_to(&self, ns: &str, name: &str) -> bool {
+        self.meta().namespace.as_deref() == Some(ns)
+            && self.cluster_ref() == name
+            && self.meta().deletion_timestamp.is_none()
+    }
+}
+
+impl OfCluster for WorkerPool {
+    fn cluster_ref(&self) -> &str {
+        &self.spec.cluster_ref
+    }
+}
+
+impl OfCluster for Tenant {
+    fn cluster_ref(&self) -> &str {
+        &self.spec.cluster_ref
+    }
+}
+
 /// API group of both kinds.
 pub const GROUP: &str = "lgtm.coordinated.dev";
 /// Field manager used for every server-side apply the operator makes.

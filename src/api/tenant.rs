@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 /// Tenant may name any Secret of its namespace, and must not borrow another's.
 pub const TENANT_ANNOTATION: &str = "lgtm.coordinated.dev/tenant";
 
+/// The keys a `kubernetes.io/basic-auth` Secret holds.
+pub const USERNAME_KEY: &str = "username";
+pub const PASSWORD_KEY: &str = "password";
+/// The key of a bearer-token Secret.
+pub const TOKEN_KEY: &str = "token";
+
 /// A tenant of a multi-tenant GrafanaCluster (ADR 15): who may read or write its data
 /// through the gateway, and its limits. Its own kind rather than a list in the cluster,
 /// so that a team can be given RBAC on its Tenants and Secrets only, and each Tenant

@@ -17,7 +17,7 @@ use super::children::Children;
 use super::probes::Probes;
 use super::scale_down::Leaves;
 use super::zone_rollout::Rollouts;
-use crate::api::{GrafanaCluster, Tenant, WorkerPool};
+use crate::api::{GrafanaCluster, OfCluster, Tenant, WorkerPool};
 use crate::render::Settings;
 use crate::telemetry::{ControllerProgress, Health, Metrics, Progress, backoff};
 
@@ -108,47 +108,38 @@ impl Context {
             .collect()
     }
 
-    /// The live pools of cluster `name` in `ns` from the watch cache, sorted by name as a
-    /// list returns them; `None` until every cache has filled.
+    /// The live pools of cluster `name` in `ns` from the watch cache; `None` until every
+    /// cache has filled.
     pub(super) fn cached_pools(&self, ns: &str, name: &str) -> Option<Vec<WorkerPool>> {
-        if !self.progress.synced() {
-            return None;
-        }
-        let mut pools: Vec<WorkerPool> = self
-            .pools
-            .state()
-            .iter()
-            .filter_map(|guard| guard.0.as_ref().ok())
-            .filter(|pool| {
-                pool.namespace().as_deref() == Some(ns)
-                    && pool.spec.cluster_ref == name
-                    && pool.meta().deletion_timestamp.is_none()
-            })
-            .cloned()
-            .collect();
-        pools.sort_by_key(|pool| pool.name_any());
-        Some(pools)
+        self.cached_of_cluster(&self.pools, ns, name)
     }
 
     /// The live Tenants of cluster `name` in `ns` from the watch cache; `None` until
     /// every cache has filled.
     pub(super) fn cached_tenants(&self, ns: &str, name: &str) -> Option<Vec<Tenant>> {
+        self.cached_of_cluster(&self.tenants, ns, name)
+    }
+
+    /// The live members of cluster `name` in `ns` in `store`, sorted by name as a list
+    /// returns them; `None` until every cache has filled.
+    fn cached_of_cluster<K: OfCluster<DynamicType = ()> + Clone>(
+        &self,
+        store: &Store<DeserializeGuard<K>>,
+        ns: &str,
+        name: &str,
+    ) -> Option<Vec<K>> {
         if !self.progress.synced() {
             return None;
         }
-        Some(
-            self.tenants
-                .state()
-                .iter()
-                .filter_map(|guard| guard.0.as_ref().ok())
-                .filter(|tenant| {
-                    tenant.namespace().as_deref() == Some(ns)
-                        && tenant.spec.cluster_ref == name
-                        && tenant.meta().deletion_timestamp.is_none()
-                })
-                .cloned()
-                .collect(),
-        )
+        let mut members: Vec<K> = store
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|member| member.belongs_to(ns, name))
+            .cloned()
+            .collect();
+        members.sort_by_key(|member| member.name_any());
+        Some(members)
     }
 
     /// The children of kind `K` of an `owner` kind in `ns` labelled `label`, from the

@@ -3,12 +3,12 @@
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use super::Context;
 use super::apply::get_opt;
 use super::error::{Error, Result};
-use crate::api::{Tenant, WorkerPool};
+use crate::api::{OfCluster, Tenant, WorkerPool};
 use crate::plan::secrets::Secrets;
 use crate::render::labels::POOL;
 
@@ -16,38 +16,39 @@ use crate::render::labels::POOL;
 /// left out; their own reconciler reports them, and so are those being deleted). Read
 /// from the watch cache; listed through the API only before the caches have filled.
 pub async fn pools_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<WorkerPool>> {
-    if let Some(pools) = ctx.cached_pools(ns, name) {
-        return Ok(pools);
+    match ctx.cached_pools(ns, name) {
+        Some(pools) => Ok(pools),
+        None => listed_of_cluster(&ctx.client, ns, name).await,
     }
-    let api: Api<DeserializeGuard<WorkerPool>> = Api::namespaced(ctx.client.clone(), ns);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::read(format!("WorkerPools in {ns}")))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|guard| guard.0.ok())
-        .filter(|pool| pool.spec.cluster_ref == name && pool.meta().deletion_timestamp.is_none())
-        .collect())
 }
 
 /// The cluster's Tenants (malformed ones and those being deleted are left out), from the
 /// watch cache; listed through the API only before the caches have filled.
 pub async fn tenants_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Tenant>> {
-    if let Some(tenants) = ctx.cached_tenants(ns, name) {
-        return Ok(tenants);
+    match ctx.cached_tenants(ns, name) {
+        Some(tenants) => Ok(tenants),
+        None => listed_of_cluster(&ctx.client, ns, name).await,
     }
-    let api: Api<DeserializeGuard<Tenant>> = Api::namespaced(ctx.client.clone(), ns);
+}
+
+/// The live members of kind `K` of cluster `name` in `ns`, listed through the API.
+async fn listed_of_cluster<K>(client: &Client, ns: &str, name: &str) -> Result<Vec<K>>
+where
+    K: OfCluster<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<DeserializeGuard<K>> = Api::namespaced(client.clone(), ns);
     let list = api
         .list(&ListParams::default())
         .await
-        .map_err(Error::read(format!("Tenants in {ns}")))?;
+        .map_err(Error::read(format!("{}s in {ns}", K::kind(&()))))?;
     Ok(list
         .items
         .into_iter()
         .filter_map(|guard| guard.0.ok())
-        .filter(|t| t.spec.cluster_ref == name && t.meta().deletion_timestamp.is_none())
+        .filter(|member| member.belongs_to(ns, name))
         .collect())
 }
 

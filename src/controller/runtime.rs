@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 
 use super::children::Children;
 use super::{Context, Options, RunError, cluster, leader, pool, tenant};
-use crate::api::{GrafanaCluster, Tenant, WorkerPool};
+use crate::api::{GrafanaCluster, OfCluster, Tenant, WorkerPool};
 use crate::plan::secrets::{read_by_workers, referenced};
 use crate::render::labels::{CLUSTER, COMPONENT, Component, MANAGED_BY, MANAGER};
 use crate::telemetry::{ControllerProgress, FAILING_WINDOW, Health, Watch};
@@ -999,7 +999,9 @@ fn clusters_reading(
 ) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
     clusters_naming_secret(store, secret, |cluster| {
         let names = names_in(&cluster.spec);
-        (names.contains(&secret_name(secret)), cluster.name_any())
+        names
+            .contains(&secret_name(secret))
+            .then(|| cluster.name_any())
     })
 }
 
@@ -1010,10 +1012,9 @@ fn tenant_clusters(
 ) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>> {
     clusters_naming_secret(store, secret, |tenant| {
         let names = crate::plan::tenants::referenced(std::slice::from_ref(tenant));
-        (
-            names.contains(&secret_name(secret)),
-            tenant.spec.cluster_ref.clone(),
-        )
+        names
+            .contains(&secret_name(secret))
+            .then(|| tenant.spec.cluster_ref.clone())
     })
 }
 
@@ -1021,12 +1022,12 @@ fn secret_name(secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
     secret.name.as_deref().unwrap_or_default()
 }
 
-/// The clusters that objects of `store` in the Secret's namespace lead to, where
-/// `names` says (whether the object names the Secret, its cluster).
+/// The clusters that objects of `store` in the Secret's namespace lead to: `names`
+/// gives an object's cluster when the object names the Secret.
 fn clusters_naming_secret<K>(
     store: &reflector::Store<DeserializeGuard<K>>,
     secret: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    names: impl Fn(&K) -> (bool, String),
+    names: impl Fn(&K) -> Option<String>,
 ) -> Vec<ObjectRef<DeserializeGuard<GrafanaCluster>>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
@@ -1037,10 +1038,7 @@ where
         .iter()
         .filter_map(|guard| guard.0.as_ref().ok())
         .filter(|object| object.meta().namespace.as_deref() == Some(ns))
-        .filter_map(|object| match names(object) {
-            (true, cluster) => Some(ObjectRef::new(&cluster).within(ns)),
-            (false, _) => None,
-        })
+        .filter_map(|object| Some(ObjectRef::new(&names(object)?).within(ns)))
         .collect()
 }
 
@@ -1050,7 +1048,7 @@ fn pools_of(
     ns: &str,
     name: &str,
 ) -> Vec<ObjectRef<DeserializeGuard<WorkerPool>>> {
-    of_cluster(store, ns, name, |pool| &pool.spec.cluster_ref)
+    of_cluster(store, ns, name)
 }
 
 /// Tenants (from the cache) of cluster `ns/name`.
@@ -1059,21 +1057,21 @@ fn tenants_of(
     ns: &str,
     name: &str,
 ) -> Vec<ObjectRef<DeserializeGuard<Tenant>>> {
-    of_cluster(store, ns, name, |tenant| &tenant.spec.cluster_ref)
+    of_cluster(store, ns, name)
 }
 
-/// Objects (from the cache) in `ns` whose `cluster_ref` is `name`.
-fn of_cluster<K: Resource<DynamicType = ()> + Clone>(
+/// Objects (from the cache) in `ns` whose `clusterRef` is `name`, those being deleted
+/// too (their deletion concerns their cluster).
+fn of_cluster<K: OfCluster<DynamicType = ()> + Clone>(
     store: &reflector::Store<DeserializeGuard<K>>,
     ns: &str,
     name: &str,
-    cluster_ref: fn(&K) -> &String,
 ) -> Vec<ObjectRef<DeserializeGuard<K>>> {
     store
         .state()
         .iter()
         .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|object| object.namespace().as_deref() == Some(ns) && cluster_ref(object) == name)
+        .filter(|object| object.namespace().as_deref() == Some(ns) && object.cluster_ref() == name)
         .map(|object| ObjectRef::new(&object.name_any()).within(ns))
         .collect()
 }

@@ -203,11 +203,9 @@ pub fn self_monitoring_ready(
     problem: Option<&SecretProblem>,
 ) -> Option<Observed> {
     let monitoring = &spec.self_monitoring;
-    let with_auth = monitoring
-        .metrics
-        .as_ref()
-        .is_some_and(|m| m.auth.is_some())
-        || monitoring.logs.as_ref().is_some_and(|l| l.auth.is_some());
+    let with_auth = super::secrets::agent_auth(monitoring)
+        .iter()
+        .any(|(_, auth)| auth.is_some());
     if !monitoring.is_enabled() || !with_auth {
         return None;
     }

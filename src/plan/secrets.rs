@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::Reason;
-use crate::api::{Backend, DestinationAuth, GrafanaClusterSpec, SelfMonitoringSpec, StorageSpec};
+use crate::api::{
+    Backend, DestinationAuth, GrafanaClusterSpec, PASSWORD_KEY, SelfMonitoringSpec, StorageSpec,
+    TOKEN_KEY, USERNAME_KEY,
+};
 use crate::probe::{PROBE_PREFIX, ProbeBackend, ProbeFailure, ProbeTarget};
 use crate::product::Product;
 use crate::render::agent::{Credential, Credentials};
@@ -279,14 +282,18 @@ pub fn read_by_workers(spec: &GrafanaClusterSpec) -> Vec<&str> {
 pub fn referenced(spec: &GrafanaClusterSpec) -> Vec<&str> {
     let mut names = read_by_workers(spec);
     names.extend(spec.tls.as_ref().map(|t| t.secret_name.as_str()));
-    names.extend(agent_auth(&spec.self_monitoring).map(|(_, auth)| auth.secret_name()));
+    names.extend(
+        agent_auth(&spec.self_monitoring)
+            .into_iter()
+            .filter_map(|(_, auth)| Some(auth?.secret_name())),
+    );
     names
 }
 
-/// Each self-monitoring destination that names a credential, with its name.
-fn agent_auth(
+/// Each self-monitoring destination, by name, with the credential it names if any.
+pub(super) fn agent_auth(
     monitoring: &SelfMonitoringSpec,
-) -> impl Iterator<Item = (&'static str, &DestinationAuth)> {
+) -> [(&'static str, Option<&DestinationAuth>); 2] {
     [
         (
             "metrics",
@@ -297,8 +304,6 @@ fn agent_auth(
             monitoring.logs.as_ref().and_then(|l| l.auth.as_ref()),
         ),
     ]
-    .into_iter()
-    .filter_map(|(destination, auth)| Some((destination, auth?)))
 }
 
 /// The agent's credentials as their Secrets give them (only a basic-auth username is
@@ -309,36 +314,47 @@ pub fn check_agent_auth(
     monitoring: &SelfMonitoringSpec,
     secrets: &Secrets,
 ) -> (Credentials, Option<SecretProblem>) {
-    let mut credentials = Credentials::default();
-    let mut problems = Vec::new();
-    for (destination, auth) in agent_auth(monitoring) {
-        let name = auth.secret_name();
-        let (credential, keys) = match &auth.basic_auth {
-            Some(_) => {
-                let username = value(secrets, name, "username")
-                    .map(|v| String::from_utf8_lossy(&v).trim().to_string())
-                    .unwrap_or_default();
-                let credential = Credential::Basic {
-                    secret: name.to_string(),
-                    username,
-                };
-                (credential, ["username", "password"].as_slice())
-            }
-            None => {
-                let credential = Credential::Bearer {
-                    secret: name.to_string(),
-                };
-                (credential, ["token"].as_slice())
-            }
-        };
-        let what = format!("selfMonitoring.{destination}.auth");
-        problems.extend(agent_secret_problem(&what, name, keys, secrets));
-        match destination {
-            "metrics" => credentials.metrics = Some(credential),
-            _ => credentials.logs = Some(credential),
+    let [metrics, logs] = agent_auth(monitoring)
+        .map(|(destination, auth)| auth.map(|auth| agent_credential(destination, auth, secrets)));
+    let problem = [&metrics, &logs]
+        .into_iter()
+        .flatten()
+        .find_map(|(_, problem)| problem.clone());
+    let credentials = Credentials {
+        metrics: metrics.map(|(credential, _)| credential),
+        logs: logs.map(|(credential, _)| credential),
+    };
+    (credentials, problem)
+}
+
+/// One destination's credential, and why its Secret cannot give it, if it cannot.
+fn agent_credential(
+    destination: &str,
+    auth: &DestinationAuth,
+    secrets: &Secrets,
+) -> (Credential, Option<SecretProblem>) {
+    let secret = auth.secret_name().to_string();
+    let (credential, keys) = match &auth.basic_auth {
+        Some(_) => {
+            let username = value(secrets, &secret, USERNAME_KEY)
+                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+                .unwrap_or_default();
+            let credential = Credential::Basic {
+                secret: secret.clone(),
+                username,
+            };
+            (credential, [USERNAME_KEY, PASSWORD_KEY].as_slice())
         }
-    }
-    (credentials, problems.into_iter().next())
+        None => (
+            Credential::Bearer {
+                secret: secret.clone(),
+            },
+            [TOKEN_KEY].as_slice(),
+        ),
+    };
+    let what = format!("selfMonitoring.{destination}.auth");
+    let problem = agent_secret_problem(&what, &secret, keys, secrets);
+    (credential, problem)
 }
 
 /// The type of the Secrets that hold a ServiceAccount's API token.

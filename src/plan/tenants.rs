@@ -13,8 +13,8 @@ use sha1::Digest;
 use super::Reason;
 use super::conditions::Observed;
 use super::secrets::Secrets;
-use crate::api::TENANT_ANNOTATION;
 use crate::api::{GrafanaCluster, Scope, SecretRef, TenancyMode, Tenant, TenantLimits};
+use crate::api::{PASSWORD_KEY, TENANT_ANNOTATION, TOKEN_KEY, USERNAME_KEY};
 use crate::product::Product;
 use crate::render::CREDENTIALS_CHECKSUM;
 use crate::render::config::Duration;
@@ -22,12 +22,6 @@ pub use crate::render::tenancy::{AUTH_KEY, AuthFiles, KEY_BYTES, TenantEntry, au
 
 /// The longest tenant id the products take (dskit's tenant.ValidTenantID).
 const MAX_TENANT_ID: usize = 150;
-
-/// The keys a `kubernetes.io/basic-auth` Secret holds.
-pub const USERNAME_KEY: &str = "username";
-pub const PASSWORD_KEY: &str = "password";
-/// The key of a bearer-token Secret.
-pub const TOKEN_KEY: &str = "token";
 
 /// The Secrets the Tenants name, in their order.
 pub fn referenced(tenants: &[Tenant]) -> Vec<&str> {

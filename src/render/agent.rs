@@ -22,6 +22,7 @@ use super::labels::{
 use super::pod::{
     EXPORTER_PORT, config_map_volume, container_port, http_probe, mount, restricted_container,
 };
+use crate::api::{PASSWORD_KEY, TOKEN_KEY};
 
 const HTTP_PORT: u16 = 12345;
 const CONFIG_DIR: &str = "/etc/alloy";
@@ -42,8 +43,8 @@ impl Credential {
     /// The Secret key mounted, which is also the file's name.
     fn key(&self) -> &'static str {
         match self {
-            Credential::Basic { .. } => "password",
-            Credential::Bearer { .. } => "token",
+            Credential::Basic { .. } => PASSWORD_KEY,
+            Credential::Bearer { .. } => TOKEN_KEY,
         }
     }
 

@@ -689,7 +689,8 @@ fn runtime_overrides_write_only_contract_keys() {
         let text = super::tenancy::runtime_overrides(
             product,
             std::slice::from_ref(&entry),
-            &super::tenancy::tempo_entry_base(false, None),
+            // Span metrics on: every key an entry can carry.
+            &super::tenancy::tempo_entry_base(true, None),
         );
         let file: Value = serde_saphyr::from_str(&text).expect("YAML");
         let contract = product.contract();
@@ -712,10 +713,8 @@ fn runtime_overrides_write_only_contract_keys() {
         leaves("", &file["overrides"]["t"], &mut keys);
         let known: BTreeSet<&str> = contract.tenancy.limits.iter().map(|l| l.key).collect();
         for key in &keys {
-            // Tempo's span-metrics processors, repeated from the main config's defaults.
-            let generator = key == "metrics_generator.processors";
             assert!(
-                known.contains(key.as_str()) || generator,
+                known.contains(key.as_str()),
                 "{product}: {key} is not in the contract"
             );
         }

@@ -347,6 +347,14 @@ pub(super) static CONTRACT: Contract = Contract {
                     "modules/overrides/config.go@v2.8.1:181,277",
                 ),
             },
+            LimitKey {
+                field: "(span metrics on, written to every entry)",
+                key: "metrics_generator.processors",
+                what: fact(
+                    "the generator processors a tenant runs; an entry replaces the defaults whole, so one without it runs none",
+                    "modules/overrides/config.go@v2.8.1:145,202",
+                ),
+            },
         ],
     },
     notes: &[
